@@ -1,0 +1,28 @@
+"""Test-wide set-up: each plugin module owns the fixtures for one real server."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = [
+    "tests.plugins.redis_server",
+    "tests.plugins.postgres_server",
+    "tests.plugins.qcluster",
+]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A developer's own qwatch settings never leak into a test (litecli's habit)."""
+    for name in (
+        "QWATCH_REDIS_URL",
+        "QWATCH_DATABASE_URL",
+        "QWATCH_NAME",
+        "QWATCH_SECRET_KEY",
+        "QWATCH_SECRET_KEY_FALLBACKS",
+        "QWATCH_TIME_ZONE",
+        "DJANGO_SETTINGS_MODULE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))

@@ -1,0 +1,1 @@
+"""Fixtures for a real server (being written)."""
