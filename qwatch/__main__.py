@@ -1,0 +1,3 @@
+from qwatch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""`qwatch status`: one read of every configured site, as a table or JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from qwatch.config import Settings
+from qwatch.fmt import hms, iso, table
+from qwatch.redis_source import Poll, RedisSource
+from qwatch.stat import ClusterStat
+
+COLUMNS = ("Host", "Id", "State", "Pool", "TQ", "RQ", "RC", "Up")
+
+
+async def read_all(settings: Settings) -> list[Poll]:
+    """One poll per site, concurrently; the first unreachable Redis raises RedisUnavailable."""
+    sources = [RedisSource(site) for site in settings.sites]
+    try:
+        return list(await asyncio.gather(*(source.poll() for source in sources)))
+    finally:
+        await asyncio.gather(*(source.close() for source in sources), return_exceptions=True)
+
+
+def cluster_json(stat: ClusterStat) -> dict[str, object]:
+    return {
+        "name": stat.name,
+        "cluster_id": stat.cluster_id,
+        "host": stat.host,
+        "pid": stat.pid,
+        "sentinel": stat.sentinel,
+        "workers": list(stat.workers),
+        "pool": stat.pool,
+        "status": stat.status,
+        "task_q_size": stat.task_q_size,
+        "done_q_size": stat.done_q_size,
+        "reincarnations": stat.reincarnations,
+        "tob": iso(stat.tob),
+        "timestamp": iso(stat.timestamp),
+        "uptime_s": round(stat.uptime_s, 3),
+    }
+
+
+def as_json(polls: Sequence[Poll]) -> str:
+    return json.dumps(
+        {
+            "clusters": [cluster_json(s) for poll in polls for s in poll.clusters],
+            "queued": {key: n for poll in polls for key, n in poll.queued.items()},
+            "skipped": [{"key": s.key, "reason": s.reason} for poll in polls for s in poll.skipped],
+        },
+        indent=2,
+    )
+
+
+def as_table(polls: Sequence[Poll], now: datetime | None = None) -> str:
+    """qmonitor's columns; Up counts from the time of birth to now, as qmonitor does."""
+    now = now or datetime.now(UTC)
+    several = len(polls) > 1
+    headers = ("Site", *COLUMNS) if several else COLUMNS
+    rows = []
+    for poll in polls:
+        for s in poll.clusters:
+            row = [
+                s.host,
+                s.short_id,
+                s.status,
+                s.pool,
+                s.task_q_size,
+                s.done_q_size,
+                s.reincarnations,
+                hms((now - s.tob).total_seconds()),
+            ]
+            rows.append([poll.site, *row] if several else row)
+    offset = 1 if several else 0
+    body = table(headers, rows, right={offset + i for i in (3, 4, 5, 6, 7)})
+    return "\n".join([body, *footer(polls)])
+
+
+def footer(polls: Sequence[Poll]) -> list[str]:
+    clusters = sum(len(p.clusters) for p in polls)
+    lines = [f"{clusters} cluster{'s' if clusters != 1 else ''}"]
+    for poll in polls:
+        for key, n in poll.queued.items():
+            lines.append(f"Queued {key}: {n}")
+    reasons = Counter(s.reason for poll in polls for s in poll.skipped)
+    if reasons:
+        summary = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+        lines.append(f"Skipped {sum(reasons.values())} record(s): {summary}")
+    return lines
