@@ -11,12 +11,14 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
-from qwatch.config import ConfigError, Settings, load_settings
+from qwatch.config import ConfigError, Settings, load_settings, safe_url
 from qwatch.redis_source import RedisUnavailable
 
 log = logging.getLogger("qwatch")
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -46,6 +48,16 @@ def _settings_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(
         config_path=args.config,
@@ -67,6 +79,57 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from qwatch.daemon import run_daemon
+
+    settings = settings_from(args)
+    overrides = {
+        name: value
+        for name, value in (("interval_s", args.interval), ("sample_every_s", args.sample_every))
+        if value is not None
+    }
+    if overrides:
+        settings = settings.with_daemon(**overrides)
+    settings.require_secret()
+    return _run_store(run_daemon(settings, once=args.once, migrate=not args.no_migrate))
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from qwatch.store import migrate
+    from qwatch.store.engine import create_engine
+
+    url = settings_from(args).database_url
+
+    async def run() -> str:
+        engine = create_engine(url)
+        try:
+            if args.action == "upgrade":
+                await migrate.upgrade(engine)
+            revision = await migrate.current(engine)
+            state = await migrate.check(engine)
+        finally:
+            await engine.dispose()
+        return f"{safe_url(url)}: revision {revision or 'none'} ({state}; head {migrate.head()})"
+
+    print(_run_store(run()))
+    return 0
+
+
+def _run_store(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; a database that can't be reached or used is one line."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    from qwatch.store.migrate import SchemaError
+
+    try:
+        return asyncio.run(coro)
+    except SchemaError as exc:
+        raise UsageError(str(exc)) from None
+    except (OperationalError, DBAPIError, OSError, TimeoutError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise Unavailable(f"history database unavailable: {reason}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qwatch", description="Monitoring with history for Django Q clusters."
@@ -76,6 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="print the live clusters once")
     status.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     status.set_defaults(func=cmd_status)
+
+    daemon = commands.add_parser("daemon", help="sample the live clusters into the history")
+    daemon.add_argument("--interval", type=_seconds, help="seconds between polls (default 1)")
+    daemon.add_argument(
+        "--sample-every", type=_seconds, help="seconds between stored samples (default 10)"
+    )
+    daemon.add_argument("--once", action="store_true", help="take one poll, write it and exit")
+    daemon.add_argument(
+        "--no-migrate", action="store_true", help="refuse to start on an older schema"
+    )
+    daemon.set_defaults(func=cmd_daemon)
+
+    db = commands.add_parser("db", help="the history database's schema")
+    db.add_argument("action", choices=["upgrade", "current"])
+    db.set_defaults(func=cmd_db)
 
     for sub in commands.choices.values():
         _settings_options(sub)
@@ -90,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.log_level != "DEBUG":
+        # Their INFO lines (every connection, every migration step) drown out qwatch's own.
+        for noisy in ("asyncio_redis", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

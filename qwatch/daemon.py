@@ -1,0 +1,357 @@
+"""`qwatch daemon`: sample every site's live Stats into the history, on a fixed schedule.
+
+The loop only wires and times: Redis reads are `redis_source`, the diff into events is
+`events`, per-minute rollups are `rollup`, and SQL is `store`. Writing happens in a task of
+its own behind a bounded buffer, and hour rollups and pruning in another, so neither a slow
+database nor maintenance ever delays a poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from qwatch.config import Settings, Site, safe_url
+from qwatch.events import SampleClock, Tracker, key_of
+from qwatch.redis_source import Poll, RedisSource, RedisUnavailable
+from qwatch.rollup import MinuteAccumulator
+from qwatch.store import maintenance, migrate
+from qwatch.store.engine import create_engine
+from qwatch.store.reads import tracker_seed
+from qwatch.store.writer import Batch, StoreUnavailable, Writer
+
+log = logging.getLogger("qwatch.daemon")
+
+LOCK_PREFIX = "qwatch:daemon"
+LOCK_TTL_INTERVALS = 3  # the standby takes over this many intervals after the sampler dies
+REDIS_BACKOFF_MAX_S = 30.0
+DB_BACKOFF_MAX_S = 30.0
+MAINTENANCE_EVERY_S = 60.0
+OUTAGE_REMINDER_S = 60.0
+SHUTDOWN_FLUSH_S = 3.0  # of the 5 s a supervisor is promised between SIGTERM and exit
+RESEED_ENDED_WITHIN = timedelta(hours=24)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def lock_key(site: Site, database_url: str) -> str:
+    """One sampler per site and database: two daemons writing elsewhere don't compete."""
+    digest = hashlib.sha256(safe_url(database_url).encode()).hexdigest()[:12]
+    return f"{LOCK_PREFIX}:{site.name}:{digest}"
+
+
+@dataclass
+class SiteLoop:
+    """One site: its Redis, its sampler lock, and what it remembers between polls."""
+
+    site: Site
+    source: RedisSource
+    lock: str
+    token: str
+    interval_s: float
+    sample_every_s: float
+    leader: bool = False
+    standby_logged: bool = False
+    tracker: Tracker | None = None
+    clock: SampleClock = field(init=False)
+    minutes: MinuteAccumulator = field(default_factory=MinuteAccumulator)
+    outage_since: datetime | None = None
+    failures: int = 0
+    retry_at: float = 0.0  # loop time before which a failed Redis is not tried again
+
+    def __post_init__(self) -> None:
+        self.clock = SampleClock(self.sample_every_s)
+
+    @property
+    def address(self) -> str:
+        return self.site.redis.address
+
+    async def tick(self, engine_seed: SeedFn) -> Batch | None:
+        """One poll: the batch to write, or None (standby, backing off, or nothing new)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.retry_at:
+            return None
+        try:
+            if not await self._hold_lock(engine_seed):
+                return None
+            poll = await self.source.poll()
+        except RedisUnavailable as exc:
+            return self._failed(exc, loop.time())
+        return self._batch(poll)
+
+    async def _hold_lock(self, engine_seed: SeedFn) -> bool:
+        held = await self.source.acquire_lock(
+            self.lock, self.token, LOCK_TTL_INTERVALS * self.interval_s
+        )
+        if held and not self.leader:
+            log.info("sampling site %r from %s", self.site.name, self.address)
+            # Resume from the history: a takeover or restart must not re-announce clusters.
+            self.tracker = await engine_seed(self.site.name)
+            self.minutes = MinuteAccumulator()
+            self.clock = SampleClock(self.sample_every_s)
+        elif not held and (self.leader or not self.standby_logged):
+            log.info("site %r: another daemon is sampling it; standing by", self.site.name)
+        self.standby_logged = not held
+        self.leader = held
+        return held
+
+    def _failed(self, exc: RedisUnavailable, now: float) -> Batch | None:
+        self.failures += 1
+        delay = min(REDIS_BACKOFF_MAX_S, self.interval_s * 2 ** (self.failures - 1))
+        self.retry_at = now + delay
+        if self.outage_since is not None:
+            return None
+        self.outage_since = utcnow()
+        log.warning("%s; recording a gap, retrying every %.0f s at most", exc, REDIS_BACKOFF_MAX_S)
+        if not self.leader or self.tracker is None:
+            return None
+        self.tracker.gap(self.outage_since)
+        return Batch(self.site.name, self.outage_since, gap_open=(self.outage_since, str(exc)))
+
+    def _batch(self, poll: Poll) -> Batch | None:
+        assert self.tracker is not None
+        gap_close = None
+        if self.outage_since is not None:
+            log.info(
+                "Redis %s is back after %.0f s",
+                self.address,
+                (poll.at - self.outage_since).total_seconds(),
+            )
+            gap_close, self.outage_since = poll.at, None
+        self.failures, self.retry_at = 0, 0.0
+
+        events = self.tracker.observe(poll.clusters, poll.at)
+        for event in events:
+            log.info("%s %s on %s: %s", event.kind, event.cluster_id, event.host, event.detail)
+        evented = {event.key for event in events}
+        queued = poll.queued.get(self.site.broker_key) if self.site.broker == "redis" else None
+        samples = []
+        for stat in poll.clusters:
+            key = key_of(stat)
+            self.minutes.add(stat, queued, poll.at)
+            if key in evented or self.clock.due(key, poll.at):
+                self.clock.mark(key, poll.at)
+                samples.append((stat, queued, poll.at))
+        ended = []
+        for stat in self.tracker.ended():
+            self.clock.forget(key_of(stat))
+            ended.append((stat.cluster_id, stat.tob, poll.at))
+        batch = Batch(
+            site=self.site.name,
+            at=poll.at,
+            seen=[stat for stat, _, _ in samples],
+            samples=samples,
+            events=events,
+            ended=ended,
+            minutes=self.minutes.drain(poll.at),
+            gap_close=gap_close,
+        )
+        if not (batch.samples or batch.events or batch.ended or batch.minutes or gap_close):
+            return None
+        return batch
+
+    def final_batch(self) -> Batch | None:
+        """The partial minutes at shutdown (the store merges them with the next run's)."""
+        rows = self.minutes.drain_all()
+        if not (self.leader and rows):
+            return None
+        return Batch(site=self.site.name, at=utcnow(), minutes=rows)
+
+
+class SeedFn:
+    """Builds a site's tracker from the history, so a restart or takeover emits no false events."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def __call__(self, site: str) -> Tracker:
+        try:
+            live, ended = await tracker_seed(self.engine, site, utcnow() - RESEED_ENDED_WITHIN)
+        except Exception as exc:  # a database outage must not stop sampling
+            log.warning("could not read site %r's history to resume from (%s)", site, exc)
+            return Tracker(site)
+        return Tracker(site, live=live, vanished=ended)
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, once: bool = False) -> None:
+        self.settings = settings
+        self.once = once
+        self.interval_s = settings.daemon.interval_s
+        self.engine = create_engine(settings.database_url)
+        self.writer = Writer(self.engine)
+        self.seed = SeedFn(self.engine)
+        token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.sites = [
+            SiteLoop(
+                site=site,
+                source=RedisSource(site),
+                lock=lock_key(site, settings.database_url),
+                token=token,
+                interval_s=self.interval_s,
+                sample_every_s=settings.daemon.sample_every_s,
+            )
+            for site in settings.sites
+        ]
+        self.stopping = asyncio.Event()
+        self._wrote = asyncio.Event()
+
+    async def run(self, migrate_schema: bool = True) -> None:
+        await migrate.ensure(self.engine, migrate=migrate_schema)
+        log.info(
+            "qwatch daemon: %d site(s), history in %s, poll every %.1f s, sample every %.0f s",
+            len(self.sites),
+            safe_url(self.settings.database_url),
+            self.interval_s,
+            self.settings.daemon.sample_every_s,
+        )
+        try:
+            if self.once:
+                await self._poll_all()
+                await self.writer.flush()
+            else:
+                async with asyncio.TaskGroup() as tasks:
+                    writing = tasks.create_task(self._write_loop())
+                    upkeep = tasks.create_task(self._maintenance_loop())
+                    await self._poll_loop()
+                    writing.cancel()
+                    upkeep.cancel()
+        finally:
+            await self._shutdown()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def _poll_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while not self.stopping.is_set():
+            await self._poll_all()
+            # A fixed grid: work time doesn't push the schedule; missed ticks are skipped.
+            next_at += self.interval_s
+            now = loop.time()
+            if next_at < now:
+                next_at = now + self.interval_s - (now - next_at) % self.interval_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), next_at - now)
+
+    async def _poll_all(self) -> None:
+        batches = await asyncio.gather(*(site.tick(self.seed) for site in self.sites))
+        for batch in batches:
+            if batch is not None:
+                self.writer.submit(batch)
+        self._wrote.set()
+
+    async def _write_loop(self) -> None:
+        failures = 0
+        reminded = asyncio.get_running_loop().time()
+        while True:
+            await self._wrote.wait()
+            self._wrote.clear()
+            try:
+                await self.writer.flush()
+                failures = 0
+            except StoreUnavailable:
+                failures += 1
+                now = asyncio.get_running_loop().time()
+                if now - reminded >= OUTAGE_REMINDER_S:
+                    reminded = now
+                    log.warning(
+                        "history database still unavailable: %d polls waiting, %d dropped",
+                        self.writer.pending,
+                        self.writer.dropped,
+                    )
+                await asyncio.sleep(min(DB_BACKOFF_MAX_S, self.interval_s * 2 ** (failures - 1)))
+                self._wrote.set()
+
+    async def _maintenance_loop(self) -> None:
+        retention = maintenance.Retention(
+            samples=timedelta(days=self.settings.daemon.keep_samples_days),
+            minutes=timedelta(days=self.settings.daemon.keep_minutes_days),
+            hours=timedelta(days=self.settings.daemon.keep_hours_days),
+            events=timedelta(days=self.settings.daemon.keep_hours_days),
+        )
+        while True:
+            await asyncio.sleep(MAINTENANCE_EVERY_S)
+            if not any(site.leader for site in self.sites):
+                continue
+            now = utcnow()
+            try:
+                await maintenance.roll_up_hours(self.engine, now - timedelta(hours=2))
+                await maintenance.prune(self.engine, now, retention)
+            except Exception as exc:  # retried next round; the write loop reports outages
+                log.debug("maintenance skipped: %s", exc)
+
+    async def _shutdown(self) -> None:
+        for site in self.sites:
+            batch = site.final_batch()
+            if batch is not None:
+                self.writer.submit(batch)
+        try:
+            async with asyncio.timeout(SHUTDOWN_FLUSH_S):
+                await self.writer.flush()
+        except (StoreUnavailable, TimeoutError):
+            log.error(
+                "exiting with %d polls unwritten: the history database is unavailable",
+                self.writer.pending,
+            )
+        for site in self.sites:
+            if site.leader:
+                with contextlib.suppress(RedisUnavailable):  # else it expires by itself
+                    await site.source.release_lock(site.lock, site.token)
+            await site.source.close()
+        await self.engine.dispose()
+
+
+async def run_daemon(
+    settings: Settings,
+    *,
+    once: bool = False,
+    migrate: bool = True,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Run until `stop` is set, or until SIGTERM/SIGINT when no `stop` is given."""
+    daemon = Daemon(settings, once=once)
+    loop = asyncio.get_running_loop()
+    watcher = None
+    if stop is None:
+        _install_signal_handlers(loop, daemon)
+    else:
+        watcher = asyncio.create_task(_stop_when(stop, daemon))
+    try:
+        await daemon.run(migrate_schema=migrate)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+    log.info("qwatch daemon stopped")
+    return 0
+
+
+async def _stop_when(stop: asyncio.Event, daemon: Daemon) -> None:
+    await stop.wait()
+    daemon.stop()
+
+
+def _install_signal_handlers(loop: asyncio.AbstractEventLoop, daemon: Daemon) -> None:
+    """First signal: finish the poll in flight, flush, exit 0. Second: exit at once."""
+
+    def handle(signum: int) -> None:
+        if daemon.stopping.is_set():
+            os._exit(128 + signum)
+        log.info("%s: stopping after the poll in flight", signal.Signals(signum).name)
+        daemon.stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, handle, signum)

@@ -1,0 +1,272 @@
+"""Diff consecutive polls of one site into cluster events (pure: time is passed in).
+
+A cluster is identified by (cluster_id, tob): django-q < 1.2 uses the pid as cluster_id, so
+an id alone can come back for a different run. The host (within a site) is what survives a
+restart, so `restarted` pairs a new cluster with one that vanished on the same host.
+
+Every event's `at` is the poll time at which it was noticed, not the record's own timestamp:
+records carry the writing host's clock, polls carry the daemon's, and events must sort in
+the daemon's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+
+from qwatch.stat import ClusterStat
+
+APPEARED = "appeared"
+RESTARTED = "restarted"
+STATE_CHANGED = "state_changed"
+REINCARNATED = "reincarnated"
+VANISHED = "vanished"
+
+# Events of one cluster in one poll come out in this order.
+KINDS = (APPEARED, RESTARTED, STATE_CHANGED, REINCARNATED, VANISHED)
+_KIND_ORDER = {kind: i for i, kind in enumerate(KINDS)}
+
+Key = tuple[str, datetime]  # (cluster_id, tob)
+
+# A restart is rarely a day after the crash; beyond that, pairing would guess, and a fleet
+# whose hostnames change at every deploy would grow the candidate list without bound.
+DEFAULT_PAIR_WINDOW_S = 24 * 3600.0
+
+# After a gap, a cluster missing from a poll may only be waiting to rewrite its record: a
+# restarted Redis starts empty and Django Q writes every 0.5 s. Past its 3 s expiry, it's gone.
+DEFAULT_GAP_GRACE_S = 3.5
+
+
+def key_of(stat: ClusterStat) -> Key:
+    return (stat.cluster_id, stat.tob)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    at: datetime
+    site: str
+    cluster_id: str
+    tob: datetime
+    host: str
+    kind: str
+    detail: dict[str, Any]  # JSON-serialisable
+
+    @property
+    def key(self) -> Key:
+        return (self.cluster_id, self.tob)
+
+
+def _order(event: Event) -> tuple[str, str, datetime, int]:
+    return (event.host, event.cluster_id, event.tob, _KIND_ORDER[event.kind])
+
+
+def _latest_by_key(clusters: Iterable[ClusterStat]) -> dict[Key, ClusterStat]:
+    """One record per cluster: a stale duplicate (e.g. via a cache index) loses to the newer."""
+    latest: dict[Key, ClusterStat] = {}
+    for stat in clusters:
+        key = key_of(stat)
+        seen = latest.get(key)
+        if seen is None or stat.timestamp > seen.timestamp:
+            latest[key] = stat
+    return latest
+
+
+class Tracker:
+    """Turns one site's successive polls into events.
+
+    `observe()` returns the events; the clusters that ended in that poll (their last records)
+    are also available from `ended()` until the next observe, so the daemon can close them.
+
+    Seeding: `live` are clusters the database still holds open (no second `appeared` after a
+    daemon restart); `vanished` are recently ended ones, candidates for `restarted`. Seeded
+    live clusters missing from the first poll vanished while nobody watched, so their
+    `vanished` events say `during_gap`, like those after a Redis outage.
+    """
+
+    def __init__(
+        self,
+        site: str,
+        live: Iterable[ClusterStat] = (),
+        vanished: Iterable[ClusterStat] = (),
+        *,
+        pair_window_s: float | None = DEFAULT_PAIR_WINDOW_S,
+        gap_grace_s: float = DEFAULT_GAP_GRACE_S,
+    ) -> None:
+        self.site = site
+        self._live = _latest_by_key(live)
+        self._high_rc = {key: stat.reincarnations for key, stat in self._live.items()}
+        self._waiting: dict[str, list[ClusterStat]] = {}  # host -> vanished, not yet paired
+        for stat in vanished:
+            self._waiting.setdefault(stat.host, []).append(stat)
+        self._window = None if pair_window_s is None else timedelta(seconds=pair_window_s)
+        self._blind = bool(self._live)  # the gap between the database's last sample and now
+        self._gap_since: datetime | None = None
+        self._grace = timedelta(seconds=gap_grace_s)
+        self._grace_until: datetime | None = None
+        self._ended: tuple[ClusterStat, ...] = ()
+
+    @property
+    def live(self) -> Mapping[Key, ClusterStat]:
+        """The clusters of the last poll (or the seed), by key; read-only."""
+        return MappingProxyType(self._live)
+
+    @property
+    def gap_since(self) -> datetime | None:
+        """When Redis first failed since the last successful poll, or None."""
+        return self._gap_since
+
+    def ended(self) -> tuple[ClusterStat, ...]:
+        """The last records of the clusters that vanished in the last observe()."""
+        return self._ended
+
+    def gap(self, at: datetime) -> None:
+        """Redis could not be read at `at`: the next observe() spans an unwatched stretch."""
+        self._blind = True
+        if self._gap_since is None:
+            self._gap_since = at
+
+    def observe(self, clusters: Sequence[ClusterStat], at: datetime) -> list[Event]:
+        """Diff this poll's records against the previous poll's; events sorted by host, id."""
+        current = _latest_by_key(clusters)
+        if self._blind:
+            self._grace_until = at + self._grace
+        self._blind = False
+        self._gap_since = None
+        self._forget_old_candidates(at)
+
+        events: list[Event] = []
+        ended = [stat for key, stat in self._live.items() if key not in current]
+        during_gap = self._grace_until is not None
+        if during_gap and at < self._grace_until:
+            for stat in ended:  # held, not vanished: its record may not be rewritten yet
+                current[key_of(stat)] = stat
+            ended = []
+        else:
+            self._grace_until = None
+        for stat in ended:
+            events.append(self._vanished(stat, at, during_gap))
+            self._high_rc.pop(key_of(stat), None)
+            self._waiting.setdefault(stat.host, []).append(stat)
+
+        # Oldest birth first, so when two clusters start on one host the first-born is the
+        # one that takes the place of the most recently vanished.
+        for key, stat in sorted(current.items(), key=lambda item: (item[0][1], item[0][0])):
+            previous = self._live.get(key)
+            if previous is None:
+                events.extend(self._appeared(stat, at))
+            else:
+                events.extend(self._changes(previous, stat, at))
+
+        self._live = current
+        self._ended = tuple(sorted(ended, key=lambda s: (s.host, s.cluster_id, s.tob)))
+        events.sort(key=_order)
+        return events
+
+    def _event(self, stat: ClusterStat, at: datetime, kind: str, detail: dict[str, Any]) -> Event:
+        return Event(at, self.site, stat.cluster_id, stat.tob, stat.host, kind, detail)
+
+    def _vanished(self, stat: ClusterStat, at: datetime, during_gap: bool) -> Event:
+        detail = {
+            "last_status": stat.status,
+            "last_seen": stat.timestamp.isoformat(),
+            "during_gap": during_gap,
+        }
+        return self._event(stat, at, VANISHED, detail)
+
+    def _appeared(self, stat: ClusterStat, at: datetime) -> list[Event]:
+        self._high_rc[key_of(stat)] = stat.reincarnations
+        if self._take_own_candidate(stat):
+            # The same run again after its record lapsed: not a restart, and no new baseline.
+            return [self._event(stat, at, APPEARED, {"status": stat.status, "returned": True})]
+        events = [self._event(stat, at, APPEARED, {"status": stat.status})]
+        previous = self._take_candidate(stat)
+        if previous is not None:
+            downtime = max(0.0, (stat.tob - previous.timestamp).total_seconds())
+            detail = {
+                "previous": previous.cluster_id,
+                "previous_tob": previous.tob.isoformat(),
+                "downtime_s": downtime,
+            }
+            events.append(self._event(stat, at, RESTARTED, detail))
+        return events
+
+    def _changes(self, old: ClusterStat, new: ClusterStat, at: datetime) -> list[Event]:
+        events: list[Event] = []
+        if new.status != old.status:
+            detail = {"from": old.status, "to": new.status}
+            events.append(self._event(new, at, STATE_CHANGED, detail))
+        # Measured against the highest count seen: a dip (stale record) and the climb back
+        # to where it was are no reincarnations.
+        key = key_of(new)
+        high = self._high_rc.get(key, old.reincarnations)
+        if new.reincarnations > high:
+            detail = {"by": new.reincarnations - high, "total": new.reincarnations}
+            events.append(self._event(new, at, REINCARNATED, detail))
+            high = new.reincarnations
+        self._high_rc[key] = high
+        return events
+
+    def _take_own_candidate(self, stat: ClusterStat) -> bool:
+        waiting = self._waiting.get(stat.host, [])
+        key = key_of(stat)
+        for i, candidate in enumerate(waiting):
+            if key_of(candidate) == key:
+                del waiting[i]
+                return True
+        return False
+
+    def _take_candidate(self, stat: ClusterStat) -> ClusterStat | None:
+        """Consume the most recently vanished cluster on this host born before `stat`."""
+        waiting = self._waiting.get(stat.host)
+        if not waiting:
+            return None
+        # One born after the newcomer cannot be the run it replaced.
+        older = [c for c in waiting if c.tob < stat.tob]
+        if not older:
+            return None
+        chosen = max(older, key=lambda c: (c.timestamp, c.tob, c.cluster_id))
+        waiting.remove(chosen)
+        if not waiting:
+            del self._waiting[stat.host]
+        return chosen
+
+    def _forget_old_candidates(self, at: datetime) -> None:
+        if self._window is None:
+            return
+        for host in list(self._waiting):
+            kept = [c for c in self._waiting[host] if at - c.timestamp <= self._window]
+            if kept:
+                self._waiting[host] = kept
+            else:
+                del self._waiting[host]
+
+
+class SampleClock:
+    """Says when a cluster's sample is due: on first sight, then every `every_s` seconds.
+
+    `due()` only asks; `mark()` records a stored sample (the daemon also stores, and marks,
+    whenever a cluster has an event). `forget()` drops an ended cluster.
+    """
+
+    def __init__(self, every_s: float) -> None:
+        if every_s <= 0:
+            raise ValueError("every_s must be positive")
+        self._every = timedelta(seconds=every_s)
+        self._last: dict[Hashable, datetime] = {}
+
+    def due(self, key: Hashable, at: datetime) -> bool:
+        last = self._last.get(key)
+        if last is None:
+            return True
+        elapsed = at - last
+        # A clock stepped back would otherwise hold samples off until it caught up.
+        return elapsed >= self._every or elapsed < timedelta(0)
+
+    def mark(self, key: Hashable, at: datetime) -> None:
+        self._last[key] = at
+
+    def forget(self, key: Hashable) -> None:
+        self._last.pop(key, None)

@@ -1,0 +1,69 @@
+"""The async engine for a history database URL: SQLite (embedded default) or PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from qwatch.config import async_database_url
+
+# Every wait on PostgreSQL is bounded, so a dead or hung server surfaces as an error the
+# writer can buffer through instead of a daemon that silently stops.
+PG_CONNECT_TIMEOUT_S = 5.0
+PG_COMMAND_TIMEOUT_S = 30.0
+# How long SQLite waits on another writer's lock before reporting "database is locked".
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+def create_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
+    """An AsyncEngine for `url`, with the per-backend settings qwatch relies on.
+
+    sqlite:/// and postgresql:// URLs are mapped to their async drivers (aiosqlite,
+    asyncpg); an unsupported scheme raises qwatch.config.ConfigError.
+    """
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    parsed = make_url(async_database_url(text))
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, echo=echo)
+    if parsed.get_backend_name() == "postgresql":
+        return _postgres_engine(parsed, echo=echo)
+    return create_async_engine(parsed, echo=echo)
+
+
+def _sqlite_engine(url: URL, *, echo: bool) -> AsyncEngine:
+    database = url.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, echo=echo)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # WAL lets the monitor read while the daemon writes; NORMAL is durable enough in
+        # WAL mode and far cheaper; foreign keys are off by default in SQLite.
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    return engine
+
+
+def _postgres_engine(url: URL, *, echo: bool) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_pre_ping=True,
+        connect_args={
+            "timeout": PG_CONNECT_TIMEOUT_S,
+            "command_timeout": PG_COMMAND_TIMEOUT_S,
+            # date_trunc and casts to date follow the session zone; pin it to UTC.
+            "server_settings": {"application_name": "qwatch", "timezone": "UTC"},
+        },
+    )

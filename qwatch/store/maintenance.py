@@ -1,0 +1,168 @@
+"""Housekeeping the daemon runs now and then: minute rollups into hours, and retention.
+
+Both work in bounded steps (a day of hours, or `chunk` rows, per transaction) so neither
+holds a lock long enough to stall the writer or a reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Delete, Float, case, cast, exists, func, literal_column, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from qwatch.store import models as m
+
+HOURS_PER_STEP = 24
+DELETE_CHUNK = 10_000
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long each kind of row is kept."""
+
+    samples: timedelta = timedelta(days=7)
+    minutes: timedelta = timedelta(days=35)
+    hours: timedelta = timedelta(days=1095)
+    events: timedelta = timedelta(days=1095)  # and closed Redis gaps
+
+    @property
+    def longest(self) -> timedelta:
+        return max(self.samples, self.minutes, self.hours, self.events)
+
+
+def floor_hour(at: datetime) -> datetime:
+    if at.tzinfo is None:
+        raise ValueError(f"naive datetime {at!r}: qwatch works in aware UTC times")
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+async def roll_up_hours(engine: AsyncEngine, since: datetime) -> int:
+    """Recompute every hour from `since`'s hour on from the minute rollups; rows written.
+
+    Whole hours are recomputed and upserted, so running it again (or over an hour still
+    filling up) is harmless.
+    """
+    minute = m.RollupMinute.__table__
+    async with engine.connect() as conn:
+        span = (
+            await conn.execute(
+                select(func.min(minute.c.bucket), func.max(minute.c.bucket)).where(
+                    minute.c.bucket >= floor_hour(since)
+                )
+            )
+        ).one()
+    oldest, newest = span
+    if oldest is None or newest is None:
+        return 0
+    start = floor_hour(oldest)  # skip empty days when `since` is far back
+    written = 0
+    while start <= newest:
+        stop = start + timedelta(hours=HOURS_PER_STEP)
+        async with engine.begin() as conn:
+            result = await conn.execute(_hours_statement(conn.dialect.name, start, stop))
+            written += max(result.rowcount, 0)
+        start = stop
+    return written
+
+
+def _hours_statement(dialect: str, start: datetime, stop: datetime) -> Any:
+    minute, hour = m.RollupMinute.__table__, m.RollupHour.__table__
+    c = minute.c
+    # Literal SQL, not bind parameters: PostgreSQL only matches a GROUP BY expression
+    # with the select list when both are the same text.
+    if dialect == "postgresql":
+        bucket = func.date_trunc(literal_column("'hour'"), c.bucket, literal_column("'UTC'"))
+        insert: Any = postgresql.insert
+    else:
+        # The text format SQLAlchemy stores SQLite datetimes in, truncated to the hour.
+        bucket = func.strftime(literal_column("'%Y-%m-%d %H:00:00.000000'"), c.bucket)
+        insert = sqlite.insert
+    n = func.sum(c.n)
+    known_n = func.sum(case((c.queued_avg.is_not(None), c.n)))
+    columns: dict[str, Any] = {
+        "cluster_pk": c.cluster_pk,
+        "bucket": bucket,
+        "n": n,
+        "tq_min": func.min(c.tq_min),
+        "tq_max": func.max(c.tq_max),
+        "tq_avg": func.sum(c.tq_avg * c.n) / cast(n, Float),
+        "rq_min": func.min(c.rq_min),
+        "rq_max": func.max(c.rq_max),
+        "rq_avg": func.sum(c.rq_avg * c.n) / cast(n, Float),
+        "queued_min": func.min(c.queued_min),
+        "queued_max": func.max(c.queued_max),
+        "queued_avg": func.sum(c.queued_avg * c.n) / cast(known_n, Float),
+        "rc_max": func.max(c.rc_max),
+        "pool_min": func.min(c.pool_min),
+    }
+    for col in (*m.STATE_SECONDS.values(), "observed_s"):
+        columns[col] = func.sum(getattr(c, col))
+    query = (
+        select(*(expr.label(name) for name, expr in columns.items()))
+        .where(c.bucket >= start, c.bucket < stop)
+        .group_by(c.cluster_pk, bucket)
+    )
+    stmt = insert(hour).from_select(list(columns), query)
+    return stmt.on_conflict_do_update(
+        index_elements=["cluster_pk", "bucket"],
+        set_={
+            name: stmt.excluded[name] for name in columns if name not in ("cluster_pk", "bucket")
+        },
+    )
+
+
+async def prune(
+    engine: AsyncEngine, now: datetime, keep: Retention | None = None, *, chunk: int = DELETE_CHUNK
+) -> dict[str, int]:
+    """Delete rows past their retention, `chunk` rows per transaction; counts per table."""
+    keep = keep or Retention()
+    s, e, g = m.Sample.__table__, m.Event.__table__, m.Gap.__table__
+    mins, hours, c = m.RollupMinute.__table__, m.RollupHour.__table__, m.Cluster.__table__
+
+    def by_key(table: Any, *where: Any) -> Callable[[], Delete]:
+        key = tuple_(
+            table.c.cluster_pk, table.c.bucket if "bucket" in table.c else table.c.sampled_at
+        )
+        return lambda: table.delete().where(
+            key.in_(select(*key.clauses).where(*where).limit(chunk))
+        )
+
+    def by_id(table: Any, *where: Any) -> Callable[[], Delete]:
+        return lambda: table.delete().where(
+            table.c.id.in_(select(table.c.id).where(*where).limit(chunk))
+        )
+
+    def unreferenced(table: Any) -> Any:
+        return ~exists().where(table.c.cluster_pk == c.c.id)
+
+    jobs: dict[str, Callable[[], Delete]] = {
+        "samples": by_key(s, s.c.sampled_at < now - keep.samples),
+        "rollup_minute": by_key(mins, mins.c.bucket < now - keep.minutes),
+        "rollup_hour": by_key(hours, hours.c.bucket < now - keep.hours),
+        "events": by_id(e, e.c.at < now - keep.events),
+        "gaps": by_id(g, g.c.ended_at < now - keep.events),
+        # Last, so a cluster whose history just went is swept in the same pass.
+        "clusters": by_id(
+            c,
+            c.c.last_seen < now - keep.longest,
+            *(unreferenced(t) for t in (s, e, mins, hours)),
+        ),
+    }
+    return {name: await _delete_in_chunks(engine, make, chunk) for name, make in jobs.items()}
+
+
+async def _delete_in_chunks(engine: AsyncEngine, make: Callable[[], Delete], chunk: int) -> int:
+    total = 0
+    while True:
+        async with engine.begin() as conn:
+            deleted = max((await conn.execute(make())).rowcount, 0)
+        total += deleted
+        if deleted < chunk:
+            return total
+        await asyncio.sleep(0)  # let the writer and readers in between chunks

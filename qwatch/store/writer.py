@@ -1,0 +1,482 @@
+"""The daemon's write side: one poll's rows as a `Batch`, written in order through a bounded
+buffer that rides out a database that is down, locked or read-only.
+
+Every statement is an upsert or an insert-if-absent on a natural key, so a batch replayed
+after an ambiguous failure (the commit went through, the reply did not) adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import ChainMap, deque
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement, Float, case, cast, exists, func, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from qwatch.stat import ClusterStat
+from qwatch.store import models as m
+
+log = logging.getLogger("qwatch.store")
+
+ClusterKey = tuple[str, str, datetime]  # (site, cluster_id, tob)
+
+
+class EventLike(Protocol):
+    """What the writer reads from an event (qwatch.events.Event has these fields)."""
+
+    @property
+    def at(self) -> datetime: ...
+    @property
+    def site(self) -> str: ...
+    @property
+    def cluster_id(self) -> str: ...
+    @property
+    def tob(self) -> datetime: ...
+    @property
+    def kind(self) -> object: ...  # a str, or an Enum whose value is the str
+    @property
+    def detail(self) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteRow:
+    """One cluster's rollup for (part of) one minute; rows for the same minute merge."""
+
+    site: str
+    cluster_id: str
+    tob: datetime
+    bucket: datetime  # start of the minute, UTC
+    n: int  # polls aggregated
+    tq_min: int
+    tq_max: int
+    tq_avg: float
+    rq_min: int
+    rq_max: int
+    rq_avg: float
+    queued_min: int | None
+    queued_max: int | None
+    queued_avg: float | None
+    rc_max: int
+    pool_min: int
+    starting_s: float = 0.0
+    idle_s: float = 0.0
+    working_s: float = 0.0
+    stopping_s: float = 0.0
+    stopped_s: float = 0.0
+    observed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Everything one poll of one site writes, applied in one transaction."""
+
+    site: str
+    at: datetime
+    seen: Sequence[ClusterStat] = ()
+    samples: Sequence[tuple[ClusterStat, int | None, datetime]] = ()  # (stat, queued, at)
+    events: Sequence[EventLike] = ()
+    ended: Sequence[tuple[str, datetime, datetime]] = ()  # (cluster_id, tob, ended_at)
+    minutes: Sequence[MinuteRow] = ()
+    gap_open: tuple[datetime, str] | None = None  # (started_at, reason)
+    gap_close: datetime | None = None  # ended_at of the site's open gap; applied first
+
+
+class StoreUnavailable(Exception):
+    """The database could not take a write; the batches stay queued, in order."""
+
+
+class Writer:
+    """Queue batches with `submit`; `flush` writes them in order, one transaction each.
+
+    While the database is unavailable the queue holds up to `max_buffered` batches.
+    Past that the newest are dropped, not the oldest: the history stays continuous up
+    to the outage rather than gaining a hole in its middle.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, max_buffered: int = 3600) -> None:
+        if max_buffered < 1:
+            raise ValueError("max_buffered must be at least 1")
+        self._engine = engine
+        self._max = max_buffered
+        self._queue: deque[Batch] = deque()
+        self._ids: dict[ClusterKey, int] = {}
+        self._dropped = 0
+        self._rejected = 0
+        self._down_since: float | None = None
+        self._dropped_unreported = 0  # since the buffer last drained
+        # Two flushes at once would write the head batch twice.
+        self._lock = asyncio.Lock()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    @property
+    def dropped(self) -> int:
+        """Batches discarded because the buffer was full, since this writer started."""
+        return self._dropped
+
+    @property
+    def rejected(self) -> int:
+        """Batches the database refused as invalid (a bug, logged with its traceback)."""
+        return self._rejected
+
+    def submit(self, batch: Batch) -> bool:
+        """Queue `batch`; False when the buffer is full and it was dropped."""
+        if len(self._queue) >= self._max:
+            self._dropped += 1
+            self._dropped_unreported += 1
+            if self._dropped_unreported == 1:
+                log.warning(
+                    "history write buffer full (%d polls): dropping new polls until the "
+                    "database catches up",
+                    self._max,
+                )
+            return False
+        self._queue.append(batch)
+        return True
+
+    async def flush(self) -> int:
+        """Write the queued batches in order; the number written.
+
+        Raises StoreUnavailable, keeping the failed batch at the head, when the database
+        is down, locked, read-only or timing out, so the caller can back off and retry.
+        """
+        async with self._lock:
+            return await self._flush()
+
+    async def _flush(self) -> int:
+        written = 0
+        while self._queue:
+            batch = self._queue[0]
+            try:
+                new_ids = await self._write(batch)
+            except Exception as error:
+                self._ids.clear()  # a rolled-back insert may have left ids that never were
+                if not _is_transient(error):
+                    self._queue.popleft()
+                    self._rejected += 1
+                    log.error(
+                        "the database refused the poll of %s at %s; dropped it",
+                        batch.site,
+                        batch.at.isoformat(),
+                        exc_info=True,
+                    )
+                    continue
+                self._note_outage(error, written)
+                raise StoreUnavailable(f"history database unavailable: {error}") from error
+            self._queue.popleft()
+            self._ids.update(new_ids)
+            # An ended cluster is rarely referenced again; a lookup finds it if it is.
+            for cluster_id, tob, _ in batch.ended:
+                self._ids.pop((batch.site, cluster_id, tob), None)
+            written += 1
+        self._note_recovered(written)
+        return written
+
+    def _note_outage(self, error: BaseException, written: int) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning(
+                "history database unavailable (%s): buffering up to %d polls (%d queued, "
+                "%d written before the failure)",
+                _one_line(error),
+                self._max,
+                len(self._queue),
+                written,
+            )
+
+    def _note_recovered(self, written: int) -> None:
+        if self._down_since is not None:
+            log.info(
+                "history database back after %.0f s: wrote %d buffered polls, dropped %d",
+                time.monotonic() - self._down_since,
+                written,
+                self._dropped_unreported,
+            )
+        elif self._dropped_unreported:
+            log.warning(
+                "history write buffer drained: wrote %d polls, dropped %d",
+                written,
+                self._dropped_unreported,
+            )
+        self._down_since = None
+        self._dropped_unreported = 0
+
+    async def _write(self, batch: Batch) -> dict[ClusterKey, int]:
+        """Apply one batch in one transaction; the cluster ids it resolved, for the cache."""
+        # New ids go to the front map and reach the cache only once the commit succeeds.
+        ids: ChainMap[ClusterKey, int] = ChainMap({}, self._ids)
+        async with self._engine.begin() as conn:
+            upsert = _Upsert(conn.dialect.name)
+            await self._upsert_clusters(conn, upsert, batch, ids)
+            if not await _already_written(conn, batch, ids):
+                await self._write_rows(conn, upsert, batch, ids)
+        return ids.maps[0]
+
+    async def _upsert_clusters(
+        self,
+        conn: AsyncConnection,
+        upsert: _Upsert,
+        batch: Batch,
+        ids: MutableMapping[ClusterKey, int],
+    ) -> None:
+        stats = {(s.cluster_id, s.tob): s for s in batch.seen}
+        for stat, _, _ in batch.samples:
+            stats.setdefault((stat.cluster_id, stat.tob), stat)
+        if not stats:
+            return
+        rows = [
+            {
+                "site": batch.site,
+                "cluster_id": s.cluster_id,
+                "tob": s.tob,
+                "host": s.host,
+                "pid": s.pid,
+                "first_seen": batch.at,
+                "last_seen": batch.at,
+                "last_status": s.status,
+            }
+            for s in stats.values()
+        ]
+        table = m.Cluster.__table__
+        stmt = upsert.insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["site", "cluster_id", "tob"],
+            set_={
+                "host": stmt.excluded.host,
+                "pid": stmt.excluded.pid,
+                "last_seen": stmt.excluded.last_seen,
+                "last_status": stmt.excluded.last_status,
+                # Seen alive again (say after a Redis gap): it had not ended after all.
+                "ended_at": None,
+            },
+        ).returning(table.c.id, table.c.cluster_id, table.c.tob)
+        for pk, cluster_id, tob in await conn.execute(stmt.values(rows)):
+            ids[(batch.site, cluster_id, tob)] = pk
+
+    async def _write_rows(
+        self,
+        conn: AsyncConnection,
+        upsert: _Upsert,
+        batch: Batch,
+        ids: MutableMapping[ClusterKey, int],
+    ) -> None:
+        resolve = _Resolver(conn, ids)
+        if batch.samples:
+            table = m.Sample.__table__
+            await conn.execute(
+                upsert.insert(table).on_conflict_do_nothing(),
+                [
+                    _sample_row(ids[(batch.site, s.cluster_id, s.tob)], s, queued, at)
+                    for s, queued, at in batch.samples
+                ],
+            )
+        event_rows = []
+        for e in batch.events:
+            pk = await resolve(e.site, e.cluster_id, e.tob)
+            if pk is not None:
+                event_rows.append(
+                    {"cluster_pk": pk, "at": e.at, "kind": _kind(e.kind), "detail": dict(e.detail)}
+                )
+        if event_rows:
+            stmt = upsert.insert(m.Event.__table__).on_conflict_do_nothing(
+                index_elements=["cluster_pk", "at", "kind"]
+            )
+            await conn.execute(stmt, event_rows)
+        for cluster_id, tob, ended_at in batch.ended:
+            if (pk := await resolve(batch.site, cluster_id, tob)) is not None:
+                clusters = m.Cluster.__table__
+                await conn.execute(
+                    update(clusters).where(clusters.c.id == pk).values(ended_at=ended_at)
+                )
+        minute_rows = []
+        for row in batch.minutes:
+            if (pk := await resolve(row.site, row.cluster_id, row.tob)) is not None:
+                values = asdict(row)
+                for key in ("site", "cluster_id", "tob"):
+                    del values[key]
+                minute_rows.append({"cluster_pk": pk, **values})
+        if minute_rows:
+            await conn.execute(upsert.merge_minutes(), minute_rows)
+        if resolve.missing:
+            log.warning(
+                "poll of %s at %s: skipped rows for %d clusters never recorded",
+                batch.site,
+                batch.at.isoformat(),
+                len(resolve.missing),
+            )
+        await _write_gaps(conn, upsert, batch)
+
+
+async def _write_gaps(conn: AsyncConnection, upsert: _Upsert, batch: Batch) -> None:
+    gaps = m.Gap.__table__
+    if batch.gap_close is not None:
+        await conn.execute(
+            update(gaps)
+            .where(gaps.c.site == batch.site, gaps.c.ended_at.is_(None))
+            .values(ended_at=batch.gap_close)
+        )
+    if batch.gap_open is not None:
+        started_at, reason = batch.gap_open
+        await conn.execute(
+            upsert.insert(gaps)
+            .on_conflict_do_nothing(index_elements=["site", "started_at"])
+            .values(site=batch.site, started_at=started_at, reason=reason)
+        )
+
+
+async def _already_written(
+    conn: AsyncConnection, batch: Batch, ids: MutableMapping[ClusterKey, int]
+) -> bool:
+    """Whether a replayed batch's commit had gone through after all.
+
+    Samples are keyed by (cluster, time), so one existing sample marks the whole batch as
+    applied; checking spares the minute merge, the one write that is additive.
+    """
+    if not batch.samples:
+        return False
+    stat, _, at = batch.samples[0]
+    pk = ids[(batch.site, stat.cluster_id, stat.tob)]
+    s = m.Sample.__table__
+    found = await conn.scalar(select(exists().where(s.c.cluster_pk == pk, s.c.sampled_at == at)))
+    return bool(found)
+
+
+class _Resolver:
+    """Cluster natural key -> id, from the cache or the database."""
+
+    def __init__(self, conn: AsyncConnection, ids: MutableMapping[ClusterKey, int]) -> None:
+        self._conn = conn
+        self._ids = ids
+        self.missing: set[ClusterKey] = set()
+
+    async def __call__(self, site: str, cluster_id: str, tob: datetime) -> int | None:
+        key = (site, cluster_id, tob)
+        if key in self._ids:
+            return self._ids[key]
+        if key in self.missing:
+            return None
+        c = m.Cluster.__table__
+        pk = await self._conn.scalar(
+            select(c.c.id).where(c.c.site == site, c.c.cluster_id == cluster_id, c.c.tob == tob)
+        )
+        if pk is None:
+            self.missing.add(key)
+            return None
+        self._ids[key] = pk
+        return int(pk)
+
+
+class _Upsert:
+    """The dialect's INSERT … ON CONFLICT, and the SQL for merging two rollup rows."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    def insert(self, table: Any) -> Any:
+        return self._insert(table)
+
+    def least(self, a: Any, b: Any) -> ColumnElement[Any]:
+        # SQLite's two-argument min()/max() are its scalar LEAST/GREATEST.
+        return func.least(a, b) if self.dialect == "postgresql" else func.min(a, b)
+
+    def greatest(self, a: Any, b: Any) -> ColumnElement[Any]:
+        return func.greatest(a, b) if self.dialect == "postgresql" else func.max(a, b)
+
+    def merge_minutes(self) -> Any:
+        t = m.RollupMinute.__table__
+        stmt = self.insert(t)
+        return stmt.on_conflict_do_update(
+            index_elements=["cluster_pk", "bucket"], set_=_merge_rollup(self, t.c, stmt.excluded)
+        )
+
+
+def _merge_rollup(upsert: _Upsert, old: Any, new: Any) -> dict[str, Any]:
+    """SET clauses folding rollup `new` into `old`: min of mins, max of maxes, averages
+    weighted by n, sums of seconds and n. Unknown (NULL) backlog yields to a known one."""
+    total = old.n + new.n
+
+    def weighted(col: str) -> ColumnElement[Any]:
+        a, b = getattr(old, col), getattr(new, col)
+        return (a * old.n + b * new.n) / cast(total, Float)
+
+    def nullable(col: str, combine: ColumnElement[Any]) -> ColumnElement[Any]:
+        a, b = getattr(old, col), getattr(new, col)
+        return case((a.is_(None), b), (b.is_(None), a), else_=combine)
+
+    sets: dict[str, Any] = {"n": total}
+    for q in ("tq", "rq"):
+        sets[f"{q}_min"] = upsert.least(getattr(old, f"{q}_min"), getattr(new, f"{q}_min"))
+        sets[f"{q}_max"] = upsert.greatest(getattr(old, f"{q}_max"), getattr(new, f"{q}_max"))
+        sets[f"{q}_avg"] = weighted(f"{q}_avg")
+    sets["queued_min"] = nullable("queued_min", upsert.least(old.queued_min, new.queued_min))
+    sets["queued_max"] = nullable("queued_max", upsert.greatest(old.queued_max, new.queued_max))
+    sets["queued_avg"] = nullable("queued_avg", weighted("queued_avg"))
+    sets["rc_max"] = upsert.greatest(old.rc_max, new.rc_max)
+    sets["pool_min"] = upsert.least(old.pool_min, new.pool_min)
+    for col in (*m.STATE_SECONDS.values(), "observed_s"):
+        sets[col] = getattr(old, col) + getattr(new, col)
+    return sets
+
+
+def _sample_row(pk: int, stat: ClusterStat, queued: int | None, at: datetime) -> dict[str, Any]:
+    return {
+        "cluster_pk": pk,
+        "sampled_at": at,
+        "status": stat.status,
+        "pool": stat.pool,
+        "task_q_size": stat.task_q_size,
+        "done_q_size": stat.done_q_size,
+        "reincarnations": stat.reincarnations,
+        "uptime_s": stat.uptime_s,
+        "queued": queued,
+    }
+
+
+def _kind(kind: object) -> str:
+    return str(kind.value) if isinstance(kind, Enum) else str(kind)
+
+
+# SQLSTATE classes that say "try again later": connection, resources, operator
+# intervention (shutdown, starting up), system error, transaction rollback (deadlock).
+_TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "57", "58"}
+_TRANSIENT_SQLSTATES = {"25006", "55P03", "55006"}  # read-only transaction, lock not available
+_PERMANENT = (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.ProgrammingError)
+
+
+def _is_transient(error: BaseException) -> bool:
+    """Down, locked, read-only, timed out: worth keeping the batch and retrying.
+
+    Anything else (a constraint or data error, a bug) would fail the same way forever,
+    so the batch is dropped rather than left blocking every batch behind it.
+    """
+    if isinstance(error, OSError | TimeoutError):
+        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        sqlstate = getattr(error.orig, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate:
+            return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES or sqlstate in _TRANSIENT_SQLSTATES
+        return not isinstance(error, _PERMANENT)
+    # asyncpg raises its own errors, untranslated, while connecting.
+    if type(error).__module__.startswith("asyncpg"):
+        sqlstate = getattr(error, "sqlstate", None)
+        return not sqlstate or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+    return False
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"

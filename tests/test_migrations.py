@@ -1,0 +1,194 @@
+"""The Alembic revisions against real SQLite and PostgreSQL databases."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from qwatch.store import migrate
+from qwatch.store.engine import create_engine
+from qwatch.store.migrate import SchemaError, SchemaState
+from qwatch.store.models import Base
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLES = {"clusters", "samples", "events", "gaps", "rollup_minute", "rollup_hour"}
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(db_url)
+    yield engine
+    await engine.dispose()
+
+
+async def _tables(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        return set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+
+
+async def _diff(engine: AsyncEngine) -> list[Any]:
+    def compare(conn: Connection) -> list[Any]:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(compare)
+
+
+def test_one_head_named_0001_initial() -> None:
+    assert migrate.head() == "0001_initial"
+    assert migrate.script_location() == ROOT / "migrations"
+
+
+async def test_upgrade_and_downgrade(engine: AsyncEngine) -> None:
+    assert await migrate.current(engine) is None
+    await migrate.upgrade(engine)
+    assert await migrate.current(engine) == migrate.head()
+    assert await _tables(engine) >= TABLES
+
+    await migrate.downgrade(engine, "base")
+    assert await migrate.current(engine) is None
+    assert not TABLES & await _tables(engine)
+
+    await migrate.upgrade(engine)  # and back: downgrade left nothing in the way
+    assert await _tables(engine) >= TABLES
+
+
+async def test_models_match_the_revisions(engine: AsyncEngine) -> None:
+    await migrate.upgrade(engine)
+    assert await _diff(engine) == []
+
+
+async def test_check_states(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert await migrate.check(engine) is SchemaState.EMPTY
+    await migrate.upgrade(engine)
+    assert await migrate.check(engine) is SchemaState.CURRENT
+
+    # A newer qwatch's scripts: one more revision on top of ours.
+    newer = tmp_path / "migrations"
+    shutil.copytree(ROOT / "migrations", newer, ignore=shutil.ignore_patterns("__pycache__"))
+    (newer / "versions" / "0002_test.py").write_text(
+        'revision = "0002_test"\ndown_revision = "0001_initial"\n'
+        "branch_labels = None\ndepends_on = None\n\n\n"
+        "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n"
+    )
+    monkeypatch.setattr(migrate, "script_location", lambda: newer)
+    assert migrate.head() == "0002_test"
+    assert await migrate.check(engine) is SchemaState.BEHIND
+    with pytest.raises(SchemaError, match="qwatch db upgrade"):
+        await migrate.ensure(engine, migrate=False)
+    await migrate.ensure(engine)
+    assert await migrate.current(engine) == "0002_test"
+    assert await migrate.check(engine) is SchemaState.CURRENT
+
+    monkeypatch.undo()  # back to this qwatch's scripts: the database is now ahead of them
+    assert await migrate.check(engine) is SchemaState.AHEAD
+    with pytest.raises(SchemaError, match="newer than this qwatch"):
+        await migrate.ensure(engine)
+
+
+async def test_unknown_revision_is_ahead(engine: AsyncEngine) -> None:
+    await migrate.upgrade(engine)
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE alembic_version SET version_num = 'ffff_future'"))
+    assert await migrate.check(engine) is SchemaState.AHEAD
+    assert await migrate.current(engine) == "ffff_future"
+
+
+async def test_ensure_upgrades_an_empty_database(engine: AsyncEngine) -> None:
+    with pytest.raises(SchemaError):
+        await migrate.ensure(engine, migrate=False)
+    await migrate.ensure(engine)
+    assert await migrate.check(engine) is SchemaState.CURRENT
+
+
+def test_alembic_cli_from_checkout(tmp_path: Path) -> None:
+    database = tmp_path / "cli" / "history.sqlite3"
+    alembic = Path(sys.executable).with_name("alembic")
+    env = {k: v for k, v in os.environ.items() if k != "QWATCH_DATABASE_URL"}
+    done = subprocess.run(
+        [str(alembic), "-x", f"url=sqlite:///{database}", "upgrade", "head"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(database) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert names >= TABLES
+    assert version == migrate.head()
+
+    env["QWATCH_DATABASE_URL"] = f"sqlite:///{database}"
+    done = subprocess.run(
+        [str(alembic), "current"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert migrate.head() in done.stdout
+
+
+def test_alembic_cli_without_url_says_how(tmp_path: Path) -> None:
+    alembic = Path(sys.executable).with_name("alembic")
+    env = {k: v for k, v in os.environ.items() if k != "QWATCH_DATABASE_URL"}
+    done = subprocess.run(
+        [str(alembic), "upgrade", "head"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode != 0
+    assert "QWATCH_DATABASE_URL" in done.stderr
+
+
+def test_installed_layout_finds_packaged_migrations(tmp_path: Path) -> None:
+    """As a wheel installs it (pyproject force-includes migrations/ as qwatch/_migrations),
+    with no checkout and no alembic.ini anywhere near."""
+    site = tmp_path / "site"
+    shutil.copytree(ROOT / "qwatch", site / "qwatch", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "migrations",
+        site / "qwatch" / "_migrations",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    database = tmp_path / "history.sqlite3"
+    script = (
+        "import asyncio, qwatch\n"
+        "from qwatch.store import migrate\n"
+        "from qwatch.store.engine import create_engine\n"
+        "async def main():\n"
+        f"    engine = create_engine('sqlite:///{database}')\n"
+        "    await migrate.upgrade(engine)\n"
+        "    print(qwatch.__file__, migrate.script_location(), await migrate.current(engine))\n"
+        "    await engine.dispose()\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    module, location, revision = done.stdout.split()
+    assert Path(module).is_relative_to(site)
+    assert Path(location) == site / "qwatch" / "_migrations"
+    assert revision == migrate.head()

@@ -1,0 +1,371 @@
+"""The writer, rollups and retention against real SQLite and PostgreSQL databases."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from qwatch.stat import ClusterStat
+from qwatch.store import migrate
+from qwatch.store import models as m
+from qwatch.store.engine import create_engine
+from qwatch.store.maintenance import Retention, prune, roll_up_hours
+from qwatch.store.writer import Batch, MinuteRow, StoreUnavailable, Writer
+from tests.plugins.postgres_server import PostgresServer
+
+T0 = datetime(2025, 3, 1, 10, 58, tzinfo=UTC)
+TOB = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+SITE = "shop"
+
+
+@dataclass(frozen=True)
+class Ev:
+    at: datetime
+    site: str
+    cluster_id: str
+    tob: datetime
+    kind: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def stat(cluster_id: str = "c-1", *, at: datetime = T0, **changes: Any) -> ClusterStat:
+    base = ClusterStat(
+        name=SITE,
+        cluster_id=cluster_id,
+        host="web-1",
+        pid=4242,
+        sentinel=4243,
+        monitor=4244,
+        pusher=4245,
+        workers=(1, 2, 3, 4),
+        status="Idle",
+        task_q_size=3,
+        done_q_size=1,
+        reincarnations=0,
+        tob=TOB,
+        timestamp=at,
+    )
+    return replace(base, **changes)
+
+
+def minute(cluster_id: str, bucket: datetime, n: int, tq_avg: float, **changes: Any) -> MinuteRow:
+    row = MinuteRow(
+        site=SITE,
+        cluster_id=cluster_id,
+        tob=TOB,
+        bucket=bucket,
+        n=n,
+        tq_min=1,
+        tq_max=5,
+        tq_avg=tq_avg,
+        rq_min=0,
+        rq_max=2,
+        rq_avg=1.0,
+        queued_min=None,
+        queued_max=None,
+        queued_avg=None,
+        rc_max=0,
+        pool_min=4,
+        idle_s=float(n),
+        observed_s=float(n),
+    )
+    return replace(row, **changes)
+
+
+def poll(at: datetime, *stats: ClusterStat, **parts: Any) -> Batch:
+    """A batch for one poll: every stat seen and sampled at `at`."""
+    return Batch(site=SITE, at=at, seen=stats, samples=[(s, 7, at) for s in stats], **parts)
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(db_url)
+    await migrate.upgrade(engine)
+    yield engine
+    await engine.dispose()
+
+
+async def count(engine: AsyncEngine, model: Any) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def rows(engine: AsyncEngine, model: Any, *order: Any) -> list[Any]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(select(model.__table__).order_by(*order))).all())
+
+
+async def test_batch_written_and_replay_adds_nothing(engine: AsyncEngine) -> None:
+    a, b = stat("c-1"), stat("c-2", host="web-2", pid=None, status="Working")
+    batch = poll(
+        T0,
+        a,
+        b,
+        events=[
+            Ev(T0, SITE, "c-1", TOB, "appeared", {"host": "web-1"}),
+            Ev(T0, SITE, "c-2", TOB, "state_changed", {"from": "Idle", "to": "Working"}),
+        ],
+        minutes=[minute("c-1", T0, 2, 2.5), minute("c-2", T0, 2, 3.0)],
+        gap_open=(T0 - timedelta(seconds=30), "redis timeout"),
+    )
+    writer = Writer(engine)
+    for _ in range(2):  # the second time is a replay after an ambiguous failure
+        writer.submit(batch)
+        assert await writer.flush() == 1
+        assert writer.pending == 0
+        counts = [await count(engine, t) for t in (m.Cluster, m.Sample, m.Event, m.Gap)]
+        assert counts == [2, 2, 2, 1]
+        assert [r.n for r in await rows(engine, m.RollupMinute, "cluster_pk")] == [2, 2]
+
+    clusters = await rows(engine, m.Cluster, "cluster_id")
+    assert [(c.cluster_id, c.host, c.pid, c.last_status) for c in clusters] == [
+        ("c-1", "web-1", 4242, "Idle"),
+        ("c-2", "web-2", None, "Working"),
+    ]
+    assert clusters[0].tob == TOB and clusters[0].tob.tzinfo is not None
+    assert clusters[0].first_seen == clusters[0].last_seen == T0
+    sample = (await rows(engine, m.Sample, "cluster_pk"))[0]
+    assert (sample.status, sample.pool, sample.task_q_size, sample.queued) == ("Idle", 4, 3, 7)
+    assert sample.uptime_s == (T0 - TOB).total_seconds()
+    events = await rows(engine, m.Event, "cluster_pk")
+    assert [(e.kind, e.detail) for e in events] == [
+        ("appeared", {"host": "web-1"}),
+        ("state_changed", {"from": "Idle", "to": "Working"}),
+    ]
+    assert writer.rejected == 0 and writer.dropped == 0
+
+
+async def test_later_polls_update_clusters_and_close_gaps(engine: AsyncEngine) -> None:
+    writer = Writer(engine)
+    t1, t2, t3 = T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)
+    writer.submit(poll(t1, stat(at=t1), gap_open=(t1, "redis down")))
+    writer.submit(poll(t2, stat(at=t2, status="Working", pid=99), gap_close=t2))
+    writer.submit(Batch(site=SITE, at=t3, ended=[("c-1", TOB, t3)]))
+    assert await writer.flush() == 3
+
+    (cluster,) = await rows(engine, m.Cluster)
+    assert (cluster.first_seen, cluster.last_seen, cluster.ended_at) == (t1, t2, t3)
+    assert (cluster.pid, cluster.last_status) == (99, "Working")
+    (gap,) = await rows(engine, m.Gap)
+    assert (gap.site, gap.started_at, gap.ended_at, gap.reason) == (SITE, t1, t2, "redis down")
+
+    # Seen alive after all (its record was only hidden by a Redis gap): not ended.
+    writer.submit(poll(t3 + timedelta(seconds=1), stat()))
+    await writer.flush()
+    (cluster,) = await rows(engine, m.Cluster)
+    assert cluster.ended_at is None
+
+
+async def test_minute_rows_merge(engine: AsyncEngine) -> None:
+    writer = Writer(engine)
+    first = minute("c-1", T0, 2, 1.0, tq_min=1, tq_max=2, rc_max=1, pool_min=4, working_s=0.5)
+    second = minute(
+        "c-1",
+        T0,
+        3,
+        6.0,
+        tq_min=0,
+        tq_max=9,
+        rq_avg=2.0,
+        rc_max=3,
+        pool_min=3,
+        queued_min=4,
+        queued_max=8,
+        queued_avg=6.0,
+        working_s=1.5,
+    )
+    writer.submit(poll(T0, stat(), minutes=[first]))
+    writer.submit(poll(T0 + timedelta(seconds=1), stat(), minutes=[second]))
+    await writer.flush()
+
+    (row,) = await rows(engine, m.RollupMinute)
+    assert row.bucket == T0
+    assert row.n == 5
+    assert (row.tq_min, row.tq_max, row.tq_avg) == (0, 9, (2 * 1.0 + 3 * 6.0) / 5)
+    assert row.rq_avg == pytest.approx((2 * 1.0 + 3 * 2.0) / 5)
+    # The first part knew no backlog: the merge takes the known one, not a NULL.
+    assert (row.queued_min, row.queued_max, row.queued_avg) == (4, 8, 6.0)
+    assert (row.rc_max, row.pool_min) == (3, 3)
+    assert (row.idle_s, row.working_s, row.observed_s) == (5.0, 2.0, 5.0)
+
+
+async def test_roll_up_hours(engine: AsyncEngine) -> None:
+    h10, h11 = T0.replace(minute=0), T0.replace(minute=0) + timedelta(hours=1)
+    parts = [
+        minute("c-1", h10 + timedelta(minutes=58), 2, 1.0, tq_max=4, queued_avg=2.0, queued_min=1),
+        minute("c-1", h10 + timedelta(minutes=59), 6, 3.0, tq_min=0, rc_max=2, queued_max=9),
+        minute("c-1", h11, 4, 5.0, pool_min=2, working_s=4.0),
+    ]
+    writer = Writer(engine)
+    writer.submit(poll(T0, stat(), minutes=parts))
+    await writer.flush()
+
+    for _ in range(2):  # recomputing whole hours is idempotent
+        await roll_up_hours(engine, since=h10 + timedelta(minutes=30))
+        hours = await rows(engine, m.RollupHour, "bucket")
+        assert [h.bucket for h in hours] == [h10, h11]
+        ten, eleven = hours
+        assert ten.n == 8
+        assert (ten.tq_min, ten.tq_max, ten.tq_avg) == (0, 5, (2 * 1.0 + 6 * 3.0) / 8)
+        assert (ten.queued_min, ten.queued_max) == (1, 9)
+        assert ten.queued_avg == 2.0  # weighted over the minutes that knew the backlog
+        assert (ten.rc_max, ten.pool_min, ten.idle_s, ten.observed_s) == (2, 4, 8.0, 8.0)
+        assert (eleven.n, eleven.tq_avg, eleven.pool_min, eleven.working_s) == (4, 5.0, 2, 4.0)
+        assert eleven.queued_avg is None
+
+    writer.submit(poll(T0 + timedelta(minutes=3), stat(), minutes=[minute("c-1", h11, 4, 1.0)]))
+    await writer.flush()
+    await roll_up_hours(engine, since=h11)
+    eleven = (await rows(engine, m.RollupHour, "bucket"))[1]
+    assert (eleven.n, eleven.tq_avg) == (8, 3.0)
+
+
+async def test_prune_removes_only_old_rows(engine: AsyncEngine) -> None:
+    now = datetime(2025, 6, 1, tzinfo=UTC)
+    keep = Retention(
+        samples=timedelta(days=1),
+        minutes=timedelta(days=2),
+        hours=timedelta(days=3),
+        events=timedelta(days=4),
+    )
+    writer = Writer(engine)
+    # An old cluster whose whole history is past every retention.
+    gone = now - timedelta(days=10)
+    writer.submit(
+        poll(
+            gone,
+            stat("old", tob=gone, at=gone),
+            events=[Ev(gone, SITE, "old", gone, "appeared")],
+            minutes=[minute("old", gone, 1, 1.0, tob=gone)],
+            gap_open=(gone, "redis down"),
+            gap_close=None,
+        )
+    )
+    writer.submit(Batch(site=SITE, at=gone, gap_close=gone + timedelta(minutes=1)))
+    # A live cluster with rows on both sides of each cutoff.
+    ages = [timedelta(hours=h) for h in (1, 30, 60, 90, 120)]
+    for age in sorted(ages, reverse=True):
+        at = now - age
+        writer.submit(
+            poll(
+                at,
+                stat("live", at=at),
+                events=[Ev(at, SITE, "live", TOB, "state_changed")],
+                minutes=[minute("live", at.replace(second=0, microsecond=0), 1, 1.0)],
+            )
+        )
+    await writer.flush()
+    assert writer.rejected == 0
+    await roll_up_hours(engine, since=gone)
+
+    deleted = await prune(engine, now, keep, chunk=2)  # small chunks: the loop must run
+
+    assert deleted == {
+        "samples": 5,  # old + 30 h, 60 h, 90 h, 120 h
+        "rollup_minute": 4,  # old + 60 h, 90 h, 120 h
+        "rollup_hour": 3,  # old + 90 h, 120 h
+        "events": 2,  # old + 120 h
+        "gaps": 1,
+        "clusters": 1,
+    }
+    assert [c.cluster_id for c in await rows(engine, m.Cluster)] == ["live"]
+    assert await count(engine, m.Sample) == 1
+    assert await count(engine, m.RollupMinute) == 2
+    assert await count(engine, m.RollupHour) == 3
+    assert await count(engine, m.Event) == 4
+    assert await prune(engine, now, keep) == dict.fromkeys(deleted, 0)
+
+
+async def test_a_refused_batch_is_rolled_back_and_dropped(
+    engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = Writer(engine)
+    naive = T0.replace(tzinfo=None)
+    writer.submit(poll(T0, stat("bad"), events=[Ev(naive, SITE, "bad", TOB, "appeared")]))
+    writer.submit(poll(T0, stat("good")))
+    with caplog.at_level(logging.ERROR, logger="qwatch.store"):
+        assert await writer.flush() == 1
+    assert writer.rejected == 1 and writer.pending == 0
+    # One transaction per batch: the refused batch's cluster row went with it.
+    assert [c.cluster_id for c in await rows(engine, m.Cluster)] == ["good"]
+    assert "refused the poll of shop" in caplog.text
+
+
+async def test_full_buffer_drops_the_newest(engine: AsyncEngine) -> None:
+    writer = Writer(engine, max_buffered=3)
+    times = [T0 + timedelta(seconds=i) for i in range(5)]
+    accepted = [writer.submit(poll(t, stat(at=t))) for t in times]
+    assert accepted == [True, True, True, False, False]
+    assert (writer.pending, writer.dropped) == (3, 2)
+    assert await writer.flush() == 3
+    assert [s.sampled_at for s in await rows(engine, m.Sample, "sampled_at")] == times[:3]
+
+
+async def test_postgres_outage_buffers_and_writes_in_order(
+    postgres_server_factory: Callable[[], PostgresServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = postgres_server_factory()
+    engine = create_engine(server.create_database("history"))
+    try:
+        await migrate.upgrade(engine)
+        writer = Writer(engine, max_buffered=3)
+        times = [T0 + timedelta(seconds=i) for i in range(6)]
+        writer.submit(poll(times[0], stat(at=times[0])))
+        assert await writer.flush() == 1
+
+        server.stop()
+        caplog.set_level(logging.INFO, logger="qwatch.store")
+        for t in times[1:]:
+            writer.submit(poll(t, stat(at=t), events=[Ev(t, SITE, "c-1", TOB, "tick")]))
+        with pytest.raises(StoreUnavailable):
+            await writer.flush()
+        with pytest.raises(StoreUnavailable):  # still down: same batch at the head
+            await writer.flush()
+        assert (writer.pending, writer.dropped) == (3, 2)
+
+        server.start()
+        assert await writer.flush() == 3
+        assert writer.pending == 0
+        kept = times[:4]  # the oldest three of the outage, then the newest were dropped
+        assert [s.sampled_at for s in await rows(engine, m.Sample, "sampled_at")] == kept
+        assert [e.at for e in await rows(engine, m.Event, "id")] == kept[1:]
+        (cluster,) = await rows(engine, m.Cluster)
+        assert cluster.last_seen == kept[-1]
+
+        messages = [r.getMessage() for r in caplog.records if r.name == "qwatch.store"]
+        assert sum("unavailable" in msg for msg in messages) == 1
+        assert sum("buffer full" in msg for msg in messages) == 1
+        assert any("back after" in msg and "dropped 2" in msg for msg in messages)
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_locked_then_released(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        await migrate.upgrade(engine)
+        writer = Writer(engine)
+        writer.submit(poll(T0, stat()))
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another writer holds the lock past busy_timeout
+            with pytest.raises(StoreUnavailable, match="locked"):
+                await writer.flush()
+            assert writer.pending == 1
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert await writer.flush() == 1
+        assert await count(engine, m.Sample) == 1
+    finally:
+        await engine.dispose()
