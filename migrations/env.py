@@ -4,7 +4,8 @@ Two ways in:
 - from code (`qwatch db upgrade`, the daemon): qwatch.store.migrate lends a connection in
   `config.attributes["connection"]`, already inside the caller's event loop;
 - the `alembic` CLI from a checkout: no loop runs yet, so this builds its own engine from
-  `-x url=…`, QWATCH_DATABASE_URL or `sqlalchemy.url` in alembic.ini, and uses asyncio.run.
+  `-x url=…`, QWATCH_DATABASE_URL, `sqlalchemy.url` in alembic.ini or else qwatch's default
+  SQLite file, and uses asyncio.run.
 Kept generic: later revisions (views, new columns) need nothing here.
 """
 
@@ -20,6 +21,7 @@ from alembic.autogenerate.api import AutogenContext
 from sqlalchemy.engine import Connection
 from sqlalchemy.types import TypeDecorator
 
+from qwatch.config import default_database_url
 from qwatch.store.engine import create_engine
 from qwatch.store.models import Base
 
@@ -47,17 +49,13 @@ def _configure(**kwargs: Any) -> None:
 
 
 def _url() -> str:
-    url = (
+    # The URL qwatch itself would use when nothing names one: its default SQLite file.
+    return (
         context.get_x_argument(as_dictionary=True).get("url")
         or os.environ.get("QWATCH_DATABASE_URL")
         or config.get_main_option("sqlalchemy.url")
+        or default_database_url()
     )
-    if not url:
-        raise SystemExit(
-            "no database URL: pass -x url=…, set QWATCH_DATABASE_URL, "
-            "or set sqlalchemy.url in alembic.ini"
-        )
-    return url
 
 
 def _run_on(connection: Connection) -> None:

@@ -288,9 +288,11 @@ def _inflate(data: bytes) -> bytes:
     inflater = zlib.decompressobj()
     try:
         out = inflater.decompress(data, MAX_PICKLE_BYTES)
+        # Output still to come (from unread input or zlib's window) means over the bound.
+        more = not inflater.eof and inflater.decompress(inflater.unconsumed_tail, 1)
     except zlib.error:
         raise DecodeError("bad zlib") from None
-    if inflater.unconsumed_tail:
+    if more:
         raise DecodeError("too large")
     if not inflater.eof or inflater.unused_data:
         raise DecodeError("bad zlib")

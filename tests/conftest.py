@@ -8,11 +8,14 @@ pytest_plugins = [
     "tests.plugins.redis_server",
     "tests.plugins.postgres_server",
     "tests.plugins.qcluster",
+    "tests.plugins.qwatch_daemon",
 ]
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """A developer's own qwatch settings never leak into a test (litecli's habit)."""
     for name in (
         "QWATCH_REDIS_URL",

@@ -5,21 +5,24 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from qwatch.events import Event
+from qwatch.rollup import MinuteRow
 from qwatch.stat import ClusterStat
 from qwatch.store import migrate
 from qwatch.store import models as m
-from qwatch.store.engine import create_engine
+from qwatch.store.engine import create_engine, is_unavailable
 from qwatch.store.maintenance import Retention, prune, roll_up_hours
-from qwatch.store.writer import Batch, MinuteRow, StoreUnavailable, Writer
+from qwatch.store.writer import Batch, StoreUnavailable, Writer
 from tests.plugins.postgres_server import PostgresServer
 
 T0 = datetime(2025, 3, 1, 10, 58, tzinfo=UTC)
@@ -27,14 +30,14 @@ TOB = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 SITE = "shop"
 
 
-@dataclass(frozen=True)
-class Ev:
-    at: datetime
-    site: str
-    cluster_id: str
-    tob: datetime
-    kind: str
-    detail: dict[str, Any] = field(default_factory=dict)
+def ev(
+    at: datetime,
+    cluster_id: str,
+    kind: str,
+    detail: dict[str, Any] | None = None,
+    tob: datetime = TOB,
+) -> Event:
+    return Event(at, SITE, cluster_id, tob, "web-1", kind, detail or {})
 
 
 def stat(cluster_id: str = "c-1", *, at: datetime = T0, **changes: Any) -> ClusterStat:
@@ -75,7 +78,11 @@ def minute(cluster_id: str, bucket: datetime, n: int, tq_avg: float, **changes: 
         queued_avg=None,
         rc_max=0,
         pool_min=4,
+        starting_s=0.0,
         idle_s=float(n),
+        working_s=0.0,
+        stopping_s=0.0,
+        stopped_s=0.0,
         observed_s=float(n),
     )
     return replace(row, **changes)
@@ -111,8 +118,8 @@ async def test_batch_written_and_replay_adds_nothing(engine: AsyncEngine) -> Non
         a,
         b,
         events=[
-            Ev(T0, SITE, "c-1", TOB, "appeared", {"host": "web-1"}),
-            Ev(T0, SITE, "c-2", TOB, "state_changed", {"from": "Idle", "to": "Working"}),
+            ev(T0, "c-1", "appeared", {"host": "web-1"}),
+            ev(T0, "c-2", "state_changed", {"from": "Idle", "to": "Working"}),
         ],
         minutes=[minute("c-1", T0, 2, 2.5), minute("c-2", T0, 2, 3.0)],
         gap_open=(T0 - timedelta(seconds=30), "redis timeout"),
@@ -244,7 +251,7 @@ async def test_prune_removes_only_old_rows(engine: AsyncEngine) -> None:
         poll(
             gone,
             stat("old", tob=gone, at=gone),
-            events=[Ev(gone, SITE, "old", gone, "appeared")],
+            events=[ev(gone, "old", "appeared", tob=gone)],
             minutes=[minute("old", gone, 1, 1.0, tob=gone)],
             gap_open=(gone, "redis down"),
             gap_close=None,
@@ -259,7 +266,7 @@ async def test_prune_removes_only_old_rows(engine: AsyncEngine) -> None:
             poll(
                 at,
                 stat("live", at=at),
-                events=[Ev(at, SITE, "live", TOB, "state_changed")],
+                events=[ev(at, "live", "state_changed")],
                 minutes=[minute("live", at.replace(second=0, microsecond=0), 1, 1.0)],
             )
         )
@@ -290,7 +297,7 @@ async def test_a_refused_batch_is_rolled_back_and_dropped(
 ) -> None:
     writer = Writer(engine)
     naive = T0.replace(tzinfo=None)
-    writer.submit(poll(T0, stat("bad"), events=[Ev(naive, SITE, "bad", TOB, "appeared")]))
+    writer.submit(poll(T0, stat("bad"), events=[ev(naive, "bad", "appeared")]))
     writer.submit(poll(T0, stat("good")))
     with caplog.at_level(logging.ERROR, logger="qwatch.store"):
         assert await writer.flush() == 1
@@ -325,7 +332,7 @@ async def test_postgres_outage_buffers_and_writes_in_order(
         server.stop()
         caplog.set_level(logging.INFO, logger="qwatch.store")
         for t in times[1:]:
-            writer.submit(poll(t, stat(at=t), events=[Ev(t, SITE, "c-1", TOB, "tick")]))
+            writer.submit(poll(t, stat(at=t), events=[ev(t, "c-1", "tick")]))
         with pytest.raises(StoreUnavailable):
             await writer.flush()
         with pytest.raises(StoreUnavailable):  # still down: same batch at the head
@@ -369,3 +376,37 @@ async def test_sqlite_locked_then_released(tmp_path: Path) -> None:
         assert await count(engine, m.Sample) == 1
     finally:
         await engine.dispose()
+
+
+class _PgError(Exception):
+    """Stands in for the asyncpg dialect's error: it carries a SQLSTATE."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (ConnectionRefusedError(111, "refused"), True),
+        (TimeoutError(), True),
+        (sa_exc.OperationalError("INSERT", {}, Exception("database is locked")), True),
+        (
+            sa_exc.OperationalError(
+                "INSERT", {}, Exception("attempt to write a readonly database")
+            ),
+            True,
+        ),
+        (sa_exc.DBAPIError("INSERT", {}, _PgError("57P01")), True),  # admin shutdown
+        (sa_exc.DBAPIError("INSERT", {}, _PgError("25006")), True),  # read-only transaction
+        (sa_exc.DBAPIError("INSERT", {}, _PgError("08006")), True),  # connection failure
+        (sa_exc.DBAPIError("INSERT", {}, _PgError("22003")), False),  # numeric out of range
+        (sa_exc.IntegrityError("INSERT", {}, _PgError("23503")), False),  # foreign key
+        (sa_exc.IntegrityError("INSERT", {}, Exception("FOREIGN KEY constraint failed")), False),
+        (sa_exc.StatementError("naive datetime", "INSERT", {}, ValueError("naive")), False),
+        (ValueError("a bug"), False),
+    ],
+)
+def test_is_unavailable(error: BaseException, unavailable: bool) -> None:
+    assert is_unavailable(error) is unavailable

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -18,6 +19,7 @@ PG_COMMAND_TIMEOUT_S = 30.0
 # How long SQLite waits on another writer's lock before reporting "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
+
 def create_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
     """An AsyncEngine for `url`, with the per-backend settings qwatch relies on.
 
@@ -28,9 +30,7 @@ def create_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
     parsed = make_url(async_database_url(text))
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, echo=echo)
-    if parsed.get_backend_name() == "postgresql":
-        return _postgres_engine(parsed, echo=echo)
-    return create_async_engine(parsed, echo=echo)
+    return _postgres_engine(parsed, echo=echo)
 
 
 def _sqlite_engine(url: URL, *, echo: bool) -> AsyncEngine:
@@ -67,3 +67,31 @@ def _postgres_engine(url: URL, *, echo: bool) -> AsyncEngine:
             "server_settings": {"application_name": "qwatch", "timezone": "UTC"},
         },
     )
+
+
+# SQLSTATE classes that say "try again later": connection, resources, operator
+# intervention (shutdown, starting up), system error, transaction rollback (deadlock).
+_TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "57", "58"}
+_TRANSIENT_SQLSTATES = {"25006", "55P03", "55006"}  # read-only transaction, lock not available
+_PERMANENT = (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.ProgrammingError)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether `error` means the database is down, locked, read-only or timing out:
+    worth waiting for. Anything else (a constraint or data error, a bug) fails the same
+    way however often it is retried.
+    """
+    if isinstance(error, OSError | TimeoutError):
+        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        sqlstate = getattr(error.orig, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate:
+            return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES or sqlstate in _TRANSIENT_SQLSTATES
+        return not isinstance(error, _PERMANENT)
+    # asyncpg raises its own errors, untranslated, while connecting.
+    if type(error).__module__.startswith("asyncpg"):
+        sqlstate = getattr(error, "sqlstate", None)
+        return not sqlstate or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+    return False

@@ -12,18 +12,18 @@ import logging
 import time
 from collections import ChainMap, deque
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Float, case, cast, exists, func, select, update
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from qwatch.stat import ClusterStat
 from qwatch.store import models as m
+from qwatch.store.engine import is_unavailable
 
 log = logging.getLogger("qwatch.store")
 
@@ -47,32 +47,19 @@ class EventLike(Protocol):
     def detail(self) -> Mapping[str, Any]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class MinuteRow:
-    """One cluster's rollup for (part of) one minute; rows for the same minute merge."""
+class MinuteLike(Protocol):
+    """One cluster's rollup for (part of) one minute, as qwatch.rollup.MinuteRow makes it:
+    its key below, and each column in models.ROLLUP_FIELDS as an attribute of that name.
+    Rows for the same minute merge (see _merge_rollup)."""
 
-    site: str
-    cluster_id: str
-    tob: datetime
-    bucket: datetime  # start of the minute, UTC
-    n: int  # polls aggregated
-    tq_min: int
-    tq_max: int
-    tq_avg: float
-    rq_min: int
-    rq_max: int
-    rq_avg: float
-    queued_min: int | None
-    queued_max: int | None
-    queued_avg: float | None
-    rc_max: int
-    pool_min: int
-    starting_s: float = 0.0
-    idle_s: float = 0.0
-    working_s: float = 0.0
-    stopping_s: float = 0.0
-    stopped_s: float = 0.0
-    observed_s: float = 0.0
+    @property
+    def site(self) -> str: ...
+    @property
+    def cluster_id(self) -> str: ...
+    @property
+    def tob(self) -> datetime: ...
+    @property
+    def bucket(self) -> datetime: ...  # start of the minute, UTC
 
 
 @dataclass(frozen=True)
@@ -85,7 +72,7 @@ class Batch:
     samples: Sequence[tuple[ClusterStat, int | None, datetime]] = ()  # (stat, queued, at)
     events: Sequence[EventLike] = ()
     ended: Sequence[tuple[str, datetime, datetime]] = ()  # (cluster_id, tob, ended_at)
-    minutes: Sequence[MinuteRow] = ()
+    minutes: Sequence[MinuteLike] = ()
     gap_open: tuple[datetime, str] | None = None  # (started_at, reason)
     gap_close: datetime | None = None  # ended_at of the site's open gap; applied first
 
@@ -162,7 +149,7 @@ class Writer:
                 new_ids = await self._write(batch)
             except Exception as error:
                 self._ids.clear()  # a rolled-back insert may have left ids that never were
-                if not _is_transient(error):
+                if not is_unavailable(error):
                     self._queue.popleft()
                     self._rejected += 1
                     log.error(
@@ -302,10 +289,8 @@ class Writer:
         minute_rows = []
         for row in batch.minutes:
             if (pk := await resolve(row.site, row.cluster_id, row.tob)) is not None:
-                values = asdict(row)
-                for key in ("site", "cluster_id", "tob"):
-                    del values[key]
-                minute_rows.append({"cluster_pk": pk, **values})
+                values = {name: getattr(row, name) for name in m.ROLLUP_FIELDS}
+                minute_rows.append({"cluster_pk": pk, "bucket": row.bucket, **values})
         if minute_rows:
             await conn.execute(upsert.merge_minutes(), minute_rows)
         if resolve.missing:
@@ -446,35 +431,6 @@ def _sample_row(pk: int, stat: ClusterStat, queued: int | None, at: datetime) ->
 
 def _kind(kind: object) -> str:
     return str(kind.value) if isinstance(kind, Enum) else str(kind)
-
-
-# SQLSTATE classes that say "try again later": connection, resources, operator
-# intervention (shutdown, starting up), system error, transaction rollback (deadlock).
-_TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "57", "58"}
-_TRANSIENT_SQLSTATES = {"25006", "55P03", "55006"}  # read-only transaction, lock not available
-_PERMANENT = (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.ProgrammingError)
-
-
-def _is_transient(error: BaseException) -> bool:
-    """Down, locked, read-only, timed out: worth keeping the batch and retrying.
-
-    Anything else (a constraint or data error, a bug) would fail the same way forever,
-    so the batch is dropped rather than left blocking every batch behind it.
-    """
-    if isinstance(error, OSError | TimeoutError):
-        return True
-    if isinstance(error, sa_exc.DBAPIError):
-        if error.connection_invalidated:
-            return True
-        sqlstate = getattr(error.orig, "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate:
-            return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES or sqlstate in _TRANSIENT_SQLSTATES
-        return not isinstance(error, _PERMANENT)
-    # asyncpg raises its own errors, untranslated, while connecting.
-    if type(error).__module__.startswith("asyncpg"):
-        sqlstate = getattr(error, "sqlstate", None)
-        return not sqlstate or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
-    return False
 
 
 def _one_line(error: BaseException) -> str:

@@ -1,0 +1,232 @@
+"""`qwatch daemon` end to end: a real redis-server, real django-q2 clusters, real databases."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import sqlite3
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from qwatch.stat import Decoder
+from tests.plugins.qcluster import SECRET_KEY, wait_for
+from tests.plugins.qwatch_daemon import query, run_qwatch
+from tests.plugins.redis_server import redis_client
+
+NAME = "qwatchtest"
+
+
+def live_records(server) -> list:
+    decoder = Decoder(NAME, SECRET_KEY)
+    with redis_client(server) as client:
+        keys = client.keys(f"django_q:{NAME}:cluster:*")
+        return [decoder.decode(v) for v in client.mget(keys) if v] if keys else []
+
+
+def events(db_url: str) -> list[tuple[str, str, dict]]:
+    rows = query(
+        db_url,
+        "SELECT c.cluster_id, e.kind, e.detail FROM events e "
+        "JOIN clusters c ON c.id = e.cluster_pk ORDER BY e.at, e.id",
+    )
+    return [(cluster_id, kind, json.loads(detail)) for cluster_id, kind, detail in rows]
+
+
+def kinds(db_url: str, cluster_id: str) -> list[str]:
+    return [kind for cid, kind, _ in events(db_url) if cid == cluster_id]
+
+
+@pytest.mark.slow
+def test_a_clusters_life_and_restart_are_recorded(
+    redis_server, django_project_factory, daemon_factory, tmp_path
+):
+    db = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    project = django_project_factory(redis_server.url, name=NAME)
+    first = project.start_cluster()
+    daemon = daemon_factory(name=NAME, redis_url=redis_server.url, db_url=db)
+    record = wait_for(
+        lambda: [r for r in live_records(redis_server) if r.status == "Idle" and r.pool == 2],
+        30,
+        "an idle cluster with two workers",
+    )[0]
+    cid = record.cluster_id
+    wait_for(lambda: "appeared" in kinds(db, cid), 20, "appeared")
+
+    # More tasks than workers: the cluster's own queue fills and it says Working.
+    project.enqueue(*["nap:1"] * 8)
+    wait_for(lambda: "state_changed" in kinds(db, cid), 30, "state_changed")
+
+    os.kill(record.workers[0], signal.SIGKILL)
+    wait_for(lambda: "reincarnated" in kinds(db, cid), 30, "reincarnated")
+
+    first.stop()
+    stopped_at = datetime.now(UTC)
+    wait_for(lambda: "vanished" in kinds(db, cid), 30, "vanished")
+
+    second = project.start_cluster()
+    new = wait_for(
+        lambda: [r for r in live_records(redis_server) if r.cluster_id != cid], 30, "a new cluster"
+    )[0]
+    wait_for(lambda: "restarted" in kinds(db, new.cluster_id), 30, "restarted")
+    second.stop()
+    assert daemon.terminate() == 0
+
+    story = events(db)
+    changes = [d for c, k, d in story if c == cid and k == "state_changed"]
+    assert {"from": "Idle", "to": "Working"} in changes
+    assert changes[-1]["to"] == "Stopped"
+    [reincarnated] = [d for c, k, d in story if c == cid and k == "reincarnated"]
+    assert reincarnated["by"] >= 1
+    [vanished] = [d for c, k, d in story if c == cid and k == "vanished"]
+    assert vanished["during_gap"] is False and vanished["last_status"] == "Stopped"
+    [restarted] = [d for c, k, d in story if c == new.cluster_id and k == "restarted"]
+    assert restarted["previous"] == cid
+    # Downtime runs from the old cluster's last record to the new one's birth.
+    assert 0 < restarted["downtime_s"] < (new.tob - stopped_at).total_seconds() + 5
+
+    samples = query(
+        db,
+        "SELECT s.status, s.pool, s.reincarnations, s.task_q_size FROM samples s "
+        "JOIN clusters c ON c.id = s.cluster_pk WHERE c.cluster_id = :cid ORDER BY s.sampled_at",
+        cid=cid,
+    )
+    statuses = [s[0] for s in samples]
+    assert statuses[0] == "Idle" and "Working" in statuses and statuses[-1] == "Stopped"
+    assert max(s[2] for s in samples) == reincarnated["total"]
+    assert all(s[1] == 2 for s in samples if s[0] in ("Idle", "Working"))
+    [(host, pid, ended)] = query(
+        db, "SELECT host, pid, ended_at FROM clusters WHERE cluster_id = :cid", cid=cid
+    )
+    assert (host, pid) == (record.host, record.pid) and ended is not None
+
+
+@pytest.mark.slow
+def test_a_redis_restart_is_one_gap_not_a_restart(
+    redis_server, django_project_factory, daemon_factory, tmp_path
+):
+    db = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    project = django_project_factory(redis_server.url, name=NAME)
+    project.start_cluster()
+    daemon = daemon_factory(name=NAME, redis_url=redis_server.url, db_url=db)
+    wait_for(lambda: query(db, "SELECT 1 FROM events WHERE kind = 'appeared'"), 30, "appeared")
+
+    redis_server.kill()
+    wait_for(lambda: query(db, "SELECT 1 FROM gaps"), 20, "a gap opened")
+    redis_server.start()
+    wait_for(lambda: query(db, "SELECT 1 FROM gaps WHERE ended_at IS NOT NULL"), 60, "gap closed")
+    # Past the grace a restarted Redis gets: a false `vanished` would be written by now.
+    samples_after = len(query(db, "SELECT 1 FROM samples")) + 6
+    wait_for(lambda: len(query(db, "SELECT 1 FROM samples")) >= samples_after, 30, "more samples")
+    assert daemon.terminate() == 0
+
+    assert [k for _, k, _ in events(db) if k in ("appeared", "vanished", "restarted")] == [
+        "appeared"
+    ]
+    [(reason,)] = query(db, "SELECT reason FROM gaps")
+    assert str(redis_server.port) in reason
+    assert daemon.log.count("recording a gap") == 1
+    assert daemon.log.count("is back after") == 1
+
+
+@pytest.mark.slow
+def test_a_postgres_outage_loses_no_sample(
+    redis_server, django_project_factory, daemon_factory, postgres_server_factory
+):
+    pg = postgres_server_factory()
+    db = pg.create_database("outage")
+    project = django_project_factory(redis_server.url, name=NAME)
+    project.start_cluster()
+    daemon = daemon_factory(name=NAME, redis_url=redis_server.url, db_url=db, sample_every=1.0)
+    wait_for(lambda: len(query(db, "SELECT 1 FROM samples")) >= 2, 30, "samples in PostgreSQL")
+
+    pg.stop()
+    down = datetime.now(UTC)
+    daemon.wait_log("history database unavailable", 30)
+    time.sleep(4)  # the outage itself: the daemon keeps sampling into its buffer meanwhile
+    pg.start()
+    up = datetime.now(UTC)
+    daemon.wait_log("history database back", 60)
+    assert daemon.terminate() == 0
+
+    times = [r[0] for r in query(db, "SELECT sampled_at FROM samples ORDER BY sampled_at")]
+    during = [t for t in times if down <= t <= up]
+    assert len(during) >= 3, (down, up, times)
+    steps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert max(steps) < 2.5, steps  # one sample a second, outage or not
+
+
+@pytest.mark.slow
+def test_two_daemons_one_sampler_and_a_takeover(
+    redis_server, django_project_factory, daemon_factory, tmp_path
+):
+    db = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    project = django_project_factory(redis_server.url, name=NAME)
+    project.start_cluster()
+    one = daemon_factory(name=NAME, redis_url=redis_server.url, db_url=db)
+    one.wait_log("sampling site")
+    two = daemon_factory(name=NAME, redis_url=redis_server.url, db_url=db)
+    two.wait_log("standing by")
+    wait_for(lambda: len(query(db, "SELECT 1 FROM samples")) >= 4, 30, "samples")
+    assert "sampling site" not in two.log
+
+    one.kill()  # kill -9: no lock release, it has to expire
+    killed = time.monotonic()
+    two.wait_log("sampling site", 10)
+    assert time.monotonic() - killed < 5  # three 0.5 s intervals of lock TTL, plus a poll
+    before = len(query(db, "SELECT 1 FROM samples"))
+    wait_for(lambda: len(query(db, "SELECT 1 FROM samples")) > before + 2, 30, "new sampler")
+
+    started = time.monotonic()
+    assert two.terminate() == 0
+    assert time.monotonic() - started < 5
+    # The takeover resumed the story: one cluster, appeared once, no duplicates.
+    assert [k for _, k, _ in events(db)] == ["appeared"]
+    assert query(db, "SELECT count(*), count(DISTINCT sampled_at) FROM samples")[0] == (
+        len(query(db, "SELECT 1 FROM samples")),
+    ) * 2
+
+
+def test_once_writes_one_poll_and_sigterm_flushes(
+    redis_server, django_project_factory, daemon_factory, tmp_path
+):
+    db = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    project = django_project_factory(redis_server.url, name=NAME)
+    project.start_cluster()
+    wait_for(lambda: live_records(redis_server), 30, "a cluster")
+    done = run_qwatch("daemon", "--once", name=NAME, redis_url=redis_server.url, db_url=db)
+    assert done.returncode == 0, done.stderr
+    assert query(db, "SELECT count(*) FROM samples") == [(1,)]
+    assert [k for _, k, _ in events(db)] == ["appeared"]
+
+    # A long sample interval: what SIGTERM finds unwritten (the partial minute) is flushed.
+    daemon = daemon_factory(name=NAME, redis_url=redis_server.url, db_url=db, sample_every=60)
+    daemon.wait_log("sampling site")
+    time.sleep(1.5)  # let it take a few polls into the current minute
+    started = time.monotonic()
+    assert daemon.terminate() == 0
+    assert time.monotonic() - started < 5
+    assert query(db, "SELECT count(*) FROM rollup_minute WHERE n >= 2")[0][0] >= 1
+
+
+def test_schema_versions_are_checked(redis_server, tmp_path):
+    db = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    args = {"name": NAME, "redis_url": redis_server.url, "db_url": db}
+    refused = run_qwatch("daemon", "--once", "--no-migrate", **args)
+    assert refused.returncode == 2
+    assert "qwatch db upgrade" in refused.stderr and "Traceback" not in refused.stderr
+
+    assert run_qwatch("daemon", "--once", **args).returncode == 0  # an empty one is upgraded
+    current = run_qwatch("db", "current", **args)
+    assert current.returncode == 0 and "current" in current.stdout
+
+    # And now a revision this code has never heard of.
+    with sqlite3.connect(tmp_path / "history.sqlite3") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    newer = run_qwatch("daemon", "--once", **args)
+    assert newer.returncode == 2
+    assert "newer than this qwatch" in newer.stderr
+    assert len(newer.stderr.strip().splitlines()) == 1
