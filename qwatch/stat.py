@@ -447,10 +447,21 @@ class Decoder:
         value = _field(state, key)
         if type(value) is not datetime:
             raise DecodeError(f"bad field {key}")
-        if value.tzinfo is None:
-            # fold=0: an ambiguous local time (DST fall-back) reads as its first occurrence.
-            value = value.replace(tzinfo=self._local_tz)
         try:
+            # Rebuilt through the checking constructor: unpickling does not range-check an
+            # hour of 30. Naive is local time in the site's TIME_ZONE; fold=0 (the writer's)
+            # reads an ambiguous local time (DST fall-back) as its first occurrence.
+            value = datetime(
+                value.year,
+                value.month,
+                value.day,
+                value.hour,
+                value.minute,
+                value.second,
+                value.microsecond,
+                tzinfo=value.tzinfo or self._local_tz,
+                fold=value.fold,
+            )
             return value.astimezone(UTC)
         except (OverflowError, ValueError):
             raise DecodeError(f"bad field {key}") from None

@@ -579,6 +579,22 @@ def test_bad_field(field: str, value: Any) -> None:
     assert refused(sign(stat_pickle(state(**{field: value})))) == f"bad field {field}"
 
 
+@pytest.mark.parametrize("zone", [b"", b"cpytz\n_UTC\n)R"])
+@pytest.mark.parametrize(
+    "packed",
+    [
+        b"\x07\xea\x01\x02\x1e\x00\x00\x00\x00\x00",  # 30 o'clock
+        b"\x07\xea\x02\x1f\x00\x00\x00\x00\x00\x00",  # 31 February
+        b"\x07\xea\x01\x02\x03\x04\x05\xff\xff\xff",  # 16777215 microseconds
+        b"\xff\xff\x01\x02\x03\x04\x05\x00\x00\x00",  # year 65535
+    ],
+)
+def test_datetime_state_out_of_range(packed: bytes, zone: bytes) -> None:
+    # Unpickling builds these without complaint; only the checking constructor refuses them.
+    tob = Ops(b"cdatetime\ndatetime\n(U\x0a" + packed + zone + b"tR")
+    assert refused(sign(py2_stat_pickle(py2_state(tob=tob)))) == "bad field tob"
+
+
 def test_time_that_overflows_in_utc() -> None:
     fields = state(tob=datetime(1, 1, 1))
     tokyo = Decoder(NAME, SECRET, time_zone="Asia/Tokyo")
@@ -647,11 +663,20 @@ def test_fuzz_mutated_capture(raw: bytes) -> None:
     check_outcome(raw)
 
 
+def _unframed(data: bytes) -> bytes:
+    return data[:2] + data[11:] if data[2] == pickle.FRAME[0] else data
+
+
+# Also without their FRAME, so that a mutation gets past the frame length, and from Python 2.
+FUZZ_PICKLES = [
+    *(capture_pickle(name) for name in TEXT_CAPTURES),
+    *(_unframed(capture_pickle(name)) for name in TEXT_CAPTURES),
+    py2_stat_pickle(py2_state()),
+]
+
+
 @FUZZ
-@given(
-    st.sampled_from(TEXT_CAPTURES).flatmap(lambda name: mutated(capture_pickle(name))),
-    st.booleans(),
-)
+@given(st.sampled_from(FUZZ_PICKLES).flatmap(mutated), st.booleans())
 def test_fuzz_mutated_pickle_signed_again(data: bytes, compress: bool) -> None:
     # Signed after mutating, so every mutation reaches the unpickler.
     check_outcome(sign(data, compress=compress))
@@ -671,7 +696,7 @@ def test_mutations_do_reach_the_unpickler() -> None:
     reasons = set()
     original = capture_pickle("q2_url_tz_idle.txt")
     for _ in range(500):
-        data = bytearray(original)
+        data = bytearray(_unframed(original))
         data[rng.randrange(len(data))] = rng.randrange(256)
         try:
             DECODER.decode(sign(bytes(data)))
