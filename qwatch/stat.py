@@ -299,25 +299,24 @@ def _inflate(data: bytes) -> bytes:
     return out
 
 
-def _signed_text(raw: bytes | str) -> str:
-    if type(raw) is bytes:
-        if len(raw) > MAX_RECORD_BYTES:
+def _signed_text(raw: object) -> str:
+    value = raw
+    if type(value) is bytes:
+        if len(value) > MAX_RECORD_BYTES:
             raise DecodeError("too large")
-        if raw[:1] == pickle.PROTO:  # a signed value never starts so: Django's cache wrapped it
-            raw = _load(raw, _CacheUnpickler)
-            if type(raw) is not str:
-                raise DecodeError("not a Django Q record")
+        if value[:1] == pickle.PROTO:  # never how a signed value starts: Django's cache wrapped it
+            value = _load(value, _CacheUnpickler)
         else:
             try:
-                raw = raw.decode("ascii")
+                value = value.decode("ascii")
             except UnicodeDecodeError:
                 raise DecodeError("not a Django Q record") from None
-    elif type(raw) is not str:
+    if type(value) is not str:
         raise DecodeError("not a Django Q record")
-    if len(raw) > MAX_RECORD_BYTES:
+    if len(value) > MAX_RECORD_BYTES:
         raise DecodeError("too large")
     # Tolerated for records read from files; Redis values never carry it.
-    text = raw.rstrip()
+    text = value.rstrip()
     if not text:
         raise DecodeError("not a Django Q record")
     return text
@@ -363,7 +362,7 @@ def _cluster_id(state: dict[Any, Any]) -> str:
 def _host(state: dict[Any, Any]) -> str:
     value = _field(state, "host")
     # Printable: the host is shown in terminals, where an escape sequence would be obeyed.
-    if type(value) is not str or not value or len(value) > 255 or not value.isprintable():
+    if type(value) is not str or len(value) > 255 or not value.isprintable():
         raise DecodeError("bad field host")
     return value
 
@@ -459,7 +458,7 @@ class Decoder:
                 value.minute,
                 value.second,
                 value.microsecond,
-                tzinfo=value.tzinfo or self._local_tz,
+                tzinfo=self._local_tz if value.tzinfo is None else value.tzinfo,
                 fold=value.fold,
             )
             return value.astimezone(UTC)

@@ -108,6 +108,10 @@ async def test_unknown_revision_is_ahead(engine: AsyncEngine) -> None:
         await conn.execute(text("UPDATE alembic_version SET version_num = 'ffff_future'"))
     assert await migrate.check(engine) is SchemaState.AHEAD
     assert await migrate.current(engine) == "ffff_future"
+    with pytest.raises(SchemaError, match="ffff_future, newer than this qwatch"):
+        await migrate.upgrade(engine)
+    with pytest.raises(SchemaError, match="cannot downgrade"):
+        await migrate.downgrade(engine, "base")
 
 
 async def test_ensure_upgrades_an_empty_database(engine: AsyncEngine) -> None:

@@ -151,6 +151,23 @@ async def test_batch_written_and_replay_adds_nothing(engine: AsyncEngine) -> Non
     assert writer.rejected == 0 and writer.dropped == 0
 
 
+async def test_replay_without_samples_is_recognised_by_its_events(engine: AsyncEngine) -> None:
+    writer = Writer(engine)
+    writer.submit(poll(T0, stat()))
+    later = T0 + timedelta(minutes=1)
+    batch = Batch(
+        site=SITE,
+        at=later,
+        events=[ev(later, "c-1", "reincarnated", {"by": 1})],
+        minutes=[minute("c-1", T0, 3, 2.0)],
+    )
+    writer.submit(batch)
+    writer.submit(batch)  # replayed: its event is there, so its minute is not merged again
+    assert await writer.flush() == 3
+    assert [r.n for r in await rows(engine, m.RollupMinute)] == [3]
+    assert await count(engine, m.Event) == 1
+
+
 async def test_later_polls_update_clusters_and_close_gaps(engine: AsyncEngine) -> None:
     writer = Writer(engine)
     t1, t2, t3 = T0, T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)

@@ -65,6 +65,8 @@ def head() -> str:
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    if await check(engine) is SchemaState.AHEAD:
+        raise SchemaError(await _ahead_message(engine))
     await _run(engine, "upgrade", revision)
 
 
@@ -80,8 +82,11 @@ async def _run(engine: AsyncEngine, action: str, revision: str) -> None:
         cfg.attributes["connection"] = sync_conn
         getattr(command, action)(cfg, revision)
 
-    async with engine.begin() as conn:
-        await conn.run_sync(run)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(run)
+    except CommandError as error:  # an unknown revision and the like: say it in one line
+        raise SchemaError(f"cannot {action} to {revision}: {error}") from error
 
 
 async def current(engine: AsyncEngine) -> str | None:
@@ -121,13 +126,10 @@ async def ensure(engine: AsyncEngine, *, migrate: bool = True) -> None:
     state = await check(engine)
     if state is SchemaState.CURRENT:
         return
+    if state is SchemaState.AHEAD:
+        raise SchemaError(await _ahead_message(engine))
     found = await current(engine) or "none"
     wanted = head()
-    if state is SchemaState.AHEAD:
-        raise SchemaError(
-            f"the database schema is at revision {found}, newer than this qwatch knows "
-            f"(up to {wanted}): upgrade qwatch, or point it at another database"
-        )
     if not migrate:
         raise SchemaError(
             f"the database schema is at revision {found}, this qwatch needs {wanted}: "
@@ -135,3 +137,10 @@ async def ensure(engine: AsyncEngine, *, migrate: bool = True) -> None:
         )
     log.info("upgrading the database schema from %s to %s", found, wanted)
     await upgrade(engine)
+
+
+async def _ahead_message(engine: AsyncEngine) -> str:
+    return (
+        f"the database schema is at revision {await current(engine)}, newer than this qwatch "
+        f"knows (up to {head()}): upgrade qwatch, or point it at another database"
+    )

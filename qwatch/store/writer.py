@@ -325,16 +325,30 @@ async def _already_written(
 ) -> bool:
     """Whether a replayed batch's commit had gone through after all.
 
-    Samples are keyed by (cluster, time), so one existing sample marks the whole batch as
-    applied; checking spares the minute merge, the one write that is additive.
+    Only the minute merge is additive, so only it needs this. A sample, or failing that an
+    event, has a unique key: finding the batch's first one means the batch was applied.
+    A batch with neither (minute rows only) cannot tell, and would merge twice if the reply
+    to its COMMIT was lost — a window of one round trip, on PostgreSQL only.
     """
-    if not batch.samples:
+    if not batch.minutes:
         return False
-    stat, _, at = batch.samples[0]
-    pk = ids[(batch.site, stat.cluster_id, stat.tob)]
-    s = m.Sample.__table__
-    found = await conn.scalar(select(exists().where(s.c.cluster_pk == pk, s.c.sampled_at == at)))
-    return bool(found)
+    if batch.samples:
+        stat, _, at = batch.samples[0]
+        pk = ids[(batch.site, stat.cluster_id, stat.tob)]
+        s = m.Sample.__table__
+        query = exists().where(s.c.cluster_pk == pk, s.c.sampled_at == at)
+    elif batch.events:
+        event = batch.events[0]
+        pk = await _Resolver(conn, ids)(event.site, event.cluster_id, event.tob)
+        if pk is None:
+            return False
+        e = m.Event.__table__
+        query = exists().where(
+            e.c.cluster_pk == pk, e.c.at == event.at, e.c.kind == _kind(event.kind)
+        )
+    else:
+        return False
+    return bool(await conn.scalar(select(query)))
 
 
 class _Resolver:

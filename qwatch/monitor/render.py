@@ -1,0 +1,393 @@
+"""View state -> styled text fragments (pure: `now` is passed in, nothing is read).
+
+Styles are class names (`class:state.working`); `STYLE` maps them to colours, following
+qmonitor: Starting and Stopping yellow, Working green, Stopped red, Pool yellow below the
+configured workers, TQ cyan when busy and green at the queue limit, RQ cyan when busy.
+Only the rows that fit are drawn, and sparklines arrive drawn already.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime
+
+from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.styles import Style
+
+from qwatch.fmt import hms
+from qwatch.monitor.columns import SEPARATOR, Column, cell, fit_columns
+from qwatch.monitor.pane import HostHistory
+from qwatch.monitor.records import StoreKind
+from qwatch.monitor.state import Focus, MonitorState, Row, Source
+
+Line = StyleAndTextTuples
+
+STYLE = Style.from_dict(
+    {
+        "title": "bold",
+        "title.key": "ansicyan",
+        "banner": "bg:ansired ansiwhite bold",
+        "hint": "ansiyellow",
+        "header": "bold underline",
+        "header.sorted": "ansicyan",
+        "row.selected": "reverse",
+        "row.selected.unfocused": "noreverse underline",
+        "row.gone": "dim",
+        "row.stored": "dim italic",
+        "state.starting": "ansiyellow",
+        "state.stopping": "ansiyellow",
+        "state.working": "ansigreen",
+        "state.idle": "",
+        "state.stopped": "ansired",
+        "state.gone": "",
+        "pool.low": "ansiyellow",
+        "tq.busy": "ansicyan",
+        "tq.full": "ansigreen",
+        "rq.busy": "ansicyan",
+        "spark": "ansiblue",
+        "empty": "italic",
+        "pane.border": "ansibrightblack",
+        "pane.title": "bold",
+        "pane.title.focused": "reverse",
+        "pane.label": "ansibrightblack",
+        "pane.good": "ansigreen",
+        "pane.warn": "ansiyellow",
+        "pane.bad": "ansired",
+        "event.time": "ansibrightblack",
+        "event.restarted": "ansiyellow",
+        "event.vanished": "ansired",
+        "event.reincarnated": "ansimagenta",
+        "event.gap": "ansired",
+        "status": "reverse",
+        "status.warn": "bg:ansiyellow ansiblack",
+        "status.bad": "bg:ansired ansiwhite",
+        "help": "bg:ansiblack ansiwhite",
+        "help.key": "ansicyan bold",
+    }
+)
+
+
+def ago(seconds: float) -> str:
+    """A short age: 12s, 3m, 5h, 2d."""
+    s = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def local_time(moment: datetime, with_date: bool) -> str:
+    local = moment.astimezone()
+    return local.strftime("%m-%d %H:%M" if with_date else "%H:%M:%S")
+
+
+# --- top lines ---------------------------------------------------------------------------
+
+
+def title(state: MonitorState) -> Line:
+    names = ", ".join(state.sites)
+    arrow = "▼" if state.sort_reverse else "▲"
+    line: Line = [
+        ("class:title", " qwatch "),
+        ("", f" site{'s' if state.several_sites else ''} {names} · range "),
+        ("class:title.key", state.range.label),
+        ("", " · sort "),
+        ("class:title.key", f"{state.sort_key} {arrow}"),
+    ]
+    if state.filter_text or state.filter_editing:
+        cursor = "▏" if state.filter_editing else ""
+        line += [("", " · filter "), ("class:title.key", f"{state.filter_text}{cursor}")]
+    return line
+
+
+def banner(state: MonitorState, now: datetime) -> list[Line]:
+    """One red line per site whose Redis is failing: the reason and for how long."""
+    lines = []
+    for live in state.sites.values():
+        if live.error is None:
+            continue
+        down = hms((now - live.down_since).total_seconds()) if live.down_since else "?"
+        shown = "showing the last poll; " if live.poll is not None else ""
+        text = f" {live.error} (for {down}; retrying; {shown}history still shown) "
+        lines.append([("class:banner", text)])
+    return lines
+
+
+def hint(state: MonitorState) -> Line | None:
+    """Why there is no history pane, when there is none."""
+    kind = state.store.kind
+    if kind is StoreKind.UNKNOWN or state.store.usable:
+        return None
+    if kind in (StoreKind.MISSING, StoreKind.NO_SCHEMA, StoreKind.EMPTY):
+        text = f" {state.store.message} Start `qwatch daemon` to record history."
+    else:
+        text = f" {state.store.message}"
+    return [("class:hint", text)]
+
+
+# --- the table ---------------------------------------------------------------------------
+
+
+def columns_for(state: MonitorState, width: int, rows: Iterable[Row]) -> list[Column]:
+    return fit_columns(
+        width,
+        sites=list(state.sites) if state.several_sites else (),
+        history=state.store.usable,
+        host_width=max((len(r.host) for r in rows), default=0),
+        range_label=state.range.label,
+    )
+
+
+def header(state: MonitorState, columns: list[Column]) -> Line:
+    line: Line = [("class:header", SEPARATOR)]
+    for column in columns:
+        text = column.title
+        style = "class:header"
+        if column.key == state.sort_key:
+            text = f"{text}{'▼' if state.sort_reverse else '▲'}"
+            style = "class:header class:header.sorted"
+        line.append((style, cell(text, column) + SEPARATOR))
+    return line
+
+
+def table(state: MonitorState, width: int, height: int, now: datetime) -> list[Line]:
+    """The header and the rows that fit in `height` lines, or a line saying why none."""
+    body = max(1, height - 1)
+    first, rows = state.visible(body)
+    columns = columns_for(state, width, rows)
+    lines = [header(state, columns)]
+    if not rows:
+        lines.append([("class:empty", f" {empty_reason(state)}")])
+        return lines
+    focused = state.focus is Focus.TABLE
+    for offset, row in enumerate(rows):
+        lines.append(row_line(row, columns, now, first + offset == state.index, focused))
+    return lines
+
+
+def row_line(row: Row, columns: list[Column], now: datetime, selected: bool, focused: bool) -> Line:
+    base = "class:row"
+    if row.source is Source.GONE:
+        base += " class:row.gone"
+    elif row.source is Source.STORED:
+        base += " class:row.stored"
+    if selected:
+        base += " class:row.selected" + ("" if focused else " class:row.selected.unfocused")
+    line: Line = [(base, SEPARATOR)]
+    for column in columns:
+        text, style = _cell(row, column.key, now)
+        line.append((f"{base} {style}" if style else base, cell(text, column)))
+        line.append((base, SEPARATOR))
+    return line
+
+
+def _cell(row: Row, key: str, now: datetime) -> tuple[str, str]:
+    """(text, extra style) for one cell."""
+    if key == "site":
+        return row.site, ""
+    if key == "host":
+        return row.host, ""
+    if key == "id":
+        return row.short_id, ""
+    if key == "state":
+        if row.source is Source.GONE and row.gone_at is not None:
+            return f"gone {ago((now - row.gone_at).total_seconds())} ago", "class:state.gone"
+        return row.status, f"class:state.{row.status.lower()}"
+    if key == "pool":
+        low = row.workers is not None and row.pool is not None and row.pool < row.workers
+        return _num(row.pool), "class:pool.low" if low else ""
+    if key == "tq":
+        return _num(row.tq), _queue_style(row.tq, row.queue_limit, "tq")
+    if key == "rq":
+        return _num(row.rq), _queue_style(row.rq, None, "rq")
+    if key == "rc":
+        return _num(row.rc), ""
+    if key == "up":
+        return hms(row.uptime_at(now)), ""
+    if key == "rc1h":
+        return _num(row.rc_hour), ""
+    if key == "trend":
+        return row.spark, "class:spark"
+    return "", ""
+
+
+def _queue_style(size: int | None, limit: int | None, name: str) -> str:
+    if size is None or size <= 0:
+        return ""
+    if limit is not None and size >= limit:
+        return f"class:{name}.full"
+    return f"class:{name}.busy"
+
+
+def _num(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def empty_reason(state: MonitorState) -> str:
+    """Why the table is empty, so "the monitor shows nothing" always says why."""
+    if state.filter_text and any(live.poll and live.poll.clusters for live in state.sites.values()):
+        return f"No cluster's host or id contains {state.filter_text!r} (Esc clears the filter)."
+    reasons = []
+    for live in state.sites.values():
+        site = live.site
+        if live.poll is None and live.error is None:
+            reasons.append(f"Reading {site.redis.address}…")
+        elif live.poll is None:
+            reasons.append(f"Cannot read {site.redis.address} (see the banner).")
+        else:
+            skipped = len(live.poll.skipped)
+            extra = f"; {skipped} record(s) skipped, see the status bar" if skipped else ""
+            reasons.append(
+                f"No clusters of site {site.name!r} in {site.redis.address} "
+                f"(keys {site.stat_pattern}){extra}."
+            )
+    return " ".join(reasons)
+
+
+# --- the history pane --------------------------------------------------------------------
+
+
+def pane(state: MonitorState, width: int, height: int, now: datetime) -> list[Line]:
+    target = state.pane_target
+    history = state.pane
+    focused = state.focus is Focus.PANE
+    title_style = "class:pane.title" + (" class:pane.title.focused" if focused else "")
+    if target is None:
+        return [[(title_style, " History")], [("class:pane.label", " No cluster selected.")]]
+    site, host = target
+    label = f"{site} · {host}" if state.several_sites else host
+    head = f" History of {label} · {state.range.label} "
+    if history is None or (history.site, history.host) != target:
+        return [[(title_style, head)], [("class:pane.label", " Reading the history…")]]
+    if history.range_label != state.range.label:
+        head += f"(showing {history.range_label} until read) "
+    lines: list[Line] = [[(title_style, head)]]
+    lines.append(_summary(state, history, now))
+    lines.append(_trend("Reinc.", history.rc_spark, float(history.reincarnations), "total"))
+    lines.append(_trend("TQ", history.tq_spark, history.tq_peak, "peak"))
+    lines.append(_trend("RQ", history.rq_spark, history.rq_peak, "peak"))
+    lines.append(_trend("Backlog", history.backlog_spark, history.backlog_peak, "peak"))
+    room = max(0, height - len(lines) - 1)
+    events = history.events
+    state.pane_scroll = max(0, min(state.pane_scroll, max(0, len(events) - room)))
+    shown = events[state.pane_scroll : state.pane_scroll + room]
+    more = f" ({state.pane_scroll + 1}-{state.pane_scroll + len(shown)} of {len(events)})"
+    lines.append([("class:pane.label", " Events, newest first" + (more if events else ": none"))])
+    with_date = state.range.seconds > 24 * 3600
+    for event in shown:
+        lines.append(
+            [
+                ("class:event.time", f" {local_time(event.at, with_date)} "),
+                (f"class:event.{event.kind}", event.text[: max(0, width - 12)]),
+            ]
+        )
+    return lines
+
+
+def _summary(state: MonitorState, history: HostHistory, now: datetime) -> Line:
+    row = state.selected
+    up = hms(row.uptime_at(now)) if row is not None and row.source is Source.LIVE else "-"
+    if history.availability is None:
+        avail, style = "-", ""
+    else:
+        pct = history.availability * 100
+        avail = f"{pct:.1f}%" if pct < 100 else "100%"
+        style = "class:pane.good" if pct >= 99.9 else "class:pane.warn"
+        style = "class:pane.bad" if pct < 95 else style
+    return [
+        ("class:pane.label", " Up "),
+        ("", up),
+        ("class:pane.label", "  Availability "),
+        (style, avail),
+        ("class:pane.label", "  Down "),
+        ("", hms(history.down_s)),
+        ("class:pane.label", " of "),
+        ("", hms(history.watched_s)),
+        ("class:pane.label", "  Restarts "),
+        ("class:pane.warn" if history.restarts else "", str(history.restarts)),
+        ("class:pane.label", "  Vanished "),
+        ("", str(history.vanished)),
+        ("class:pane.label", "  Runs "),
+        ("", str(history.runs)),
+    ]
+
+
+def _trend(label: str, spark: str, value: float | None, what: str) -> Line:
+    shown = "-" if value is None else f"{value:g}"
+    return [
+        ("class:pane.label", f" {label:<8}"),
+        ("class:spark", spark or "(no data)"),
+        ("class:pane.label", f"  {what} "),
+        ("", shown),
+    ]
+
+
+# --- the status bar ------------------------------------------------------------------------
+
+
+def status(state: MonitorState, now: datetime) -> Line:
+    parts: list[tuple[str, str]] = []
+    addresses = list(dict.fromkeys(live.site.redis.address for live in state.sites.values()))
+    versions = {live.version for live in state.sites.values() if live.version}
+    redis = addresses[0] + (f" +{len(addresses) - 1}" if len(addresses) > 1 else "")
+    if versions:
+        redis += f" v{','.join(sorted(versions))}"
+    parts.append(("class:status", f" {redis} "))
+    queued = {
+        live.site.name: sum(live.poll.queued.values())
+        for live in state.sites.values()
+        if live.poll is not None and live.poll.queued
+    }
+    if queued:
+        text = (
+            " ".join(f"{name} {n}" for name, n in queued.items())
+            if len(queued) > 1
+            else str(next(iter(queued.values())))
+        )
+        parts.append(("class:status", f"│ queued {text} "))
+    count = sum(1 for r in state.rows if r.source is Source.LIVE)
+    parts.append(("class:status", f"│ {count} cluster{'s' if count != 1 else ''} "))
+    parts.append(_sample_age(state, now))
+    skipped = Counter(
+        s.reason for live in state.sites.values() if live.poll for s in live.poll.skipped
+    )
+    if skipped:
+        reason, _ = skipped.most_common(1)[0]
+        more = f" +{len(skipped) - 1} more reasons" if len(skipped) > 1 else ""
+        parts.append(("class:status.warn", f"│ skipped {sum(skipped.values())}: {reason}{more} "))
+    parts.append(("class:status", "│ ? help  q quit "))
+    return parts
+
+
+def _sample_age(state: MonitorState, now: datetime) -> tuple[str, str]:
+    store = state.store
+    if store.kind is StoreKind.UNKNOWN:
+        return ("class:status", "│ history … ")
+    if store.kind is StoreKind.ERROR:
+        return ("class:status.bad", f"│ history: {store.message} ")
+    if not store.usable or store.newest_sample is None:
+        return ("class:status.warn", "│ no samples ")
+    age = (now - store.newest_sample).total_seconds()
+    style = "class:status.warn" if age > state.stale_after_s else "class:status"
+    return (style, f"│ sample {ago(age)} ago ")
+
+
+HELP = (
+    ("q  Ctrl-C", "quit"),
+    ("↑ ↓  j k", "select a cluster (scroll the events in the history pane)"),
+    ("PgUp PgDn", "a page up or down"),
+    ("Home End", "first or last"),
+    ("Enter  Tab", "focus the history pane (Esc goes back)"),
+    ("s  S", "next sort column, reverse the order"),
+    ("/", "filter by host or id (Enter keeps it, Esc clears it)"),
+    ("r", "next range: 15m, 1h, 24h, 7d"),
+    ("?", "this help (Esc or ? closes it)"),
+)
+
+
+def help_lines() -> list[Line]:
+    lines: list[Line] = [[("class:help", " Keys")], [("class:help", "")]]
+    for keys, what in HELP:
+        lines.append([("class:help.key", f" {keys:<12}"), ("class:help", f"{what} ")])
+    return lines

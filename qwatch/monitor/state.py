@@ -1,0 +1,396 @@
+"""The monitor's view state: rows, selection, sort, filter, range, focus (pure: no I/O).
+
+Background tasks hand data in through the `set_*` methods; key bindings call the rest.
+Both only change this object, and the renderer reads it. Rows are rebuilt when data or
+the sort or filter changes, never while drawing a frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from qwatch.config import Site
+from qwatch.monitor.pane import HostHistory
+from qwatch.monitor.records import (
+    RANGES,
+    TABLE_SLOTS,
+    Range,
+    RunKey,
+    StoreInfo,
+    TableHistory,
+)
+from qwatch.monitor.spark import sparkline
+from qwatch.redis_source import Poll
+from qwatch.stat import STATES
+
+SORT_KEYS = ("host", "id", "state", "pool", "tq", "rq", "rc", "up", "rc1h")
+DEFAULT_RANGE = "1h"
+_STATE_RANK = {name: rank for rank, name in enumerate(STATES)}
+
+
+class Source(StrEnum):
+    LIVE = "live"  # in the latest Redis poll
+    GONE = "gone"  # vanished within the range
+    STORED = "stored"  # Redis has not been read yet: the store's last word
+
+
+class Focus(StrEnum):
+    TABLE = "table"
+    PANE = "pane"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    site: str
+    host: str
+    cluster_id: str
+    tob: datetime
+    status: str
+    source: Source
+    pool: int | None
+    tq: int | None
+    rq: int | None
+    rc: int | None
+    uptime_s: float | None  # as of `as_of`
+    as_of: datetime
+    gone_at: datetime | None = None
+    workers: int | None = None  # the site's configured pool size, where known
+    queue_limit: int | None = None
+    rc_hour: int | None = None
+    spark: str = ""
+
+    @property
+    def key(self) -> RunKey:
+        return (self.site, self.cluster_id, self.tob)
+
+    @property
+    def short_id(self) -> str:
+        return self.cluster_id[-8:]
+
+    def uptime_at(self, now: datetime) -> float | None:
+        """Up at `now`: the record's own uptime (the writer's clock) plus the time since."""
+        if self.uptime_s is None:
+            return None
+        if self.source is not Source.LIVE:
+            return self.uptime_s
+        return self.uptime_s + max(0.0, (now - self.as_of).total_seconds())
+
+
+@dataclass
+class SiteLive:
+    """One site's Redis, as the refresh task last found it."""
+
+    site: Site
+    poll: Poll | None = None
+    error: str | None = None  # why the last poll failed; None when it worked
+    down_since: datetime | None = None
+    version: str | None = None
+
+
+def sort_value(row: Row, key: str) -> tuple[object, ...]:
+    """Sort key for one column; unknown numbers sort as lowest, ties by host then id."""
+    tie = (row.host, row.cluster_id)
+    if key == "host":
+        return tie
+    if key == "id":
+        return (row.short_id, *tie)
+    if key == "state":
+        return (_STATE_RANK.get(row.status, len(_STATE_RANK)), *tie)
+    value = {
+        "pool": row.pool,
+        "tq": row.tq,
+        "rq": row.rq,
+        "rc": row.rc,
+        "up": row.uptime_s,
+        "rc1h": row.rc_hour,
+    }[key]
+    return (-1 if value is None else value, *tie)
+
+
+def matches(row: Row, text: str) -> bool:
+    needle = text.strip().lower()
+    return not needle or needle in row.host.lower() or needle in row.cluster_id.lower()
+
+
+def arrange(rows: Sequence[Row], key: str, reverse: bool, text: str) -> list[Row]:
+    """Filter, then sort: live clusters first, then the ones from history, each sorted."""
+    kept = [r for r in rows if matches(r, text)]
+    live = sorted((r for r in kept if r.source is Source.LIVE), key=lambda r: sort_value(r, key))
+    other = sorted(
+        (r for r in kept if r.source is not Source.LIVE), key=lambda r: sort_value(r, key)
+    )
+    if reverse:
+        live.reverse()
+        other.reverse()
+    return live + other
+
+
+@dataclass
+class MonitorState:
+    sites: dict[str, SiteLive]
+    database: str = ""  # the history URL, without its password
+    # The newest sample older than this says the daemon has stopped (3 of its samples).
+    stale_after_s: float = 35.0
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    store: StoreInfo = field(default_factory=StoreInfo)
+    table_history: TableHistory | None = None
+    pane: HostHistory | None = None
+    range_index: int = next(i for i, r in enumerate(RANGES) if r.label == DEFAULT_RANGE)
+    sort_key: str = "host"
+    sort_reverse: bool = False
+    filter_text: str = ""
+    filter_editing: bool = False
+    focus: Focus = Focus.TABLE
+    help: bool = False
+    index: int = 0  # selected row in `rows`
+    scroll: int = 0  # first row shown
+    page: int = 10  # rows that fit, as last drawn
+    pane_scroll: int = 0
+    rows: list[Row] = field(default_factory=list)
+    # Wakes the history task when the range or the selected host changes (set by refresh).
+    wake: Callable[[], None] = field(default=lambda: None)
+    _all: list[Row] = field(default_factory=list)
+    _sparks: dict[RunKey, str] = field(default_factory=dict)
+    _rc_hour: dict[RunKey, int] = field(default_factory=dict)
+
+    @classmethod
+    def for_sites(cls, sites: Sequence[Site], **kwargs: object) -> MonitorState:
+        return cls(sites={s.name: SiteLive(s) for s in sites}, **kwargs)  # type: ignore[arg-type]
+
+    # --- what the background tasks hand in --------------------------------------------
+
+    def set_poll(self, poll: Poll) -> None:
+        live = self.sites[poll.site]
+        live.poll, live.error, live.down_since = poll, None, None
+        self._rebuild()
+
+    def set_redis_error(self, site: str, message: str, at: datetime) -> None:
+        live = self.sites[site]
+        live.error = message
+        if live.down_since is None:
+            live.down_since = at
+
+    def set_version(self, site: str, version: str) -> None:
+        self.sites[site].version = version
+
+    def set_store(self, info: StoreInfo) -> None:
+        self.store = info
+
+    def set_table_history(self, history: TableHistory) -> None:
+        """Sparklines are drawn here, once per read, not once per frame."""
+        self.table_history = history
+        keys = {run.pk: run.key for run in history.runs}
+        self._sparks = {
+            keys[pk]: sparkline(values, TABLE_SLOTS)
+            for pk, values in history.tq_slots.items()
+            if pk in keys
+        }
+        self._rc_hour = {keys[pk]: n for pk, n in history.rc_hour.items() if pk in keys}
+        self._rebuild()
+
+    def set_pane(self, pane: HostHistory) -> None:
+        if self.pane is None or (pane.site, pane.host) != (self.pane.site, self.pane.host):
+            self.pane_scroll = 0
+        self.pane = pane
+
+    # --- derived ------------------------------------------------------------------------
+
+    @property
+    def range(self) -> Range:
+        return RANGES[self.range_index]
+
+    @property
+    def selected(self) -> Row | None:
+        return self.rows[self.index] if 0 <= self.index < len(self.rows) else None
+
+    @property
+    def pane_target(self) -> tuple[str, str] | None:
+        """(site, host) whose history the pane shows: the selected row's."""
+        row = self.selected
+        return (row.site, row.host) if row is not None else None
+
+    @property
+    def several_sites(self) -> bool:
+        return len(self.sites) > 1
+
+    def visible(self, height: int) -> tuple[int, list[Row]]:
+        """(index of the first row shown, the rows that fit), keeping the selection in view."""
+        self.page = max(1, height)
+        if self.index < self.scroll:
+            self.scroll = self.index
+        elif self.index >= self.scroll + self.page:
+            self.scroll = self.index - self.page + 1
+        self.scroll = max(0, min(self.scroll, max(0, len(self.rows) - self.page)))
+        return self.scroll, self.rows[self.scroll : self.scroll + self.page]
+
+    # --- keys -----------------------------------------------------------------------------
+
+    def move(self, delta: int) -> None:
+        if self.focus is Focus.PANE:
+            self.pane_scroll = max(0, self.pane_scroll + delta)
+            return
+        self._select(self.index + delta)
+
+    def page_move(self, pages: int) -> None:
+        self.move(pages * max(1, self.page - 1))
+
+    def home(self) -> None:
+        if self.focus is Focus.PANE:
+            self.pane_scroll = 0
+        else:
+            self._select(0)
+
+    def end(self) -> None:
+        if self.focus is Focus.PANE:
+            self.pane_scroll = len(self.pane.events) if self.pane else 0
+        else:
+            self._select(len(self.rows) - 1)
+
+    def cycle_sort(self) -> None:
+        self.sort_key = SORT_KEYS[(SORT_KEYS.index(self.sort_key) + 1) % len(SORT_KEYS)]
+        self._rearrange()
+
+    def reverse_sort(self) -> None:
+        self.sort_reverse = not self.sort_reverse
+        self._rearrange()
+
+    def cycle_range(self) -> None:
+        self.range_index = (self.range_index + 1) % len(RANGES)
+        self.wake()
+
+    def start_filter(self) -> None:
+        self.filter_editing = True
+
+    def type_filter(self, text: str) -> None:
+        self.filter_text += "".join(c for c in text if c.isprintable())
+        self._rearrange()
+
+    def erase_filter(self) -> None:
+        self.filter_text = self.filter_text[:-1]
+        self._rearrange()
+
+    def end_filter(self) -> None:
+        self.filter_editing = False
+
+    def clear_filter(self) -> None:
+        self.filter_text, self.filter_editing = "", False
+        self._rearrange()
+
+    def focus_pane(self) -> None:
+        self.focus = Focus.PANE
+
+    def escape(self) -> None:
+        """Esc undoes the innermost thing: the filter being typed, the pane focus, the
+        filter, the help."""
+        if self.filter_editing or (self.focus is Focus.TABLE and self.filter_text):
+            self.clear_filter()
+        elif self.focus is Focus.PANE:
+            self.focus = Focus.TABLE
+        else:
+            self.help = False
+
+    def toggle_help(self) -> None:
+        self.help = not self.help
+
+    # --- rows -------------------------------------------------------------------------------
+
+    def _select(self, index: int) -> None:
+        before = self.pane_target
+        self.index = max(0, min(index, len(self.rows) - 1))
+        if self.pane_target != before:
+            self.wake()
+
+    def _rearrange(self) -> None:
+        before = self.selected
+        self.rows = arrange(self._all, self.sort_key, self.sort_reverse, self.filter_text)
+        self._reselect(before)
+
+    def _reselect(self, before: Row | None) -> None:
+        """Keep the same cluster selected, or the same host, or the same place."""
+        target = self.pane_target if before is None else (before.site, before.host)
+        if before is not None:
+            for i, row in enumerate(self.rows):
+                if row.key == before.key:
+                    self.index = i
+                    break
+            else:
+                same_host = [i for i, r in enumerate(self.rows) if (r.site, r.host) == target]
+                self.index = same_host[0] if same_host else self.index
+        self.index = max(0, min(self.index, len(self.rows) - 1))
+        if self.pane_target != target:
+            self.wake()
+
+    def _rebuild(self) -> None:
+        before = self.selected
+        rows: list[Row] = []
+        live_keys: set[RunKey] = set()
+        for live in self.sites.values():
+            if live.poll is None:
+                continue
+            site = live.site
+            for stat in live.poll.clusters:
+                key = (stat.name, stat.cluster_id, stat.tob)
+                live_keys.add(key)
+                rows.append(
+                    Row(
+                        site=live.poll.site,
+                        host=stat.host,
+                        cluster_id=stat.cluster_id,
+                        tob=stat.tob,
+                        status=stat.status,
+                        source=Source.LIVE,
+                        pool=stat.pool,
+                        tq=stat.task_q_size,
+                        rq=stat.done_q_size,
+                        rc=stat.reincarnations,
+                        uptime_s=stat.uptime_s,
+                        as_of=live.poll.at,
+                        workers=site.workers,
+                        queue_limit=site.queue_limit,
+                        rc_hour=self._rc_hour.get(key),
+                        spark=self._sparks.get(key, ""),
+                    )
+                )
+        rows += self._stored_rows(live_keys)
+        self._all = rows
+        self.rows = arrange(rows, self.sort_key, self.sort_reverse, self.filter_text)
+        self._reselect(before)
+
+    def _stored_rows(self, live_keys: set[RunKey]) -> list[Row]:
+        """Runs from the history that are not in Redis now: gone, or not yet read."""
+        if self.table_history is None:
+            return []
+        rows = []
+        for run in self.table_history.runs:
+            live = self.sites.get(run.site)
+            if live is None or run.key in live_keys:
+                continue
+            polled = live.poll is not None
+            if not polled and run.ended_at is not None:
+                continue  # before the first poll, show only what was running
+            gone_at = (run.ended_at or run.last_seen) if polled else None
+            rows.append(
+                Row(
+                    site=run.site,
+                    host=run.host,
+                    cluster_id=run.cluster_id,
+                    tob=run.tob,
+                    status=run.status or "?",
+                    source=Source.GONE if polled else Source.STORED,
+                    pool=run.pool,
+                    tq=run.tq,
+                    rq=run.rq,
+                    rc=run.rc,
+                    uptime_s=run.uptime_s,
+                    as_of=run.last_seen,
+                    gone_at=gone_at,
+                    workers=live.site.workers,
+                    queue_limit=live.site.queue_limit,
+                    rc_hour=self._rc_hour.get(run.key),
+                    spark=self._sparks.get(run.key, ""),
+                )
+            )
+        return rows
