@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -204,3 +205,40 @@ def test_installed_layout_finds_packaged_migrations(tmp_path: Path) -> None:
     assert Path(module).is_relative_to(site)
     assert Path(location) == site / "qwatch" / "_migrations"
     assert revision == migrate.head()
+
+
+def test_a_built_wheel_carries_its_migrations(tmp_path):
+    """`qwatch db upgrade` from a real wheel, imported from outside the checkout."""
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [wheel] = wheels.glob("qwatch-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    assert (site / "qwatch" / "_migrations" / "versions").is_dir()
+    db = tmp_path / "from-wheel.sqlite3"
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run(
+        [sys.executable, "-m", "qwatch", "db", "upgrade", "--db", f"sqlite:///{db}"],
+        cwd=tmp_path,  # not the checkout: only the wheel's copy of the migrations is in reach
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "(current;" in done.stdout
+    located = subprocess.run(
+        [sys.executable, "-c", "from qwatch.store.migrate import script_location as s; print(s())"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert located.stdout.strip().startswith(str(site))

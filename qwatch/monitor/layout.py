@@ -1,0 +1,118 @@
+"""The screen as small container factories over the view state (ptpython's habit).
+
+Every control reads the state when it is drawn, through the pure functions in `render`;
+nothing here holds data of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from prompt_toolkit.filters import Condition
+from prompt_toolkit.layout import (
+    ConditionalContainer,
+    Float,
+    FloatContainer,
+    HSplit,
+    Layout,
+    Window,
+)
+from prompt_toolkit.layout.containers import Container
+from prompt_toolkit.layout.controls import FormattedTextControl, UIContent, UIControl
+from prompt_toolkit.layout.dimension import Dimension
+
+from qwatch.monitor import render
+from qwatch.monitor.render import Line
+from qwatch.monitor.state import MonitorState
+
+LinesFn = Callable[[int, int], list[Line]]
+
+
+class LinesControl(UIControl):
+    """Draws whatever `lines(width, height)` returns: only what fits is ever built.
+
+    FormattedTextControl would build every line and let the window scroll; with 200 rows
+    that is wasted work each frame, so the table scrolls itself (`MonitorState.visible`).
+    """
+
+    def __init__(self, lines: LinesFn, *, focusable: bool = False) -> None:
+        self._lines = lines
+        self._focusable = focusable
+
+    def is_focusable(self) -> bool:
+        return self._focusable
+
+    def create_content(self, width: int, height: int) -> UIContent:
+        lines = self._lines(width, height)[:height]
+        return UIContent(get_line=lambda i: lines[i], line_count=len(lines), show_cursor=False)
+
+
+def _one_line(fragments: Callable[[], Line], style: str = "") -> Window:
+    return Window(FormattedTextControl(fragments), height=1, style=style)
+
+
+def title_bar(state: MonitorState) -> Container:
+    return _one_line(lambda: render.title(state), style="class:title.bar")
+
+
+def banner_bar(state: MonitorState, now: Callable[[], datetime]) -> Container:
+    def lines() -> Line:
+        out: Line = []
+        for i, line in enumerate(render.banner(state, now())):
+            out += ([("", "\n")] if i else []) + line
+        return out
+
+    shown = Condition(lambda: any(live.error for live in state.sites.values()))
+    height = Dimension(min=1, max=len(state.sites), preferred=len(state.sites))
+    window = Window(FormattedTextControl(lines), height=height, style="class:banner")
+    return ConditionalContainer(window, filter=shown)
+
+
+def hint_bar(state: MonitorState) -> Container:
+    shown = Condition(lambda: render.hint(state) is not None)
+    return ConditionalContainer(_one_line(lambda: render.hint(state) or []), filter=shown)
+
+
+def table_window(state: MonitorState, now: Callable[[], datetime]) -> Window:
+    control = LinesControl(lambda w, h: render.table(state, w, h, now()), focusable=True)
+    return Window(control, height=Dimension(min=3, weight=3))
+
+
+def pane_window(state: MonitorState, now: Callable[[], datetime]) -> Container:
+    control = LinesControl(lambda w, h: render.pane(state, w, h, now()))
+    rule = Window(height=1, char="─", style="class:pane.border")
+    shown = Condition(lambda: state.store.usable)
+    body = Window(control, height=Dimension(min=6, preferred=14, max=18, weight=2))
+    return ConditionalContainer(HSplit([rule, body]), filter=shown)
+
+
+def status_bar(state: MonitorState, now: Callable[[], datetime]) -> Container:
+    return _one_line(lambda: render.status(state, now()), style="class:status")
+
+
+def help_float(state: MonitorState) -> Float:
+    lines = render.help_lines()
+    width = max(sum(len(text) for _, text in line) for line in lines) + 1
+    window = Window(
+        LinesControl(lambda w, h: lines), width=width, height=len(lines), style="class:help"
+    )
+    return Float(ConditionalContainer(window, filter=Condition(lambda: state.help)))
+
+
+def create_layout(state: MonitorState) -> tuple[Layout, Window]:
+    """The whole screen, and the table window (the one that holds the focus)."""
+    now = state.clock
+    table = table_window(state, now)
+    body = HSplit(
+        [
+            title_bar(state),
+            banner_bar(state, now),
+            hint_bar(state),
+            table,
+            pane_window(state, now),
+            status_bar(state, now),
+        ]
+    )
+    root = FloatContainer(body, floats=[help_float(state)])
+    return Layout(root, focused_element=table), table
