@@ -115,6 +115,27 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from qwatch.monitor.app import run_monitor
+
+    settings = settings_from(args)
+    settings.require_secret()
+    return asyncio.run(run_monitor(settings))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from qwatch import demo
+
+    try:
+        return asyncio.run(
+            demo.run_demo(
+                ui=not args.no_ui, duration_s=args.duration, restart_after_s=args.restart_after
+            )
+        )
+    except demo.DemoUnavailable as exc:
+        raise Unavailable(str(exc)) from None
+
+
 def _run_store(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; a database that can't be reached or used is one line."""
     from sqlalchemy.exc import DBAPIError, OperationalError
@@ -155,8 +176,22 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["upgrade", "current"])
     db.set_defaults(func=cmd_db)
 
+    monitor = commands.add_parser("monitor", help="full-screen live table with history")
+    monitor.set_defaults(func=cmd_monitor)
+
     for sub in commands.choices.values():
         _settings_options(sub)
+
+    # Added after the settings options: the demo makes its own Redis, sites and database.
+    demo = commands.add_parser("demo", help="start a throwaway Redis, clusters, daemon, monitor")
+    demo.add_argument("--no-ui", action="store_true", help="no monitor: log what happens")
+    demo.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")
+    demo.add_argument(
+        "--restart-after", type=_seconds, default=60.0, metavar="S",
+        help="restart one cluster after S seconds (default 60)",
+    )  # fmt: skip
+    demo.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

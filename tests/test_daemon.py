@@ -230,3 +230,31 @@ def test_schema_versions_are_checked(redis_server, tmp_path):
     assert newer.returncode == 2
     assert "newer than this qwatch" in newer.stderr
     assert len(newer.stderr.strip().splitlines()) == 1
+
+
+def test_shutdown_is_bounded_when_the_database_is_locked(
+    redis_server, django_project_factory, daemon_factory, tmp_path
+):
+    path = tmp_path / "history.sqlite3"
+    db = f"sqlite:///{path}"
+    project = django_project_factory(redis_server.url, name=NAME)
+    project.start_cluster()
+    patient = daemon_factory(name=NAME, redis_url=redis_server.url, db_url=db)
+    wait_for(lambda: query(db, "SELECT 1 FROM samples"), 30, "a sample")
+    hasty = daemon_factory(name=NAME, redis_url=redis_server.url, db_url=db)
+
+    with sqlite3.connect(path, isolation_level=None) as holder:
+        holder.execute("BEGIN EXCLUSIVE")  # another program holds the database
+        started = time.monotonic()
+        assert patient.terminate() == 0  # gives up on the flush, says so, exits in time
+        assert time.monotonic() - started < 5
+        assert "polls unwritten" in patient.log
+
+        hasty.wait_log("sampling site", 10)  # took over the lock the patient one released
+        hasty.process.send_signal(signal.SIGTERM)
+        hasty.wait_log("stopping after the poll in flight")
+        started = time.monotonic()
+        hasty.process.send_signal(signal.SIGTERM)
+        assert hasty.process.wait(5) == 128 + signal.SIGTERM
+        assert time.monotonic() - started < 1.5
+        holder.execute("ROLLBACK")

@@ -17,7 +17,9 @@ from qwatch.config import async_database_url
 PG_CONNECT_TIMEOUT_S = 5.0
 PG_COMMAND_TIMEOUT_S = 30.0
 # How long SQLite waits on another writer's lock before reporting "database is locked".
-SQLITE_BUSY_TIMEOUT_MS = 5000
+# The wait runs in aiosqlite's thread, which can't be cancelled and holds up the exit:
+# it must fit in the daemon's 5 s shutdown budget. The daemon retries a locked write anyway.
+SQLITE_BUSY_TIMEOUT_MS = 2000
 
 
 def create_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:

@@ -1,0 +1,204 @@
+"""Background tasks: one per Redis source (every second) and one for the history database.
+
+They are the monitor's only I/O. Every wait is bounded; a failure becomes text on the
+screen (the red banner, the status bar), never an exception that ends the task; and each
+round ends with `invalidate()` so the screen shows what was found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from qwatch.config import safe_url, sqlite_path
+from qwatch.monitor import pane, reads
+from qwatch.monitor.records import StoreInfo, StoreKind
+from qwatch.monitor.state import MonitorState
+from qwatch.redis_source import RedisReplyError, RedisSource, RedisUnavailable
+from qwatch.store.engine import create_engine
+
+log = logging.getLogger("qwatch.monitor")
+
+REDIS_EVERY_S = 1.0
+REDIS_RETRY_MAX_S = 5.0
+# Above the source's own connect and command timeouts: this one only catches a hang.
+POLL_TIMEOUT_S = 15.0
+STORE_EVERY_S = 2.0
+STORE_TIMEOUT_S = 15.0
+# How often the history columns and pane are re-read, by range: a 7-day sparkline moves
+# one cell in hours, a 15-minute one every 30 s.
+HISTORY_EVERY_S = {"15m": 5.0, "1h": 10.0, "24h": 30.0, "7d": 60.0}
+
+
+async def watch_redis(
+    state: MonitorState,
+    source: RedisSource,
+    invalidate: Callable[[], None],
+    *,
+    every_s: float = REDIS_EVERY_S,
+) -> None:
+    """Poll one site's Redis forever; back off (up to 5 s) while it fails."""
+    loop = asyncio.get_running_loop()
+    site = source.site
+    failures = 0
+    version_known = False
+    while True:
+        started = loop.time()
+        try:
+            async with asyncio.timeout(POLL_TIMEOUT_S):
+                poll = await source.poll()
+                if not version_known:
+                    state.set_version(site.name, await _version(source))
+                    version_known = True
+            state.set_poll(poll)
+            failures = 0
+        except RedisUnavailable as exc:
+            failures += 1
+            version_known = False
+            state.set_redis_error(site.name, str(exc), state.clock())
+        except TimeoutError:
+            failures += 1
+            version_known = False
+            await _close_quietly(source)  # a reply may still be on its way to a dead waiter
+            message = f"Redis {site.redis.address}: no answer in {POLL_TIMEOUT_S:.0f}s"
+            state.set_redis_error(site.name, message, state.clock())
+        except Exception as exc:  # a bug must show, not silently stop the refresh
+            failures += 1
+            log.exception("reading Redis %s", site.redis.address)
+            message = f"Redis {site.redis.address}: {type(exc).__name__}: {exc}"
+            state.set_redis_error(site.name, message, state.clock())
+        invalidate()
+        delay = every_s if not failures else min(REDIS_RETRY_MAX_S, every_s * 2 ** (failures - 1))
+        await asyncio.sleep(max(0.0, delay - (loop.time() - started)))
+
+
+async def _version(source: RedisSource) -> str:
+    try:
+        return await source.server_version()
+    except RedisReplyError:  # INFO may be forbidden by an ACL: the version is only nice to have
+        return "?"
+
+
+async def _close_quietly(source: RedisSource) -> None:
+    try:
+        await source.close()
+    except Exception:
+        log.debug("closing the Redis connection failed", exc_info=True)
+
+
+class StoreWatcher:
+    """Reads the history database every couple of seconds, and at once when woken.
+
+    The keys wake it (through `state.wake`) when the range or the selected host changes,
+    so the pane follows the selection without a key press ever waiting on SQL.
+    """
+
+    def __init__(
+        self,
+        state: MonitorState,
+        database_url: str,
+        invalidate: Callable[[], None],
+        *,
+        every_s: float = STORE_EVERY_S,
+    ) -> None:
+        self.state = state
+        self.url = database_url
+        self.shown_url = safe_url(database_url)
+        self.invalidate = invalidate
+        self.every_s = every_s
+        self.woken = asyncio.Event()
+        self.engine: AsyncEngine | None = None
+        self._schema_ok = False
+        self._table_read: tuple[str, float] | None = None  # (range, loop time)
+        self._pane_read: tuple[str, str, str, float] | None = None  # (site, host, range, time)
+        state.wake = self.woken.set
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self.round()
+                self.invalidate()
+                try:
+                    async with asyncio.timeout(self.every_s):
+                        await self.woken.wait()
+                except TimeoutError:
+                    pass
+                self.woken.clear()
+        finally:
+            if self.engine is not None:
+                await self.engine.dispose()
+
+    async def round(self) -> None:
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT_S):
+                await self._read()
+        except Exception as exc:  # TimeoutError included: keep what was read, say why
+            self._schema_ok = False
+            reason = "no answer" if isinstance(exc, TimeoutError) else _one_line(exc)
+            self.state.set_store(
+                StoreInfo(StoreKind.ERROR, reason, newest_sample=self.state.store.newest_sample)
+            )
+            if not isinstance(exc, TimeoutError | OSError):
+                log.debug("reading the history failed", exc_info=True)
+
+    async def _read(self) -> None:
+        path = _sqlite_file(self.url)
+        if path is not None and not path.is_file():
+            # Connecting would create the file: the monitor never writes to the store.
+            self._schema_ok = False
+            message = f"No history database at {path}."
+            self.state.set_store(StoreInfo(StoreKind.MISSING, message))
+            return
+        if self.engine is None:
+            self.engine = create_engine(self.url)
+        if self._schema_ok:
+            info = await reads.freshness(self.engine)
+        else:
+            info = await reads.probe(self.engine, self.shown_url)
+            self._schema_ok = info.kind in (StoreKind.OK, StoreKind.EMPTY)
+        self.state.set_store(info)
+        if info.kind is StoreKind.OK:
+            await self._read_history(self.engine, info)
+
+    async def _read_history(self, engine: AsyncEngine, info: StoreInfo) -> None:
+        state = self.state
+        rng = state.range
+        now = state.clock()
+        clock = asyncio.get_running_loop().time()
+        every = HISTORY_EVERY_S.get(rng.label, 10.0)
+        if _due(self._table_read, (rng.label,), clock, every):
+            history = await reads.table_history(engine, list(state.sites), rng, now)
+            state.set_table_history(history)
+            self._table_read = (rng.label, clock)
+        target = state.pane_target
+        if target is not None and _due(self._pane_read, (*target, rng.label), clock, every):
+            raw = await reads.host_history(engine, *target, rng, now)
+            state.set_pane(pane.build(raw, info.newest_sample))
+            self._pane_read = (*target, rng.label, clock)
+
+
+def _due(
+    last: tuple[object, ...] | None, wanted: tuple[str, ...], now: float, every: float
+) -> bool:
+    """Read again when what is wanted changed, or when the last read is `every` s old."""
+    if last is None or last[:-1] != wanted:
+        return True
+    read_at = last[-1]
+    assert isinstance(read_at, float)
+    return now - read_at >= every
+
+
+def _sqlite_file(url: str) -> Path | None:
+    try:
+        return sqlite_path(url)
+    except Exception:  # not a SQLite URL we can parse: the engine will say what is wrong
+        return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__

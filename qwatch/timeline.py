@@ -1,0 +1,544 @@
+"""Pure arithmetic over a stored history: spans, availability, downtime, buckets, summary.
+
+Shared by `qwatch history` and the monitor's history pane. No I/O and no clock: the
+store's rows come in as the plain values below and `now` is an argument.
+
+Values
+- `Span`: a half-open [start, end) of aware UTC datetimes.
+- `Run`: one cluster run (a `clusters` row). `Run.up(now)` is when it was up.
+- `Point`: one stored row of measurements, normalised: a raw sample or a rollup row.
+- `EventRow`: one stored event.
+- `Plan`: the range, the bucket width and the table the buckets come from (`plan()`).
+- `Bucket`: one row of the history table (`bucketize()`).
+- `Summary`: the numbers under the table (`summarize()`), with its `Availability`.
+
+Rules (docs/reporting.md says the same for the SQL views)
+- A run is up from `first_seen` (the daemon's first sight of it) to `ended_at`. An open run
+  (no `ended_at`) is up to `now` while the daemon still refreshes its `last_seen` (within
+  STALE_AFTER), else to its `last_seen`: the daemon stopped watching then, because a
+  watching daemon either refreshes a run or ends it. The rest of the range is unwatched.
+- Time is *unknown*, neither up nor down, inside Redis gaps, before the selection was
+  first seen, and after the daemon stopped watching. Availability = up / (range - unknown).
+- Downtime is known time in which no run of the selection was up; restarts on one host
+  leave downtime between one run's end and the next one's first sighting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from qwatch.durations import label
+
+STATES = ("Starting", "Idle", "Working", "Stopping", "Stopped")  # as qwatch.stat.STATES
+STALE_AFTER = timedelta(minutes=2)  # the daemon refreshes a live run's last_seen far faster
+MAX_ROWS = 50  # the default bucket width keeps the table to this many rows
+MAX_BUCKETS = 10_000  # refuse an explicit width that would print more
+# Buckets line up on multiples of their width from a Monday, so weeks start on Mondays
+# and every width that divides a day starts at midnight UTC.
+ORIGIN = datetime(1970, 1, 5, tzinfo=UTC)
+NICE_WIDTHS = tuple(
+    timedelta(seconds=s)
+    for s in (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200)
+) + tuple(timedelta(days=d) for d in (1, 2, 7, 14, 28))
+
+
+class PlanError(ValueError):
+    """A range or bucket width that cannot be shown; the message says why."""
+
+
+# --------------------------------------------------------------------------- spans
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Span:
+    start: datetime
+    end: datetime
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, (self.end - self.start).total_seconds())
+
+    def clip(self, window: Span) -> Span | None:
+        """The part inside `window`, or None when nothing of positive length is."""
+        start, end = max(self.start, window.start), min(self.end, window.end)
+        return Span(start, end) if start < end else None
+
+
+def union(spans: Iterable[Span]) -> list[Span]:
+    """Sorted, merged, without empty spans."""
+    merged: list[Span] = []
+    for span in sorted(s for s in spans if s.start < s.end):
+        if merged and span.start <= merged[-1].end:
+            if span.end > merged[-1].end:
+                merged[-1] = Span(merged[-1].start, span.end)
+        else:
+            merged.append(span)
+    return merged
+
+
+def intersect(spans: Iterable[Span], window: Span) -> list[Span]:
+    return [c for s in union(spans) if (c := s.clip(window)) is not None]
+
+
+def subtract(spans: Iterable[Span], holes: Iterable[Span]) -> list[Span]:
+    """`spans` with every hole cut out."""
+    cut = union(holes)
+    result: list[Span] = []
+    for span in union(spans):
+        start = span.start
+        for hole in cut:
+            if hole.end <= start or hole.start >= span.end:
+                continue
+            if hole.start > start:
+                result.append(Span(start, hole.start))
+            start = max(start, hole.end)
+        if start < span.end:
+            result.append(Span(start, span.end))
+    return result
+
+
+def total_s(spans: Iterable[Span]) -> float:
+    return sum(s.seconds for s in union(spans))
+
+
+# --------------------------------------------------------------------------- rows in
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One cluster run: a row of the `clusters` table."""
+
+    pk: int
+    site: str
+    cluster_id: str
+    host: str
+    pid: int | None
+    tob: datetime  # the cluster's time of birth, by its own clock
+    first_seen: datetime
+    last_seen: datetime
+    ended_at: datetime | None
+    last_status: str | None
+
+    @property
+    def short_id(self) -> str:
+        """The last 8 characters, as qmonitor shows the id."""
+        return self.cluster_id[-8:]
+
+    def stale(self, now: datetime) -> bool:
+        """Open, and no longer refreshed: the daemon stopped watching at its last_seen."""
+        return self.ended_at is None and now - self.last_seen > STALE_AFTER
+
+    def up(self, now: datetime) -> Span:
+        if self.ended_at is not None:
+            end = self.ended_at
+        else:
+            end = self.last_seen if self.stale(now) else max(now, self.last_seen)
+        return Span(self.first_seen, max(end, self.first_seen))
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """Measurements of one run at one time: a sample (n=1) or a rollup row (n polls).
+
+    Sums rather than averages, so points add up: avg = sum / n.
+    """
+
+    cluster_pk: int
+    at: datetime  # the sample's time, or the rollup bucket's start
+    n: int
+    states: frozenset[str]  # the sample's status; a rollup's states with seconds > 0
+    pool: int  # smallest pool seen
+    tq_max: int
+    tq_sum: float
+    rq_max: int
+    rq_sum: float
+    rc: int  # reincarnations so far (the highest seen)
+    queued_max: int | None = None  # broker backlog; None when the daemon could not tell
+    queued_sum: float = 0.0
+    queued_n: int = 0  # polls that knew the backlog
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    at: datetime
+    cluster_pk: int
+    cluster_id: str
+    kind: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- plan
+
+
+class Source(StrEnum):
+    SAMPLES = "samples"
+    MINUTES = "rollup_minute"
+    HOURS = "rollup_hour"
+
+
+RESOLUTION = {
+    Source.SAMPLES: timedelta(seconds=1),
+    Source.MINUTES: timedelta(minutes=1),
+    Source.HOURS: timedelta(hours=1),
+}
+# Up to these range lengths a source is preferred: finer is fresher and truer, coarser
+# reads far fewer rows.
+PREFERRED_UP_TO = {Source.SAMPLES: timedelta(days=1), Source.MINUTES: timedelta(days=7)}
+_ORDER = (Source.SAMPLES, Source.MINUTES, Source.HOURS)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """How far back the finer tables reach (the daemon's retention)."""
+
+    samples: timedelta = timedelta(days=7)
+    minutes: timedelta = timedelta(days=35)
+
+
+@dataclass(frozen=True)
+class Plan:
+    since: datetime
+    until: datetime
+    every: timedelta
+    source: Source
+
+    @property
+    def range(self) -> Span:
+        return Span(self.since, self.until)
+
+    def bucket_of(self, at: datetime) -> datetime:
+        return floor(at, self.every)
+
+    def grid(self) -> list[Span]:
+        """The buckets, clipped to the range: the first and last may be partial."""
+        spans = []
+        start = floor(self.since, self.every)
+        while start < self.until:
+            end = start + self.every
+            spans.append(Span(max(start, self.since), min(end, self.until)))
+            start = end
+        return spans
+
+
+def floor(at: datetime, every: timedelta) -> datetime:
+    """The start of the bucket of width `every` holding `at`."""
+    steps = (at - ORIGIN) // every
+    return ORIGIN + steps * every
+
+
+def default_every(length: timedelta) -> timedelta:
+    """The narrowest nice width that keeps `length` to MAX_ROWS buckets."""
+    for width in NICE_WIDTHS:
+        if length / width <= MAX_ROWS:
+            return width
+    return timedelta(seconds=math.ceil(length.total_seconds() / MAX_ROWS))
+
+
+def plan(
+    since: datetime,
+    until: datetime,
+    now: datetime,
+    every: timedelta | None = None,
+    kept: Kept | None = None,
+) -> Plan:
+    """Check the range and pick the bucket width (when not given) and source.
+
+    The source is the finest whose rows still reach back to `since` and into whose
+    resolution `every` divides, preferring samples up to a day, minute rollups up to a
+    week and hour rollups beyond. `until` past `now` is cut to now.
+    """
+    kept = kept or Kept()
+    if since >= until:
+        raise PlanError(f"--since ({_show(since)}) must be before --until ({_show(until)})")
+    if since >= now:
+        raise PlanError(f"the range starts in the future ({_show(since)}, now is {_show(now)})")
+    until = min(until, now)
+    length = until - since
+    reach = {
+        Source.SAMPLES: since >= now - kept.samples,
+        Source.MINUTES: since >= now - kept.minutes,
+        Source.HOURS: True,
+    }
+    preferred = next((s for s, limit in PREFERRED_UP_TO.items() if length <= limit), Source.HOURS)
+    first = _ORDER.index(preferred)
+    order = [*_ORDER[first:], *reversed(_ORDER[:first])]
+    if every is None:
+        source = next(s for s in order if reach[s])
+        width = _round_up(default_every(length), RESOLUTION[source])
+        return Plan(since, until, width, source)
+    if every < RESOLUTION[Source.SAMPLES] or every % RESOLUTION[Source.SAMPLES]:
+        raise PlanError("--every must be a whole number of seconds, 1s or more")
+    if length / every > MAX_BUCKETS:
+        raise PlanError(
+            f"--every {label(every)} over {label(length)} makes {math.ceil(length / every)} "
+            f"rows; use a width that makes at most {MAX_BUCKETS}"
+        )
+    for source in order:
+        if reach[source] and every % RESOLUTION[source] == timedelta(0):
+            return Plan(since, until, every, source)
+    kept_for = kept.minutes if every % RESOLUTION[Source.MINUTES] == timedelta(0) else kept.samples
+    coarsest = next(s for s in _ORDER if reach[s])
+    raise PlanError(
+        f"--every {label(every)}: rows that fine are kept for {label(kept_for)} and this "
+        f"range starts before that; use a multiple of {label(RESOLUTION[coarsest])}"
+    )
+
+
+def _round_up(width: timedelta, resolution: timedelta) -> timedelta:
+    return -(-width // resolution) * resolution
+
+
+def _show(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# --------------------------------------------------------------------------- availability
+
+
+@dataclass(frozen=True)
+class Availability:
+    range_s: float  # the whole range
+    observed: Span | None  # from the first sighting to the end of watching, within the range
+    unknown_s: float  # range time in gaps, before the first sighting or after watching ended
+    gap_s: float  # of which Redis gaps
+    up_s: float  # known time with some run of the selection up
+    down_s: float  # known time with none up
+
+    @property
+    def known_s(self) -> float:
+        return self.up_s + self.down_s
+
+    @property
+    def ratio(self) -> float | None:
+        """up / known, or None when no time of the range is known."""
+        return self.up_s / self.known_s if self.known_s > 0 else None
+
+
+def observed(runs: Sequence[Run], window: Span, now: datetime) -> Span | None:
+    """The part of `window` the history speaks for: from the selection's first sighting to
+    the end of the window, or to where the daemon stopped watching a run it never ended."""
+    if not runs:
+        return None
+    start = min(r.first_seen for r in runs)
+    end = window.end
+    if any(r.stale(now) for r in runs) and not any(
+        r.ended_at is None and not r.stale(now) for r in runs
+    ):
+        # The daemon's last sign of life in this selection: nothing after it was watched.
+        end = max(r.ended_at or r.last_seen for r in runs)
+    return Span(start, end).clip(window)
+
+
+def known_spans(
+    runs: Sequence[Run], gaps: Sequence[Span], window: Span, now: datetime
+) -> list[Span]:
+    seen = observed(runs, window, now)
+    return subtract([seen], gaps) if seen else []
+
+
+def up_spans(runs: Sequence[Run], now: datetime) -> list[Span]:
+    """When some run of the selection was up (merged: overlapping runs count once)."""
+    return union(r.up(now) for r in runs)
+
+
+def availability(
+    runs: Sequence[Run], gaps: Sequence[Span], window: Span, now: datetime
+) -> Availability:
+    known = known_spans(runs, gaps, window, now)
+    up = total_s(s for k in known for s in intersect(up_spans(runs, now), k))
+    known_s = total_s(known)
+    return Availability(
+        range_s=window.seconds,
+        observed=observed(runs, window, now),
+        unknown_s=window.seconds - known_s,
+        gap_s=total_s(intersect(gaps, window)),
+        up_s=up,
+        down_s=known_s - up,
+    )
+
+
+def downtimes(runs: Sequence[Run], gaps: Sequence[Span], window: Span, now: datetime) -> list[Span]:
+    """Known stretches with no run up, in time order (a gap splits a stretch in two)."""
+    return subtract(known_spans(runs, gaps, window, now), up_spans(runs, now))
+
+
+# --------------------------------------------------------------------------- buckets
+
+
+@dataclass(frozen=True)
+class Bucket:
+    span: Span  # clipped to the range
+    cluster_ids: tuple[str, ...]  # runs up in the bucket, oldest first
+    states: tuple[str, ...]  # in STATES order
+    pool: int | None
+    tq_max: int | None
+    tq_avg: float | None
+    rq_max: int | None
+    rq_avg: float | None
+    queued_max: int | None
+    queued_avg: float | None
+    rc: int | None  # reincarnations so far of the newest run in the bucket
+    uptime_s: float | None  # the newest run's uptime at the end of the bucket (or of the run)
+    up_s: float  # known time with some run up
+    down_s: float  # known time with none up
+    unknown_s: float  # Redis gaps, before the first sighting, after watching stopped
+    gap_s: float  # of which Redis gaps
+
+    @property
+    def label(self) -> str:
+        """What the bucket says at a glance: its states, "down", "gap" or "-" (no history)."""
+        if self.states:
+            return "+".join(self.states)
+        if self.up_s > 0:
+            return "up"
+        if self.down_s > 0:
+            return "down"
+        return "gap" if self.gap_s > 0 else "-"
+
+
+class _Acc:
+    __slots__ = (
+        "n",
+        "pool",
+        "queued_max",
+        "queued_n",
+        "queued_sum",
+        "rc",
+        "rq_max",
+        "rq_sum",
+        "states",
+        "tq_max",
+        "tq_sum",
+    )
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.states: set[str] = set()
+        self.pool: int | None = None
+        self.tq_max = self.rq_max = 0
+        self.tq_sum = self.rq_sum = self.queued_sum = 0.0
+        self.queued_max: int | None = None
+        self.queued_n = 0
+        self.rc: dict[int, int] = {}
+
+    def add(self, p: Point) -> None:
+        self.n += p.n
+        self.states |= p.states
+        self.pool = p.pool if self.pool is None else min(self.pool, p.pool)
+        self.tq_max = max(self.tq_max, p.tq_max)
+        self.rq_max = max(self.rq_max, p.rq_max)
+        self.tq_sum += p.tq_sum
+        self.rq_sum += p.rq_sum
+        if p.queued_max is not None:
+            self.queued_max = max(self.queued_max or 0, p.queued_max)
+            self.queued_sum += p.queued_sum
+            self.queued_n += p.queued_n
+        self.rc[p.cluster_pk] = max(self.rc.get(p.cluster_pk, 0), p.rc)
+
+
+def bucketize(
+    plan: Plan, runs: Sequence[Run], points: Iterable[Point], gaps: Sequence[Span], now: datetime
+) -> list[Bucket]:
+    """One bucket per width of the range, oldest first, empty ones included."""
+    grid = plan.grid()
+    if not grid:
+        return []
+    first = floor(plan.since, plan.every)
+    accs = [_Acc() for _ in grid]
+    for p in points:
+        if plan.since <= p.at < plan.until:
+            accs[(p.at - first) // plan.every].add(p)
+    ups = {r.pk: r.up(now) for r in runs}
+    merged_up = union(ups.values())
+    buckets = []
+    for span, acc in zip(grid, accs, strict=True):
+        known = known_spans(runs, gaps, span, now)
+        up_s = total_s(s for k in known for s in intersect(merged_up, k))
+        known_s = total_s(known)
+        present = sorted(
+            (r for r in runs if ups[r.pk].clip(span) is not None), key=lambda r: (r.tob, r.pk)
+        )
+        newest = present[-1] if present else None
+        # the newest run that left points here: a restart resets the count
+        rc_pk = next((r.pk for r in reversed(present) if r.pk in acc.rc), None)
+        buckets.append(
+            Bucket(
+                span=span,
+                cluster_ids=tuple(r.cluster_id for r in present),
+                states=tuple(s for s in STATES if s in acc.states),
+                pool=acc.pool,
+                tq_max=acc.tq_max if acc.n else None,
+                tq_avg=acc.tq_sum / acc.n if acc.n else None,
+                rq_max=acc.rq_max if acc.n else None,
+                rq_avg=acc.rq_sum / acc.n if acc.n else None,
+                queued_max=acc.queued_max,
+                queued_avg=acc.queued_sum / acc.queued_n if acc.queued_n else None,
+                rc=acc.rc[rc_pk] if rc_pk is not None else None,
+                uptime_s=_uptime(newest, ups, span),
+                up_s=up_s,
+                down_s=known_s - up_s,
+                unknown_s=span.seconds - known_s,
+                gap_s=total_s(intersect(gaps, span)),
+            )
+        )
+    return buckets
+
+
+def _uptime(run: Run | None, ups: dict[int, Span], span: Span) -> float | None:
+    if run is None:
+        return None
+    end = min(span.end, ups[run.pk].end)
+    return max(0.0, (end - run.tob).total_seconds())
+
+
+# --------------------------------------------------------------------------- summary
+
+
+@dataclass(frozen=True)
+class Summary:
+    availability: Availability
+    restarts: int  # `restarted` events in the range
+    reincarnations: int  # workers reincarnated in the range (sum of the events' `by`)
+    longest_downtime: Span | None
+    tq_mean: float | None  # over the polls the points stand for
+    tq_max: int | None
+
+
+def summarize(
+    plan: Plan,
+    runs: Sequence[Run],
+    points: Iterable[Point],
+    gaps: Sequence[Span],
+    events: Iterable[EventRow],
+    now: datetime,
+) -> Summary:
+    window = plan.range
+    down = downtimes(runs, gaps, window, now)
+    n, tq_sum, tq_max = 0, 0.0, None
+    for p in points:
+        if plan.since <= p.at < plan.until:
+            n += p.n
+            tq_sum += p.tq_sum
+            tq_max = p.tq_max if tq_max is None else max(tq_max, p.tq_max)
+    restarts = reincarnations = 0
+    for e in events:
+        if not plan.since <= e.at < plan.until:
+            continue
+        if e.kind == "restarted":
+            restarts += 1
+        elif e.kind == "reincarnated":
+            reincarnations += int(e.detail.get("by", 1))
+    return Summary(
+        availability=availability(runs, gaps, window, now),
+        restarts=restarts,
+        reincarnations=reincarnations,
+        # the earliest of the longest, so the answer does not depend on the sort
+        longest_downtime=max(down, key=lambda s: (s.seconds, -s.start.timestamp()), default=None),
+        tq_mean=tq_sum / n if n else None,
+        tq_max=tq_max,
+    )
