@@ -1,0 +1,118 @@
+"""qwatch.toml: finding and reading it, type-checking its keys, and applying its tables."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from qwatch.config.settings import DaemonSettings, RedisSettings, Site
+from qwatch.config.values import ConfigError, check_time_zone, is_int
+
+CONFIG_FILE_NAME = "qwatch.toml"
+
+# kind → (check, what the message says it must be)
+_KINDS: dict[str, tuple[Any, str]] = {
+    "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "text": (lambda v: isinstance(v, str), "a string"),
+    "texts": (
+        lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
+        "a list of non-empty strings",
+    ),
+    "count": (is_int, "an integer"),
+    "seconds": (lambda v: is_int(v) or isinstance(v, float), "a number of seconds"),
+}
+SITE_KEYS = {
+    "name": "name",
+    "cluster_name": "name",
+    "redis_url": "name",
+    "secret_key": "name",
+    "secret_key_fallbacks": "texts",
+    "time_zone": "name",
+    "cache_prefix": "text",
+    "workers": "count",
+    "queue_limit": "count",
+    "django_settings": "name",
+}
+TOP_KEYS = {**SITE_KEYS, "database_url": "name", "daemon": "table", "sites": "sites"}
+_DAEMON_KEYS = {
+    "interval": ("seconds", "interval_s"),
+    "sample_every": ("seconds", "sample_every_s"),
+    "keep_samples_days": ("count", "keep_samples_days"),
+    "keep_minutes_days": ("count", "keep_minutes_days"),
+    "keep_hours_days": ("count", "keep_hours_days"),
+}
+
+
+def find_config(config_path: str | None, cwd: Path) -> tuple[Path | None, str]:
+    if config_path is not None:
+        path = cwd / config_path  # an absolute config_path replaces cwd
+        if not path.is_file():
+            raise ConfigError(f"--config: no such file {config_path!r}")
+        return path, config_path
+    default = cwd / CONFIG_FILE_NAME
+    return (default, CONFIG_FILE_NAME) if default.is_file() else (None, CONFIG_FILE_NAME)
+
+
+def read_toml(path: Path, label: str) -> dict[str, Any]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{label}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot read it ({type(exc).__name__})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib quotes the odd character it trips on, which may sit inside a secret
+        reason = re.sub(r"((?:invalid|Illegal) character) \S+", r"\1", str(exc))
+        raise ConfigError(f"{label}: not valid TOML: {reason}") from None
+
+
+def check_table(table: Mapping[str, Any], kinds: Mapping[str, str], where: str, label: str) -> None:
+    for key, value in table.items():
+        if key not in kinds:
+            raise ConfigError(f"{label}: unknown setting {where + key!r}")
+        kind = kinds[key]
+        if kind == "table" and not isinstance(value, dict):
+            raise ConfigError(f"{label}: {where}{key} must be a table ([{key}])")
+        if kind == "sites" and not (
+            isinstance(value, list) and all(isinstance(s, dict) for s in value)
+        ):
+            raise ConfigError(f"{label}: {where}{key} must be an array of tables ([[sites]])")
+        if kind in _KINDS:
+            check, expected = _KINDS[kind]
+            if not check(value):
+                raise ConfigError(f"{label}: {where}{key} must be {expected}")
+            if kind == "count" and value < 1:
+                raise ConfigError(f"{label}: {where}{key} must be 1 or more")
+
+
+def daemon_from_table(table: Mapping[str, Any], label: str) -> DaemonSettings:
+    kinds = {key: kind for key, (kind, _) in _DAEMON_KEYS.items()}
+    check_table(table, kinds, "daemon.", label)
+    try:
+        return DaemonSettings(**{_DAEMON_KEYS[key][1]: value for key, value in table.items()})
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+
+
+def apply_table(site: Site, table: Mapping[str, Any], where: str, label: str) -> Site:
+    """A TOML site's keys (already type-checked) over `site`."""
+    changes: dict[str, Any] = {
+        key: table[key]
+        for key in ("name", "cluster_name", "secret_key", "cache_prefix", "workers", "queue_limit")
+        if key in table
+    }
+    if "secret_key_fallbacks" in table:
+        changes["secret_key_fallbacks"] = tuple(table["secret_key_fallbacks"])
+    if "time_zone" in table:
+        changes["time_zone"] = check_time_zone(table["time_zone"], f"{label}: {where}time_zone")
+    if "redis_url" in table:
+        changes["redis"] = RedisSettings.from_url(
+            table["redis_url"], setting=f"{label}: {where}redis_url"
+        )
+    return replace(site, **changes)
