@@ -21,16 +21,17 @@ Run on its own it seeds a Redis and prints one record:
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import multiprocessing.synchronize
 import os
 import random
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -200,62 +201,77 @@ def write_round(
 # --------------------------------------------------------------------------- the rewriter
 
 
-def _rewrite_loop(
-    redis_url: str,
-    n: int,
-    ready: multiprocessing.synchronize.Event,
-    stop: multiprocessing.synchronize.Event,
-) -> None:
+def rewrite_forever(redis_url: str, n: int, ready: Callable[[], None]) -> None:
+    """Rewrite N records every REWRITE_EVERY_S until SIGTERM; `ready()` after the first round."""
     import redis
 
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     configure_django(redis_url)
     specs = make_specs(n)
     values = make_values(specs)
-    client = redis.Redis.from_url(redis_url, socket_timeout=30)
-    round_no = 0
-    next_at = time.monotonic()
-    while not stop.is_set():
-        write_round(client, specs, values, round_no)
-        if round_no == 0:
-            ready.set()
-        round_no += 1
-        next_at += REWRITE_EVERY_S
-        delay = next_at - time.monotonic()
-        if delay < 0:  # fell behind (a loaded machine): keep the rhythm, skip the lost rounds
-            next_at = time.monotonic()
-        elif stop.wait(delay):
-            break
-    client.close()
+    with redis.Redis.from_url(redis_url, socket_timeout=30) as client:
+        round_no = 0
+        next_at = time.monotonic()
+        while not stopping.is_set():
+            write_round(client, specs, values, round_no)
+            if round_no == 0:
+                ready()
+            round_no += 1
+            next_at += REWRITE_EVERY_S
+            delay = next_at - time.monotonic()
+            if delay < 0:  # fell behind (a loaded machine): keep the rhythm, skip lost rounds
+                next_at = time.monotonic()
+            else:
+                stopping.wait(delay)
 
 
 class Rewriter:
-    """A child process that rewrites N records every 0.5 s, like N live clusters."""
+    """A child process (`seed.py --rewrite`) rewriting N records every 0.5 s, like N live
+    clusters; stopped by its pid."""
 
     def __init__(self, redis_url: str, n: int) -> None:
-        ctx = multiprocessing.get_context("spawn")  # no inherited Django or event loop
-        self._ready = ctx.Event()
-        self._stop = ctx.Event()
-        self._process = ctx.Process(
-            target=_rewrite_loop, args=(redis_url, n, self._ready, self._stop), daemon=True
-        )
+        self._command = [
+            sys.executable, str(Path(__file__).resolve()),
+            "--redis-url", redis_url, "-n", str(n), "--rewrite",
+        ]  # fmt: skip
+        self._process: subprocess.Popen[str] | None = None
 
     @property
-    def pid(self) -> int | None:
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("the rewriter is not running")
         return self._process.pid
 
     def start(self, timeout: float = 300.0) -> Rewriter:
-        self._process.start()
-        if not self._ready.wait(timeout):
+        self._process = subprocess.Popen(self._command, stdout=subprocess.PIPE, text=True)
+        assert self._process.stdout is not None
+        ready = threading.Event()
+
+        def wait_ready() -> None:
+            assert self._process is not None and self._process.stdout is not None
+            if self._process.stdout.readline().strip() == "ready":
+                ready.set()
+
+        threading.Thread(target=wait_ready, daemon=True).start()
+        if not ready.wait(timeout):
             self.stop()
             raise RuntimeError("the rewriter did not write its first round")
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._process.join(10)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join(5)
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
 
     def __enter__(self) -> Rewriter:
         return self.start()
@@ -322,7 +338,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("-n", type=int, default=100)
+    parser.add_argument(
+        "--rewrite", action="store_true", help="rewrite every 0.5 s until SIGTERM (EX 3)"
+    )
     args = parser.parse_args(argv)
+    if args.rewrite:
+        rewrite_forever(args.redis_url, args.n, lambda: print("ready", flush=True))
+        return 0
     configure_django(args.redis_url)
     specs = make_specs(args.n)
     values = make_values(specs, variants=1)

@@ -58,6 +58,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _range_options(parser: argparse.ArgumentParser, default: str) -> None:
+    when = "a duration before now (90m, 2h, 7d) or an ISO time (UTC unless it says otherwise)"
+    parser.add_argument("--since", metavar="TIME", help=f"{when}; default {default} ago")
+    parser.add_argument("--until", metavar="TIME", help=f"{when}; default now")
+    parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(
         config_path=args.config,
@@ -136,6 +143,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise Unavailable(str(exc)) from None
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from qwatch import history
+    from qwatch.store.queries import BadReference, NotReadable
+
+    request = history.Request(
+        ref=args.cluster,
+        since=args.since,
+        until=args.until,
+        every=args.every,
+        events_only=args.events,
+        fmt=args.format,
+        site=args.name,  # only when given: the default site name may not be the stored one
+    )
+    settings = settings_from(args)
+    try:
+        print(asyncio.run(history.run(settings, request)))
+    except (history.BadInput, BadReference) as exc:
+        raise UsageError(str(exc)) from None
+    except NotReadable as exc:
+        raise Unavailable(str(exc)) from None
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from qwatch import reports
+    from qwatch.store.queries import NotReadable
+
+    if args.report is None:
+        print(reports.listing())
+        return 0
+    settings = settings_from(args)
+    try:
+        print(asyncio.run(reports.run(settings, args.report, args.since, args.until, args.format)))
+    except reports.BadReport as exc:
+        raise UsageError(str(exc)) from None
+    except NotReadable as exc:
+        raise Unavailable(str(exc)) from None
+    return 0
+
+
 def _run_store(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; a database that can't be reached or used is one line."""
     from sqlalchemy.exc import DBAPIError, OperationalError
@@ -179,6 +226,22 @@ def build_parser() -> argparse.ArgumentParser:
     monitor = commands.add_parser("monitor", help="full-screen live table with history")
     monitor.set_defaults(func=cmd_monitor)
 
+    history = commands.add_parser(
+        "history", help="one cluster's or one host's history: buckets, events, availability"
+    )
+    history.add_argument(
+        "cluster", help="cluster id, unique id prefix, qmonitor's 8-character suffix, or host"
+    )
+    _range_options(history, "24h")
+    history.add_argument("--every", metavar="WIDTH", help="bucket width, e.g. 5m, 1h, 1d")
+    history.add_argument("--events", action="store_true", help="list the events only")
+    history.set_defaults(func=cmd_history)
+
+    report = commands.add_parser("report", help="list the SQL report views, or run one")
+    report.add_argument("report", nargs="?", help="the view to run (omit to list them)")
+    _range_options(report, "7d")
+    report.set_defaults(func=cmd_report)
+
     for sub in commands.choices.values():
         _settings_options(sub)
 
@@ -187,10 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-ui", action="store_true", help="no monitor: log what happens")
     demo.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")
     demo.add_argument(
-        "--restart-after", type=_seconds, default=60.0, metavar="S",
+        "--restart-after",
+        type=_seconds,
+        default=60.0,
+        metavar="S",
         help="restart one cluster after S seconds (default 60)",
-    )  # fmt: skip
-    demo.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    )
+    levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
+    demo.add_argument("--log-level", default="WARNING", choices=levels)
     demo.set_defaults(func=cmd_demo)
     return parser
 

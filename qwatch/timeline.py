@@ -402,19 +402,7 @@ class Bucket:
 
 
 class _Acc:
-    __slots__ = (
-        "n",
-        "pool",
-        "queued_max",
-        "queued_n",
-        "queued_sum",
-        "rc",
-        "rq_max",
-        "rq_sum",
-        "states",
-        "tq_max",
-        "tq_sum",
-    )
+    """One bucket's points while they add up."""
 
     def __init__(self) -> None:
         self.n = 0

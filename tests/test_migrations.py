@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -49,8 +50,10 @@ async def _diff(engine: AsyncEngine) -> list[Any]:
         return await conn.run_sync(compare)
 
 
-def test_one_head_named_0001_initial() -> None:
-    assert migrate.head() == "0001_initial"
+def test_one_linear_history_in_the_checkout() -> None:
+    script = ScriptDirectory.from_config(migrate.make_config())
+    assert script.get_heads() == [migrate.head()]
+    assert [r.revision for r in script.walk_revisions()][-1] == "0001_initial"
     assert migrate.script_location() == ROOT / "migrations"
 
 
@@ -83,18 +86,18 @@ async def test_check_states(
     # A newer qwatch's scripts: one more revision on top of ours.
     newer = tmp_path / "migrations"
     shutil.copytree(ROOT / "migrations", newer, ignore=shutil.ignore_patterns("__pycache__"))
-    (newer / "versions" / "0002_test.py").write_text(
-        'revision = "0002_test"\ndown_revision = "0001_initial"\n'
+    (newer / "versions" / "9999_test.py").write_text(
+        f'revision = "9999_test"\ndown_revision = "{migrate.head()}"\n'
         "branch_labels = None\ndepends_on = None\n\n\n"
         "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n"
     )
     monkeypatch.setattr(migrate, "script_location", lambda: newer)
-    assert migrate.head() == "0002_test"
+    assert migrate.head() == "9999_test"
     assert await migrate.check(engine) is SchemaState.BEHIND
     with pytest.raises(SchemaError, match="qwatch db upgrade"):
         await migrate.ensure(engine, migrate=False)
     await migrate.ensure(engine)
-    assert await migrate.current(engine) == "0002_test"
+    assert await migrate.current(engine) == "9999_test"
     assert await migrate.check(engine) is SchemaState.CURRENT
 
     monkeypatch.undo()  # back to this qwatch's scripts: the database is now ahead of them

@@ -20,11 +20,11 @@ Q_CLUSTER = {
     "workers": int(os.environ.get("QWATCH_DEMO_WORKERS", "2")),
     "queue_limit": int(os.environ.get("QWATCH_DEMO_QUEUE_LIMIT", "4")),
     "redis": os.environ.get("QWATCH_DEMO_REDIS", "redis://127.0.0.1:6379/0"),
-    "timeout": 30,
+    "timeout": 10,  # the longest demo task naps 1.4 s; this bounds a stop, too
     "retry": 60,
     "max_attempts": 1,
     "catch_up": False,
     # Successes are not worth a write each; the demo is about the clusters, not results.
     "save_limit": -1,
-    "log_level": "WARNING",
+    "log_level": os.environ.get("QWATCH_DEMO_LOG_LEVEL", "WARNING"),
 }

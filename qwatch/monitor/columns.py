@@ -62,10 +62,10 @@ def fit_columns(
         keys = [k for k in keys if k not in ("rc1h", "trend")]
     columns = {k: _column(k, sites, range_label) for k in keys if k != "host"}
     for victim in DROP_ORDER:
-        if _needed(columns.values()) + HOST_MIN <= width:
+        if _needed(columns.values()) + HOST_MIN + len(SEPARATOR) <= width:
             break
         columns.pop(victim, None)
-    spare = width - _needed(columns.values())
+    spare = width - _needed(columns.values()) - len(SEPARATOR)
     host = Column("host", "Host", max(HOST_MIN, min(HOST_MAX, host_width, spare)))
     return [host if k == "host" else columns[k] for k in keys if k == "host" or k in columns]
 
@@ -79,7 +79,8 @@ def _column(key: str, sites: Sequence[str], range_label: str) -> Column:
 
 
 def _needed(columns: Iterable[Column]) -> int:
-    """Width of these columns plus a separator before each and one for the host column."""
+    """Width of these columns, each with the separator after it, and the one that starts a
+    line (the host column and its separator come on top)."""
     return sum(c.width + len(SEPARATOR) for c in columns) + len(SEPARATOR)
 
 

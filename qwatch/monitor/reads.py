@@ -191,9 +191,14 @@ async def _runs(
     An open run not seen in the range belongs to a daemon that stopped long ago; listing it
     as live (or as gone "now") would be a guess.
     """
+    inner = m.Sample.__table__.alias("newest")
+    # Per run, one index seek on the samples' (cluster_pk, sampled_at) key.
     newest = (
-        select(func.max(S.sampled_at)).where(S.cluster_pk == C.id).scalar_subquery()
-    )  # per run: one index seek on the samples' (cluster_pk, sampled_at) key
+        select(func.max(inner.c.sampled_at))
+        .where(inner.c.cluster_pk == C.id)
+        .correlate(m.Cluster.__table__)
+        .scalar_subquery()
+    )
     query = (
         select(
             C.id,

@@ -108,8 +108,12 @@ def banner(state: MonitorState, now: datetime) -> list[Line]:
         if live.error is None:
             continue
         down = hms((now - live.down_since).total_seconds()) if live.down_since else "?"
-        shown = "showing the last poll; " if live.poll is not None else ""
-        text = f" {live.error} (for {down}; retrying; {shown}history still shown) "
+        shown = ["retrying"]
+        if live.poll is not None:
+            shown.append("showing the last poll")
+        if state.store.usable:
+            shown.append("history still shown")
+        text = f" {live.error} (for {down}; {'; '.join(shown)}) "
         lines.append([("class:banner", text)])
     return lines
 
@@ -120,7 +124,8 @@ def hint(state: MonitorState) -> Line | None:
     if kind is StoreKind.UNKNOWN or state.store.usable:
         return None
     if kind in (StoreKind.MISSING, StoreKind.NO_SCHEMA, StoreKind.EMPTY):
-        text = f" {state.store.message} Start `qwatch daemon` to record history."
+        # The way out first: a long database path must not push it off the line.
+        text = f" Start `qwatch daemon` to record history. {state.store.message}"
     else:
         text = f" {state.store.message}"
     return [("class:hint", text)]
@@ -367,7 +372,8 @@ def _sample_age(state: MonitorState, now: datetime) -> tuple[str, str]:
     if store.kind is StoreKind.ERROR:
         return ("class:status.bad", f"│ history: {store.message} ")
     if not store.usable or store.newest_sample is None:
-        return ("class:status.warn", "│ no samples ")
+        missing = store.kind in (StoreKind.MISSING, StoreKind.NO_SCHEMA)
+        return ("class:status.warn", "│ no history " if missing else "│ no samples ")
     age = (now - store.newest_sample).total_seconds()
     style = "class:status.warn" if age > state.stale_after_s else "class:status"
     return (style, f"│ sample {ago(age)} ago ")

@@ -265,7 +265,9 @@ class MonitorState:
         self.filter_editing = True
 
     def type_filter(self, text: str) -> None:
-        self.filter_text += "".join(c for c in text if c.isprintable())
+        if not text.isprintable():  # an unbound key's escape sequence, not typing
+            return
+        self.filter_text += text
         self._rearrange()
 
     def erase_filter(self) -> None:

@@ -8,7 +8,8 @@ index every table of measurements has.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -96,10 +97,27 @@ async def open_reader(url: str) -> AsyncEngine:
     )
 
 
+@asynccontextmanager
+async def reader(url: str) -> AsyncIterator[AsyncConnection]:
+    """A connection to read the history at `url` with; a lost server becomes NotReadable."""
+    engine = await open_reader(url)
+    try:
+        async with engine.connect() as conn:
+            yield conn
+    except (OSError, TimeoutError, sa_exc.OperationalError, sa_exc.InterfaceError) as error:
+        raise NotReadable(
+            f"lost the history database {safe_url(url)}: {_one_line(error)}"
+        ) from None
+    finally:
+        await engine.dispose()
+
+
 def _unreachable(error: BaseException) -> bool:
     if isinstance(error, OSError | TimeoutError):
         return True
-    if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
+    # Any driver error on first contact: refused, no such database, bad password, a file
+    # that is not a SQLite database.
+    if isinstance(error, sa_exc.DBAPIError):
         return True
     # asyncpg raises its own errors (bad database name, password) while connecting.
     return type(error).__module__.startswith("asyncpg")
@@ -275,8 +293,10 @@ async def _read(
         return [_sample_point(r) for r in await conn.execute(query)]
     t = (m.RollupMinute if source is Source.MINUTES else m.RollupHour).__table__
     query = (
-        select(t).where(t.c.cluster_pk == pk, t.c.bucket >= start, t.c.bucket < end)
-    ).order_by(t.c.bucket)
+        select(t)
+        .where(t.c.cluster_pk == pk, t.c.bucket >= start, t.c.bucket < end)
+        .order_by(t.c.bucket)
+    )
     return [_rollup_point(r) for r in await conn.execute(query)]
 
 
@@ -336,7 +356,10 @@ async def events(
         .where(e.c.cluster_pk.in_(keys), e.c.at >= start, e.c.at < end)
         .order_by(e.c.at, e.c.id)
     )
-    return [EventRow(r.at, r.cluster_pk, r.cluster_id, r.kind, r.detail) for r in await conn.execute(query)]
+    return [
+        EventRow(r.at, r.cluster_pk, r.cluster_id, r.kind, r.detail)
+        for r in await conn.execute(query)
+    ]
 
 
 @dataclass(frozen=True, slots=True)

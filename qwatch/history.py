@@ -1,0 +1,374 @@
+"""`qwatch history <cluster|host>`: one run's, or one host's, history as a table, CSV or JSON.
+
+Reading is `read()` (SQL through qwatch.store.queries), the arithmetic is qwatch.timeline,
+and the rest of this module renders. Input is checked before the database is opened, so a
+typo is reported even when no database is there.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from qwatch import timeline as tl
+from qwatch.config import Settings, safe_url
+from qwatch.durations import DurationError, label, parse_duration, parse_time
+from qwatch.fmt import hms, iso, table
+from qwatch.store import queries
+from qwatch.store.queries import GapRow, NotReadable, Selection
+
+DEFAULT_RANGE = timedelta(hours=24)
+FORMATS = ("table", "csv", "json")
+
+
+class BadInput(ValueError):
+    """A range, width or format that cannot be used; the message names the option."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """The command line's words, unparsed."""
+
+    ref: str
+    since: str | None = None
+    until: str | None = None
+    every: str | None = None
+    events_only: bool = False
+    fmt: str = "table"
+    site: str | None = None
+
+
+@dataclass(frozen=True)
+class History:
+    selection: Selection
+    plan: tl.Plan
+    runs: tuple[tl.Run, ...]  # the selection's runs that overlap the range, oldest first
+    buckets: list[tl.Bucket]
+    events: list[tl.EventRow]
+    gaps: list[GapRow]
+    summary: tl.Summary
+
+
+def make_plan(request: Request, now: datetime, kept: tl.Kept) -> tl.Plan:
+    """The range and buckets the request asks for: last 24 h by default."""
+    if request.fmt not in FORMATS:
+        raise BadInput(f"--format must be one of {', '.join(FORMATS)}")
+    try:
+        until = parse_time(request.until, now) if request.until else now
+    except DurationError as error:
+        raise BadInput(f"--until: {error}") from None
+    try:
+        since = parse_time(request.since, now) if request.since else until - DEFAULT_RANGE
+    except DurationError as error:
+        raise BadInput(f"--since: {error}") from None
+    try:
+        every = parse_duration(request.every) if request.every else None
+    except DurationError as error:
+        raise BadInput(f"--every: {error}") from None
+    try:
+        return tl.plan(since, until, now, every, kept)
+    except tl.PlanError as error:
+        raise BadInput(str(error)) from None
+
+
+def kept_from(settings: Settings) -> tl.Kept:
+    return tl.Kept(
+        samples=timedelta(days=settings.daemon.keep_samples_days),
+        minutes=timedelta(days=settings.daemon.keep_minutes_days),
+    )
+
+
+async def read(
+    conn: AsyncConnection, ref: str, plan: tl.Plan, now: datetime, site: str | None = None
+) -> History:
+    """Resolve `ref` and read what the plan needs; raises queries.BadReference."""
+    selection = await queries.resolve(conn, ref, site=site, within=plan.range)
+    runs = selection.runs
+    if selection.kind == "host":  # a host's story in this range: the runs up in it
+        runs = tuple(r for r in runs if r.up(now).clip(plan.range) is not None)
+    pks = [r.pk for r in runs]
+    points = await queries.points(conn, pks, plan.source, plan.since, plan.until)
+    events = await queries.events(conn, pks, plan.since, plan.until)
+    gap_rows = await queries.gaps(conn, selection.sites, plan.since, plan.until)
+    gaps = [g.span(now) for g in gap_rows]
+    return History(
+        selection=selection,
+        plan=plan,
+        runs=runs,
+        buckets=tl.bucketize(plan, selection.runs, points, gaps, now),
+        events=events,
+        gaps=gap_rows,
+        summary=tl.summarize(plan, selection.runs, points, gaps, events, now),
+    )
+
+
+async def run(settings: Settings, request: Request, now: datetime | None = None) -> str:
+    """The whole command: check the input, read, render. Raises BadInput, NotReadable or
+    queries.BadReference, each with a message for people."""
+    now = now or datetime.now(UTC)
+    plan = make_plan(request, now, kept_from(settings))
+    url = settings.database_url
+    async with queries.reader(url) as conn:
+        if not await queries.has_history(conn):
+            raise NotReadable(f"no history yet in {safe_url(url)}: start `qwatch daemon`")
+        history = await read(conn, request.ref, plan, now, request.site)
+    return render(history, request.fmt, events_only=request.events_only)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render(history: History, fmt: str, *, events_only: bool = False) -> str:
+    if fmt == "json":
+        return as_json(history, events_only=events_only)
+    if fmt == "csv":
+        return events_csv(history.events) if events_only else buckets_csv(history.buckets)
+    if events_only:
+        return f"{title(history)}\n{events_table(history.events)}"
+    return "\n".join([title(history), buckets_table(history), "", summary_text(history)])
+
+
+def title(history: History) -> str:
+    """Two lines: what was selected, then the range (80 columns even for a full UUID)."""
+    sel, plan = history.selection, history.plan
+    if sel.kind == "host":
+        n = len(history.runs)
+        what = f"host {sel.ref}: {n} cluster run{'s' if n != 1 else ''} in range"
+    else:
+        run = sel.runs[0]
+        what = f"cluster {run.cluster_id} on {run.host}"
+    same_year = plan.since.year == plan.until.year
+    span = f"{_when(plan.since, full=True)} - {_when(plan.until, full=not same_year)} UTC"
+    return f"{what}\n{span}, every {label(plan.every)}, from {plan.source}"
+
+
+def _when(at: datetime, *, full: bool = False, seconds: bool = False) -> str:
+    fmt = "%Y-%m-%d %H:%M" if full else "%m-%d %H:%M"
+    return at.astimezone(UTC).strftime(fmt + (":%S" if seconds else ""))
+
+
+_SHORT_STATES = {"Starting": "Strt", "Idle": "Idle", "Working": "Work", "Stopping": "Stpg",
+                 "Stopped": "Stpd"}  # fmt: skip
+_STATE_WIDTH = 13
+
+
+def _state(bucket: tl.Bucket) -> str:
+    text = bucket.label
+    if len(text) > _STATE_WIDTH:  # three states or more: keep the table in 80 columns
+        text = "+".join(_SHORT_STATES[s] for s in bucket.states)
+    return text
+
+
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    days, rest = divmod(int(seconds), 86400)
+    if not days:
+        return hms(rest)
+    return f"{days}d{rest // 3600:02d}:{rest % 3600 // 60:02d}"
+
+
+def _cluster(bucket: tl.Bucket) -> str:
+    if not bucket.cluster_ids:
+        return "-"
+    newest = bucket.cluster_ids[-1][-8:]
+    return newest + ("+" if len(bucket.cluster_ids) > 1 else "")  # a restart in the bucket
+
+
+def _num(value: int | float | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def buckets_table(history: History) -> str:
+    """One row per bucket; TQ, RQ and backlog are the bucket's highest values."""
+    seconds = history.plan.every < timedelta(minutes=1)
+    rows = [
+        (
+            _when(b.span.start, seconds=seconds),
+            _cluster(b),
+            _state(b),
+            _num(b.pool),
+            _num(b.tq_max),
+            _num(b.rq_max),
+            _num(b.queued_max),
+            _num(b.rc),
+            _uptime(b.uptime_s),
+        )
+        for b in history.buckets
+    ]
+    headers = ("time", "cluster", "state", "pool", "TQ", "RQ", "backlog", "RC", "uptime")
+    return table(headers, rows, right={3, 4, 5, 6, 7, 8})
+
+
+def summary_text(history: History) -> str:
+    s = history.summary
+    a = s.availability
+    lines = []
+    if a.ratio is None:
+        lines.append(("availability", "unknown: nothing in this range was watched"))
+    else:
+        lines.append(("availability", f"{a.ratio:.2%} (up {hms(a.up_s)} of {hms(a.known_s)})"))
+    if a.unknown_s > 0:
+        gaps = f" ({hms(a.gap_s)} in Redis gaps)" if a.gap_s > 0 else ""
+        lines.append(("unknown", f"{hms(a.unknown_s)}{gaps}"))
+    longest = s.longest_downtime
+    down = (
+        "none"
+        if longest is None
+        else f"{hms(longest.seconds)} from {_when(longest.start, seconds=True)}"
+    )
+    tq = "-" if s.tq_mean is None else f"mean {s.tq_mean:.2f}, max {s.tq_max}"
+    lines += [
+        ("restarts", str(s.restarts)),
+        ("reincarnations", str(s.reincarnations)),
+        ("longest down", down),
+        ("task queue", tq),
+    ]
+    return "\n".join(f"{name:<15} {text}" for name, text in lines)
+
+
+def describe(event: tl.EventRow) -> str:
+    """An event's detail in a few words."""
+    d = event.detail
+    if event.kind == "appeared":
+        return f"as {d.get('status', '?')}" + (" (back after a lapse)" if d.get("returned") else "")
+    if event.kind == "state_changed":
+        return f"{d.get('from', '?')} -> {d.get('to', '?')}"
+    if event.kind == "reincarnated":
+        return f"+{d.get('by', '?')} (total {d.get('total', '?')})"
+    if event.kind == "restarted":
+        previous = str(d.get("previous", "?"))[-8:]
+        downtime = d.get("downtime_s")
+        down = hms(downtime) if isinstance(downtime, int | float) else "?"
+        return f"after {previous}, down {down}"
+    if event.kind == "vanished":
+        gap = " during a Redis gap" if d.get("during_gap") else ""
+        return f"last {d.get('last_status', '?')}{gap}"
+    return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+
+def events_table(events: Sequence[tl.EventRow]) -> str:
+    if not events:
+        return "no events in this range"
+    rows = [(_when(e.at, seconds=True), e.cluster_id[-8:], e.kind, describe(e)) for e in events]
+    return table(("time", "cluster", "event", "detail"), rows, right=set())
+
+
+def _r(value: float | None, places: int = 3) -> float | None:
+    return None if value is None else round(value, places)
+
+
+def bucket_json(b: tl.Bucket) -> dict[str, Any]:
+    return {
+        "start": iso(b.span.start),
+        "end": iso(b.span.end),
+        "cluster_ids": list(b.cluster_ids),
+        "states": list(b.states),
+        "label": b.label,
+        "pool": b.pool,
+        "tq_max": b.tq_max,
+        "tq_avg": _r(b.tq_avg),
+        "rq_max": b.rq_max,
+        "rq_avg": _r(b.rq_avg),
+        "queued_max": b.queued_max,
+        "queued_avg": _r(b.queued_avg),
+        "rc": b.rc,
+        "uptime_s": _r(b.uptime_s),
+        "up_s": _r(b.up_s),
+        "down_s": _r(b.down_s),
+        "unknown_s": _r(b.unknown_s),
+        "gap_s": _r(b.gap_s),
+    }
+
+
+def run_json(r: tl.Run) -> dict[str, Any]:
+    return {
+        "cluster_id": r.cluster_id,
+        "site": r.site,
+        "host": r.host,
+        "pid": r.pid,
+        "tob": iso(r.tob),
+        "first_seen": iso(r.first_seen),
+        "last_seen": iso(r.last_seen),
+        "ended_at": iso(r.ended_at),
+        "last_status": r.last_status,
+    }
+
+
+def event_json(e: tl.EventRow) -> dict[str, Any]:
+    return {"at": iso(e.at), "cluster_id": e.cluster_id, "kind": e.kind, "detail": e.detail}
+
+
+def summary_json(history: History) -> dict[str, Any]:
+    s, plan, sel = history.summary, history.plan, history.selection
+    a = s.availability
+    longest = s.longest_downtime
+    return {
+        "reference": sel.ref,
+        "selection": sel.kind,
+        "since": iso(plan.since),
+        "until": iso(plan.until),
+        "every_s": plan.every.total_seconds(),
+        "source": str(plan.source),
+        "range_s": _r(a.range_s),
+        "observed_from": iso(a.observed.start) if a.observed else None,
+        "up_s": _r(a.up_s),
+        "down_s": _r(a.down_s),
+        "unknown_s": _r(a.unknown_s),
+        "gap_s": _r(a.gap_s),
+        "availability": _r(a.ratio, 6),
+        "restarts": s.restarts,
+        "reincarnations": s.reincarnations,
+        "longest_downtime_s": _r(longest.seconds) if longest else None,
+        "longest_downtime_from": iso(longest.start) if longest else None,
+        "tq_mean": _r(s.tq_mean),
+        "tq_max": s.tq_max,
+        "gaps": [
+            {"started_at": iso(g.started_at), "ended_at": iso(g.ended_at), "reason": g.reason}
+            for g in history.gaps
+        ],
+    }
+
+
+def as_json(history: History, *, events_only: bool = False) -> str:
+    document: dict[str, Any] = {"clusters": [run_json(r) for r in history.runs]}
+    if not events_only:
+        document["buckets"] = [bucket_json(b) for b in history.buckets]
+    document["events"] = [event_json(e) for e in history.events]
+    if not events_only:
+        document["summary"] = summary_json(history)
+    return json.dumps(document, indent=2)
+
+
+BUCKET_COLUMNS = (
+    "start", "end", "cluster_ids", "states", "pool", "tq_max", "tq_avg", "rq_max", "rq_avg",
+    "queued_max", "queued_avg", "rc", "uptime_s", "up_s", "down_s", "unknown_s", "gap_s",
+)  # fmt: skip
+
+
+def buckets_csv(buckets: Sequence[tl.Bucket]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(BUCKET_COLUMNS)
+    for b in buckets:
+        row = bucket_json(b)
+        row["cluster_ids"] = " ".join(b.cluster_ids)
+        row["states"] = " ".join(b.states)
+        writer.writerow(["" if row[c] is None else row[c] for c in BUCKET_COLUMNS])
+    return out.getvalue().rstrip("\n")
+
+
+def events_csv(events: Sequence[tl.EventRow]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(("at", "cluster_id", "kind", "detail"))
+    for e in events:
+        writer.writerow((iso(e.at), e.cluster_id, e.kind, json.dumps(e.detail, sort_keys=True)))
+    return out.getvalue().rstrip("\n")

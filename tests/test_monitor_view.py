@@ -1,0 +1,539 @@
+"""The monitor's pure view logic, without a terminal: sparklines, column fitting, sorting,
+filtering, selection, uptime, cell styles, the status bar and the history pane's numbers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from qwatch.config import RedisSettings, Site
+from qwatch.monitor import pane, render
+from qwatch.monitor.columns import HOST_MIN, cell, fit_columns
+from qwatch.monitor.records import (
+    RANGES,
+    EventRow,
+    GapRow,
+    HostRaw,
+    RunInfo,
+    StoreInfo,
+    StoreKind,
+    TableHistory,
+)
+from qwatch.monitor.spark import BLOCKS, level, slots, sparkline
+from qwatch.monitor.state import Focus, MonitorState, Source
+from qwatch.redis_source import Poll, Skipped
+from qwatch.stat import ClusterStat
+
+NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+SITE = Site(
+    name="shop",
+    secret_key="k",
+    redis=RedisSettings(host="10.0.0.5", port=6380, password="hunter2"),
+    workers=4,
+    queue_limit=16,
+)
+
+
+def stat(
+    host: str = "web-1",
+    cluster_id: str = "00000000-0000-0000-0000-0000000000aa",
+    status: str = "Idle",
+    pool: int = 4,
+    tq: int = 0,
+    rq: int = 0,
+    rc: int = 0,
+    up_s: float = 3723.0,
+    site: str = "shop",
+) -> ClusterStat:
+    tob = NOW - timedelta(seconds=up_s)
+    return ClusterStat(
+        name=site,
+        cluster_id=cluster_id,
+        host=host,
+        pid=100,
+        sentinel=101,
+        monitor=102,
+        pusher=103,
+        workers=tuple(range(pool)),
+        status=status,
+        task_q_size=tq,
+        done_q_size=rq,
+        reincarnations=rc,
+        tob=tob,
+        timestamp=NOW,
+    )
+
+
+def poll(*stats: ClusterStat, queued: int = 7, skipped: tuple[Skipped, ...] = ()) -> Poll:
+    return Poll("shop", NOW, tuple(stats), {"django_q:shop:q": queued}, skipped)
+
+
+def make_state(
+    *stats: ClusterStat, sites: tuple[Site, ...] = (SITE,), **kw: object
+) -> MonitorState:
+    state = MonitorState.for_sites(sites, clock=lambda: NOW, **kw)
+    if stats:
+        state.set_poll(poll(*stats))
+    return state
+
+
+def ids(n: int) -> list[str]:
+    return [f"00000000-0000-0000-0000-{i:012d}" for i in range(n)]
+
+
+def styles_of(line: render.Line, text: str) -> str:
+    """The style of the fragment holding `text`."""
+    for style, fragment in line:
+        if text in fragment:
+            return style
+    raise AssertionError(f"{text!r} not in {line!r}")
+
+
+def text_of(line: render.Line) -> str:
+    return "".join(fragment for _, fragment in line)
+
+
+# --- sparklines -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "top", "expected"),
+    [
+        (0, 10, 0),
+        (-1, 10, 0),
+        (5, 0, 0),
+        (0.01, 10, 1),
+        (1, 7, 1),
+        (5, 10, 4),
+        (10, 10, 7),
+        (20, 10, 7),
+    ],
+)
+def test_level_keeps_zero_apart_and_tops_at_seven(value: float, top: float, expected: int) -> None:
+    assert level(value, top) == expected
+
+
+def test_sparkline_scales_to_its_own_peak_and_leaves_gaps_blank() -> None:
+    assert sparkline([0, 1, 2, None, 4]) == "▁▃▅ █"
+    assert sparkline([None, None]) == "  "
+    assert sparkline([0, 0, 0]) == "▁▁▁"
+    assert sparkline([3]) == BLOCKS[-1]
+
+
+def test_sparkline_width_keeps_the_newest_and_pads_on_the_left() -> None:
+    assert sparkline([1, 2, 3, 4], width=2) == "▇█"  # scaled to what is kept
+    assert sparkline([4], width=3) == "  █"
+    assert sparkline([1, 2], width=0) == ""
+
+
+def test_slots_keep_the_peak_of_a_slot_and_drop_what_is_outside() -> None:
+    assert slots([(0, 1.0), (0, 3.0), (2, 2.0), (5, 9.0), (-1, 9.0), (1, None)], 3) == [
+        3.0,
+        None,
+        2.0,
+    ]
+
+
+# --- columns ---------------------------------------------------------------------------
+
+
+def test_all_columns_fit_a_wide_terminal_in_qmonitor_order() -> None:
+    columns = fit_columns(160, host_width=12, range_label="1h")
+    assert [c.title for c in columns] == [
+        "Host", "Id", "State", "Pool", "TQ", "RQ", "RC", "Up", "RC 1h", "TQ 1h",
+    ]  # fmt: skip
+    assert columns[0].width == 12
+    assert sum(c.width + 1 for c in columns) + 1 <= 160
+
+
+@pytest.mark.parametrize("width", [60, 70, 80, 90, 100, 120])
+def test_columns_never_overflow_and_drop_the_least_needed_first(width: int) -> None:
+    columns = fit_columns(width, sites=["a", "bb"], host_width=40)
+    keys = [c.key for c in columns]
+    assert sum(c.width + 1 for c in columns) + 1 <= width
+    assert {"host", "id", "state", "tq", "up"} <= set(keys)
+    if "rc1h" in keys:
+        assert "rq" in keys  # rq goes only after the history columns went
+    if "site" not in keys:
+        assert "rc" not in keys
+
+
+def test_eighty_columns_drop_the_sparkline_but_keep_qmonitors_columns() -> None:
+    keys = [c.key for c in fit_columns(80, host_width=20)]
+    assert "trend" not in keys
+    assert keys[:8] == ["host", "id", "state", "pool", "tq", "rq", "rc", "up"]
+
+
+def test_site_column_only_for_several_sites_and_history_columns_only_with_history() -> None:
+    assert "site" not in [c.key for c in fit_columns(200, sites=["only"])]
+    assert "site" in [c.key for c in fit_columns(200, sites=["a", "b"])]
+    assert not {"rc1h", "trend"} & {c.key for c in fit_columns(200, history=False)}
+
+
+def test_host_width_is_clamped_and_cells_cut_with_an_ellipsis() -> None:
+    host = fit_columns(200, host_width=3)[0]
+    assert host.width == HOST_MIN
+    assert cell("a-very-long-hostname", host) == "a-very-…"
+    up = next(c for c in fit_columns(200) if c.key == "up")
+    assert cell("1:02:03", up) == "  1:02:03"
+
+
+# --- sorting, filtering, selection ---------------------------------------------------------
+
+
+def test_rows_sort_by_each_column_and_reverse() -> None:
+    a = stat("b-host", ids(3)[0], "Working", pool=2, tq=5, rq=1, rc=3, up_s=10)
+    b = stat("a-host", ids(3)[1], "Stopped", pool=4, tq=0, rq=9, rc=0, up_s=99)
+    c = stat("c-host", ids(3)[2], "Idle", pool=3, tq=2, rq=0, rc=1, up_s=50)
+    state = make_state(a, b, c)
+    hosts = lambda: [r.host for r in state.rows]  # noqa: E731
+    assert hosts() == ["a-host", "b-host", "c-host"]
+    expected = {
+        "id": ["b-host", "a-host", "c-host"],
+        "state": ["c-host", "b-host", "a-host"],  # Idle, Working, Stopped (Django Q's order)
+        "pool": ["b-host", "c-host", "a-host"],
+        "tq": ["a-host", "c-host", "b-host"],
+        "rq": ["c-host", "b-host", "a-host"],
+        "rc": ["a-host", "c-host", "b-host"],
+        "up": ["b-host", "c-host", "a-host"],
+    }
+    for key, order in expected.items():
+        state.cycle_sort()
+        assert state.sort_key == key
+        assert hosts() == order, key
+    state.reverse_sort()
+    assert hosts() == ["a-host", "c-host", "b-host"]
+
+
+def test_sort_cycles_back_to_host() -> None:
+    state = make_state(stat())
+    for _ in range(9):
+        state.cycle_sort()
+    assert state.sort_key == "host"
+
+
+def test_filter_matches_host_or_full_id_case_insensitively_and_escape_clears() -> None:
+    rows = [stat(f"web-{i}", cid) for i, cid in enumerate(ids(4))]
+    rows.append(stat("worker-9", "ffffffff-0000-0000-0000-abcdef123456"))
+    state = make_state(*rows)
+    state.start_filter()
+    state.type_filter("WEB-")
+    assert [r.host for r in state.rows] == ["web-0", "web-1", "web-2", "web-3"]
+    state.erase_filter()
+    state.type_filter("\x1b[15~")  # an unbound key (F5) is not typing
+    state.type_filter("9")
+    assert state.filter_text == "WEB9"
+    state.clear_filter()
+    state.start_filter()
+    state.type_filter("ffffffff")  # the id's head, which the Id column does not show
+    state.end_filter()
+    assert [r.host for r in state.rows] == ["worker-9"]
+    assert not state.filter_editing
+    state.escape()
+    assert state.filter_text == "" and len(state.rows) == 5
+
+
+def test_selection_follows_its_cluster_through_refreshes_and_sorts() -> None:
+    a, b, c = (stat(f"h{i}", cid) for i, cid in enumerate(ids(3)))
+    state = make_state(a, b, c)
+    state.move(2)
+    assert state.selected is not None and state.selected.host == "h2"
+    state.reverse_sort()
+    assert state.selected.host == "h2" and state.index == 0
+    state.set_poll(poll(b, c, a))
+    assert state.selected.host == "h2"
+
+
+def test_a_vanished_selection_stays_on_its_host() -> None:
+    old = stat("h1", ids(3)[1])
+    state = make_state(stat("h0", ids(3)[0]), old, stat("h2", ids(3)[2]))
+    state.move(1)
+    state.set_poll(poll(stat("h0", ids(3)[0]), stat("h2", ids(3)[2]), stat("h1", "new-run-id")))
+    assert state.selected is not None and state.selected.host == "h1"
+
+
+def test_selection_change_of_host_wakes_the_history_reader() -> None:
+    woken: list[int] = []
+    state = make_state(stat("h0", ids(2)[0]), stat("h1", ids(2)[1]))
+    state.wake = lambda: woken.append(1)
+    state.move(1)
+    state.move(1)  # already at the end: same host, no wake
+    state.cycle_range()
+    assert len(woken) == 2
+    assert state.range.label == "24h"
+
+
+def test_paging_home_end_and_the_viewport_for_two_hundred_rows() -> None:
+    state = make_state(*(stat(f"host-{i:03d}", cid) for i, cid in enumerate(ids(200))))
+    first, shown = state.visible(30)
+    assert (first, len(shown)) == (0, 30)
+    state.page_move(1)
+    assert state.index == 29
+    state.page_move(1)
+    first, shown = state.visible(30)
+    assert state.index == 58 and first <= 58 < first + 30
+    state.end()
+    first, shown = state.visible(30)
+    assert state.index == 199 and first == 170 and shown[-1].host == "host-199"
+    state.home()
+    assert state.visible(30)[0] == 0
+    state.move(-5)
+    assert state.index == 0
+
+
+def test_keys_in_the_pane_scroll_its_events_and_escape_returns() -> None:
+    state = make_state(stat("h0", ids(2)[0]), stat("h1", ids(2)[1]))
+    state.focus_pane()
+    state.move(3)
+    assert state.index == 0 and state.pane_scroll == 3
+    state.escape()
+    assert state.focus is Focus.TABLE
+    state.toggle_help()
+    state.escape()
+    assert not state.help
+
+
+# --- cells and styles ------------------------------------------------------------------------
+
+
+def test_uptime_counts_on_from_the_poll_in_hmmss() -> None:
+    state = make_state(stat(up_s=3723))
+    row = state.rows[0]
+    assert render.hms(row.uptime_at(NOW)) == "1:02:03"
+    assert render.hms(row.uptime_at(NOW + timedelta(seconds=60))) == "1:03:03"
+    assert render.hms(26 * 3600 + 5) == "26:00:05"  # hours grow past a day, as qmonitor's
+
+
+@pytest.mark.parametrize(
+    ("status", "style", "color"),
+    [
+        ("Starting", "class:state.starting", "ansiyellow"),
+        ("Stopping", "class:state.stopping", "ansiyellow"),
+        ("Working", "class:state.working", "ansigreen"),
+        ("Idle", "class:state.idle", ""),
+        ("Stopped", "class:state.stopped", "ansired"),
+    ],
+)
+def test_state_colours_follow_qmonitor(status: str, style: str, color: str) -> None:
+    state = make_state(stat(status=status))
+    line = render.table(state, 140, 5, NOW)[1]
+    found = styles_of(line, status)
+    assert style in found
+    assert (
+        render.STYLE.get_attrs_for_style_str(found.replace("class:row.selected", "")).color or ""
+    ) == color
+
+
+def test_pool_tq_and_rq_colours() -> None:
+    site_ids = ids(4)
+    state = make_state(
+        stat("h0", site_ids[0], pool=3, tq=0, rq=0),  # below the 4 configured workers
+        stat("h1", site_ids[1], pool=4, tq=5, rq=2),  # busy queues
+        stat("h2", site_ids[2], pool=4, tq=16, rq=0),  # at the queue limit
+    )
+    lines = render.table(state, 140, 10, NOW)
+    cells = {text_of(line).split()[0]: line for line in lines[1:]}
+
+    def style(host: str, text: str) -> str:
+        return next(s for s, t in cells[host] if t.strip() == text)
+
+    assert "class:pool.low" in style("h0", "3")
+    assert "class:tq.busy" in style("h1", "5")
+    assert "class:rq.busy" in style("h1", "2")
+    assert "class:tq.full" in style("h2", "16")
+    assert not any("busy" in s or "full" in s for s, t in cells["h0"])
+
+
+def test_pool_is_plain_when_the_configured_workers_are_unknown() -> None:
+    site = Site(name="shop", secret_key="k")
+    state = make_state(stat(pool=1), sites=(site,))
+    assert not any("pool.low" in s for s, _ in render.table(state, 140, 5, NOW)[1])
+
+
+def history_for(
+    state: MonitorState, *runs: RunInfo, tq: dict[int, list[float | None]] | None = None
+) -> None:
+    state.set_store(StoreInfo(StoreKind.OK, "", newest_sample=NOW - timedelta(seconds=4)))
+    state.set_table_history(TableHistory("1h", NOW, runs, tq or {}, {1: 3}))
+
+
+def run_info(pk: int, host: str, cid: str, ended: datetime | None, up_s: float = 100.0) -> RunInfo:
+    tob = NOW - timedelta(hours=2)
+    return RunInfo(
+        pk, "shop", cid, host, tob, tob, ended or NOW, ended, "Stopped", 4, 0, 0, 2, up_s
+    )
+
+
+def test_gone_clusters_are_listed_after_the_live_ones_dimmed_with_when_they_went() -> None:
+    live = stat("web-1", ids(2)[0], up_s=7200)
+    state = make_state(live)
+    history_for(
+        state,
+        run_info(1, "web-1", ids(2)[0], None),
+        run_info(2, "aaa-old", ids(2)[1], NOW - timedelta(minutes=3)),
+        tq={1: [0, 1, 2, 4], 2: [3, 3]},
+    )
+    assert [(r.host, r.source) for r in state.rows] == [
+        ("web-1", Source.LIVE),
+        ("aaa-old", Source.GONE),
+    ]
+    lines = render.table(state, 160, 10, NOW)
+    gone = lines[2]
+    assert "gone 3m ago" in text_of(gone)
+    assert "class:row.gone" in styles_of(gone, "aaa-old")
+    assert render.STYLE.get_attrs_for_style_str(styles_of(gone, "aaa-old")).dim
+    assert "0:01:40" in text_of(gone)  # its last uptime, not counting on
+    assert "▁▃▅█" in text_of(lines[1]) and "3" in text_of(lines[1])  # sparkline, RC in 1h
+
+
+def test_before_the_first_poll_the_stored_open_runs_show_as_stored() -> None:
+    state = MonitorState.for_sites((SITE,), clock=lambda: NOW)
+    history_for(state, run_info(1, "web-1", ids(2)[0], None), run_info(2, "x", ids(2)[1], NOW))
+    assert [(r.host, r.source) for r in state.rows] == [("web-1", Source.STORED)]
+
+
+def test_an_empty_table_says_why() -> None:
+    state = MonitorState.for_sites((SITE,), clock=lambda: NOW)
+    assert "Reading redis://10.0.0.5:6380/0" in render.empty_reason(state)
+    state.set_redis_error("shop", "Redis redis://10.0.0.5:6380/0: connection refused", NOW)
+    assert "Cannot read" in render.empty_reason(state)
+    state.set_poll(poll(skipped=(Skipped("django_q:shop:cluster:x", "bad signature"),)))
+    reason = render.empty_reason(state)
+    assert "No clusters of site 'shop'" in reason and "django_q:shop:cluster:*" in reason
+    assert "1 record(s) skipped" in reason
+    state.set_poll(poll(stat()))
+    state.type_filter("nomatch")
+    assert "nomatch" in render.empty_reason(state)
+
+
+def test_status_bar_has_address_version_backlog_count_sample_age_skips_and_no_password() -> None:
+    state = make_state(stat("a", ids(2)[0]), stat("b", ids(2)[1]))
+    state.set_poll(
+        poll(
+            stat("a", ids(2)[0]),
+            stat("b", ids(2)[1]),
+            queued=42,
+            skipped=(
+                Skipped("k1", "bad signature"),
+                Skipped("k2", "bad signature"),
+                Skipped("k3", "bad pickle"),
+            ),
+        )
+    )
+    state.set_version("shop", "7.2.4")
+    state.set_store(StoreInfo(StoreKind.OK, "", newest_sample=NOW - timedelta(seconds=12)))
+    line = render.status(state, NOW)
+    text = text_of(line)
+    assert "redis://10.0.0.5:6380/0 v7.2.4" in text
+    assert "hunter2" not in text
+    assert "queued 42" in text and "2 clusters" in text and "sample 12s ago" in text
+    assert "skipped 3: bad signature +1 more reasons" in text
+    assert "? help" in text
+    stale = render.status(state, NOW + timedelta(minutes=5))
+    assert "class:status.warn" in styles_of(stale, "sample 5m ago")
+
+
+def test_banner_and_hint() -> None:
+    state = make_state(stat())
+    assert render.banner(state, NOW) == []
+    state.set_redis_error("shop", "Redis redis://10.0.0.5:6380/0: connection refused", NOW)
+    (line,) = render.banner(state, NOW + timedelta(seconds=12))
+    assert "connection refused (for 0:00:12; retrying; showing the last poll)" in text_of(line)
+    assert line[0][0] == "class:banner"
+    state.set_store(StoreInfo(StoreKind.MISSING, "No history database at /x."))
+    hint = render.hint(state)
+    assert hint is not None and "qwatch daemon" in text_of(hint)
+    state.set_store(StoreInfo(StoreKind.OK, ""))
+    assert render.hint(state) is None
+
+
+def test_title_shows_range_sort_and_filter() -> None:
+    state = make_state(stat())
+    state.reverse_sort()
+    state.start_filter()
+    state.type_filter("web")
+    text = text_of(render.title(state))
+    assert "range 1h" in text and "sort host ▼" in text and "filter web▏" in text
+
+
+# --- the history pane ----------------------------------------------------------------------
+
+
+def at(minutes: float) -> datetime:
+    return NOW - timedelta(minutes=minutes)
+
+
+def test_interval_arithmetic() -> None:
+    a, b, c, d = at(40), at(30), at(20), at(10)
+    assert pane.union([(c, d), (a, b), (b, c)]) == [(a, d)]
+    assert pane.subtract([(a, d)], [(b, c)]) == [(a, b), (c, d)]
+    assert pane.intersect([(a, c)], [(b, d)]) == [(b, c)]
+    assert pane.total([(a, b), (c, d)]) == 1200.0
+    assert pane.union([(b, b)]) == []
+
+
+def event(
+    minutes: float, kind: str, cid: str = "x" * 28 + "run2aaaa", **detail: object
+) -> EventRow:
+    return EventRow(at(minutes), kind, cid, dict(detail))
+
+
+def test_pane_availability_restarts_and_gaps_over_an_hour() -> None:
+    first = RunInfo(1, "shop", "run1", "web-1", at(90), at(90), at(30), at(29), "Stopped")
+    second = RunInfo(2, "shop", "run2", "web-1", at(25), at(25), NOW, None, "Idle")
+    start, end, _ = RANGES[1].window(NOW, 30)
+    raw = HostRaw(
+        "shop", "web-1", "1h", start, end, NOW, 30, (first, second),
+        tq=[None] * 28 + [2.0, 6.0], rq=[None] * 30, backlog=[None] * 29 + [40.0],
+        rc=[None] * 20 + [1.0] + [None] * 8 + [2.0],
+        kinds={"restarted": 1, "vanished": 1, "reincarnated": 2},
+        events=(
+            event(25, "restarted", previous="run1", downtime_s=300.0),
+            event(25, "appeared", status="Idle"),
+            event(29, "vanished", cid="run1", last_status="Stopped"),
+        ),
+        gaps=(GapRow(at(10), at(5), "Redis redis://x: connection refused"),),
+    )  # fmt: skip
+    history = pane.build(raw, newest_sample=NOW)
+    # Watched: the whole hour but the 5-minute gap; down: from 30 to 25 minutes ago.
+    assert history.watched_s == pytest.approx(55 * 60)
+    assert history.down_s == pytest.approx(5 * 60)
+    assert history.availability == pytest.approx(50 / 55)
+    assert (history.restarts, history.vanished, history.reincarnations) == (1, 1, 3)
+    assert history.tq_spark.endswith("▄█") and history.tq_peak == 6.0
+    texts = [line.text for line in history.events]
+    assert texts[0].startswith("Redis unreachable 0:05:00")
+    assert "restarted as run2aaaa (was run1, down 0:05:00)" in texts
+    assert not any("appeared" in t for t in texts)  # the restart line says it
+    assert texts[-1] == "run1 vanished, last Stopped"
+
+
+def test_pane_stops_counting_when_the_daemon_stopped_sampling() -> None:
+    run = RunInfo(1, "shop", "run1", "web-1", at(50), at(50), at(20), None, "Idle")
+    start, end, _ = RANGES[1].window(NOW, 30)
+    raw = HostRaw("shop", "web-1", "1h", start, end, NOW, 30, (run,))
+    history = pane.build(raw, newest_sample=at(20))
+    assert history.watched_s == pytest.approx(30 * 60)
+    assert history.availability == pytest.approx(1.0)
+
+
+def test_idle_working_flips_fold_into_one_line() -> None:
+    flips = [event(i, "state_changed", **{"from": f, "to": t}) for i, (f, t) in enumerate(
+        [("Idle", "Working"), ("Working", "Idle"), ("Idle", "Working")], start=1
+    )]  # fmt: skip
+    stop = event(0.5, "state_changed", **{"from": "Working", "to": "Stopping"})
+    lines = pane.event_lines([stop, *flips], [], NOW)
+    assert [line.text for line in lines] == [
+        "run2aaaa Working → Stopping",
+        "Idle ⇄ Working, 3 changes",
+    ]
+    assert lines[1].at == at(1)
+
+
+def test_range_windows_end_on_a_slot_boundary() -> None:
+    for rng in RANGES:
+        start, end, width = rng.window(NOW + timedelta(seconds=7), 30)
+        assert end >= NOW + timedelta(seconds=7) > end - timedelta(seconds=width)
+        assert int(end.timestamp()) % width == 0
+        assert (end - start).total_seconds() == width * 30
