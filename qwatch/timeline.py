@@ -33,8 +33,8 @@ from enum import StrEnum
 from typing import Any
 
 from qwatch.durations import label
+from qwatch.stat import STATES
 
-STATES = ("Starting", "Idle", "Working", "Stopping", "Stopped")  # as qwatch.stat.STATES
 STALE_AFTER = timedelta(minutes=2)  # the daemon refreshes a live run's last_seen far faster
 MAX_ROWS = 50  # the default bucket width keeps the table to this many rows
 MAX_BUCKETS = 10_000  # refuse an explicit width that would print more
