@@ -49,7 +49,7 @@ TARGET_RATIO = 5.0  # at least 5x faster than Stat.get_all at N = 1,000 and 10,0
 
 
 def repetitions(n: int, quick: bool) -> int:
-    reps = max(5, min(41, 20_000 // n))
+    reps = max(9, min(41, 20_000 // n))
     return max(3, reps // 3) if quick else reps
 
 

@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwatch.config import DaemonSettings, RedisSettings, Settings, Site
+from qwatch.demo_processes import Child, answers_ping, free_port, spawn
 
 log = logging.getLogger("qwatch.demo")
 
@@ -33,9 +33,9 @@ SETTINGS_MODULE = "qwatch.demo_project.settings"
 FEEDER_MODULE = "qwatch.demo_project.feeder"
 REDIS_START_TIMEOUT_S = 10.0
 MIGRATE_TIMEOUT_S = 120.0
-# A cluster finishes the tasks in hand (the demo's nap under 2 s) within its timeout of 10 s;
-# but when a `die` task takes its last worker mid-stop, Django Q waits forever.
-STOP_TIMEOUT_S = 12.0
+# Leaving the demo: its history is about to be deleted, so a clean stop matters less than
+# giving the terminal back soon.
+CLOSE_TIMEOUT_S = 5.0
 DAEMON_STOP_TIMEOUT_S = 10.0
 RESTART_AFTER_S = 60.0
 STAT_EXPIRY_S = 3.5  # Django Q's Stat records expire 3 s after their last write
@@ -73,43 +73,6 @@ def check_requirements() -> str:
     return server
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Child:
-    """A process the demo started, in a session of its own (so a terminal's Ctrl-C
-    reaches only us, and we stop it in order); its pid is also its process group."""
-
-    name: str
-    process: asyncio.subprocess.Process
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    async def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        """SIGTERM to the main process (a qcluster stops its own workers in order), then
-        SIGKILL to the whole group if it is slow, and for any worker it left behind."""
-        if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(timeout):
-                    await self.process.wait()
-            except TimeoutError:
-                log.warning(
-                    "%s (pid %d) did not stop in %.0f s: killing it", self.name, self.pid, timeout
-                )
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        if self.process.returncode is None:
-            await self.process.wait()
-
-
 class Demo:
     """The demo's processes and files; `close()` undoes all of it."""
 
@@ -122,7 +85,6 @@ class Demo:
         self.redis: Child | None = None
         self.clusters: dict[str, Child] = {}
         self.feeders: dict[str, Child] = {}
-        self.restarts = 0
 
     # --- settings --------------------------------------------------------------------------
 
@@ -166,17 +128,7 @@ class Demo:
     async def _spawn(
         self, name: str, args: list[str], log_name: str, env: dict[str, str] | None
     ) -> Child:
-        with (self.workdir / log_name).open("ab") as out:
-            process = await asyncio.create_subprocess_exec(
-                *args,
-                cwd=self.workdir,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-        child = Child(name, process)
+        child = await spawn(name, args, self.workdir, self.workdir / log_name, env)
         self.say(f"started {name} (pid {child.pid})")
         return child
 
@@ -194,32 +146,13 @@ class Demo:
             self.redis = await self._spawn(
                 f"redis-server on port {self.port}", args, "redis.log", None
             )
-            if await self._redis_ready():
+            if await answers_ping(self.redis, self.port, REDIS_START_TIMEOUT_S):
                 return
             await self.redis.stop(timeout=2)
             self.redis = None
             if attempt == 2:
                 tail = (self.workdir / "redis.log").read_text(errors="replace")[-500:]
                 raise DemoUnavailable(f"redis-server did not start:\n{tail}")
-
-    async def _redis_ready(self) -> bool:
-        assert self.redis is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + REDIS_START_TIMEOUT_S
-        while loop.time() < deadline and self.redis.process.returncode is None:
-            try:
-                async with asyncio.timeout(1.0):
-                    reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                    writer.write(b"PING\r\n")
-                    reply = await reader.readline()
-                    writer.close()
-                    await writer.wait_closed()
-                if reply.startswith(b"+PONG"):
-                    return True
-            except (OSError, TimeoutError):
-                pass
-            await asyncio.sleep(0.05)
-        return False
 
     async def prepare_django(self) -> None:
         """Migrate one Django database and copy it per site (migrating takes seconds)."""
@@ -282,7 +215,6 @@ class Demo:
         # not be taken for its restart.
         await asyncio.sleep(STAT_EXPIRY_S)
         await self.start_cluster(site)
-        self.restarts += 1
 
     # --- stopping ----------------------------------------------------------------------------
 
@@ -291,7 +223,8 @@ class Demo:
         for group in (self.feeders, self.clusters):
             children = list(group.values())
             group.clear()
-            await asyncio.gather(*(child.stop() for child in children), return_exceptions=True)
+            stops = (child.stop(CLOSE_TIMEOUT_S) for child in children)
+            await asyncio.gather(*stops, return_exceptions=True)
             for child in children:
                 self.say(f"stopped {child.name} (pid {child.pid})")
 

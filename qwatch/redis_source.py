@@ -23,7 +23,7 @@ from asyncio_redis.encoders import BytesEncoder
 from asyncio_redis.protocol import MultiBulkReply, _NoTransaction
 
 from qwatch.config import RedisSettings, Site
-from qwatch.stat import ClusterStat, DecodeError, Decoder, LayoutMemo
+from qwatch.stat import ClusterStat, DecodeError, DecodeMemo, Decoder
 
 SCAN_COUNT = 1000
 MGET_BATCH = 500
@@ -369,10 +369,10 @@ class RedisSource:
         # Decoded results by raw value, from the last poll only: a record rewritten with a
         # new timestamp is new bytes, so anything older can never hit again.
         self._decoded: dict[bytes, ClusterStat | str] = {}
-        # Per key, the layouts of its latest pickles: rewritten records are new bytes, but
-        # laid out alike, so their opcode walk can be skipped (stat.OpcodeLayout). None for
-        # a stand-in decoder (tests pass one that counts calls), which takes only the record.
-        self._layouts: LayoutMemo | None = {} if isinstance(decoder, Decoder) else None
+        # What the decoder remembers per key: a rewritten record is new bytes, but most
+        # often only its timestamp moved, and its layout did not (stat.KeyMemo). None for a
+        # stand-in decoder (tests pass one that counts calls), which takes only the record.
+        self._memo: DecodeMemo | None = {} if isinstance(decoder, Decoder) else None
 
     async def __aenter__(self) -> RedisSource:
         return self
@@ -453,16 +453,16 @@ class RedisSource:
                 continue
             clusters.append(outcome)
         self._decoded = decoded
-        if self._layouts is not None and len(self._layouts) > len(keys):
+        if self._memo is not None and len(self._memo) > len(keys):
             present = set(keys)  # forget the keys that are gone
-            self._layouts = {k: v for k, v in self._layouts.items() if k in present}
+            self._memo = {k: v for k, v in self._memo.items() if k in present}
         return clusters, skipped
 
     def _decode(self, raw: bytes, key: bytes) -> ClusterStat | str:
         try:
-            if self._layouts is None:
+            if self._memo is None:
                 return self._decoder.decode(raw)
-            return self._decoder.decode(raw, self._layouts, key)
+            return self._decoder.decode(raw, self._memo, key)
         except DecodeError as exc:
             return exc.reason
 

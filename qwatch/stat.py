@@ -14,16 +14,18 @@ import binascii
 import hashlib
 import hmac
 import io
+import operator
 import pickle
+import re
 import zlib
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any, NoReturn
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from django.core.signing import BadSignature, Signer, TimestampSigner, b62_decode
+from django.core.signing import BASE62_ALPHABET, BadSignature, Signer, TimestampSigner
 from django.utils.encoding import force_bytes
 
 STATES = ("Starting", "Idle", "Working", "Stopping", "Stopped")
@@ -302,28 +304,50 @@ class OpcodeLayout:
         return len(data) == self.length and int.from_bytes(data, "little") & self.mask == self.bits
 
 
-# Per key (e.g. the Redis key a record was read from), the layouts of its latest pickles:
-# () once seen, then up to _LAYOUTS_PER_KEY, newest first. A cluster flipping between Idle
-# and Working has two layouts (the status text differs in length).
-LayoutMemo = dict[Hashable, tuple[OpcodeLayout, ...]]
+class KeyMemo:
+    """What a Decoder remembers about one key (say a Redis key) between polls.
+
+    `layouts`: the layouts of the key's latest pickles, newest first (up to two: a cluster
+    flipping between Idle and Working has two, the status text differs in length).
+
+    `stat` and what follows: the key's last pickle decoded in full, and where in it the
+    `timestamp` datetime's 10 bytes are. A live cluster rewrites its record every 0.5 s
+    and most often only that timestamp moved; such a pickle is decoded from those bytes
+    alone (see Decoder._retimed).
+    """
+
+    __slots__ = ("base", "high", "layouts", "length", "low_mask", "stat", "tz")
+
+    def __init__(self) -> None:
+        self.layouts: tuple[OpcodeLayout, ...] = ()
+        self.stat: ClusterStat | None = None  # None: no full decode to start from
+        self.base = 0  # that pickle, as a little-endian int
+        self.length = -1
+        self.low_mask = 0  # the bytes before the timestamp's 10
+        self.high = 0  # the byte after them
+        self.tz: tzinfo | None = None  # the timestamp's tzinfo, as unpickled
+
+
+DecodeMemo = dict[Hashable, KeyMemo]
 _LAYOUTS_PER_KEY = 2
 
 
-def _check_opcodes_memo(data: bytes, memo: LayoutMemo, key: Hashable) -> None:
-    """`_check_opcodes`, skipped when `data` is laid out like one of `key`'s latest pickles.
+def _check_opcodes_memo(data: bytes, seen: KeyMemo, first: bool) -> OpcodeLayout | None:
+    """`_check_opcodes`, skipped when `data` is laid out like one of the key's latest
+    pickles; the layout that admits `data`, or None on the key's first pickle.
 
     A key's first pickle is only walked (a one-off read pays nothing for the memo); from
     its second on, a pickle no layout admits is walked marking its layout, which is kept.
     """
-    layouts = memo.get(key)
-    if layouts is None:
+    if first:
         _check_opcodes(data)
-        memo[key] = ()
-        return
-    for layout in layouts:
+        return None
+    for layout in seen.layouts:
         if layout.admits(data):
-            return
-    memo[key] = (OpcodeLayout.of(data), *layouts[: _LAYOUTS_PER_KEY - 1])
+            return layout
+    layout = OpcodeLayout.of(data)
+    seen.layouts = (layout, *seen.layouts[: _LAYOUTS_PER_KEY - 1])
+    return layout
 
 
 def _unpickle(data: bytes, unpickler: type[pickle.Unpickler]) -> object:
@@ -475,9 +499,75 @@ def _hmac_keys(name: str, keys: Sequence[str], algorithm: str) -> tuple[bytes, .
     return derived
 
 
+def _check_b62(text: str) -> None:
+    """Raise as django.core.signing.b62_decode would (IndexError, ValueError), without
+    computing the number: one optional "-", then base62 digits only ("-" alone passes)."""
+    if not text:
+        raise IndexError("empty base62 number")
+    if (text[1:] if text[0] == "-" else text).strip(BASE62_ALPHABET):
+        raise ValueError("not a base62 number")
+
+
 def _b64_signature(hmac_key: bytes, value: bytes, algorithm: str) -> bytes:
     # django.core.signing.b64_encode: urlsafe base64 without padding.
     return base64.urlsafe_b64encode(hmac.digest(hmac_key, value, algorithm)).rstrip(b"=")
+
+
+_DATETIME_STATE_LEN = 10  # a pickled datetime's state: y y m d H M S us us us
+# ClusterStat's fields but its last, timestamp: dataclasses.replace() costs twice as much.
+_FIELD_NAMES = tuple(f.name for f in fields(ClusterStat))
+assert _FIELD_NAMES[-1] == "timestamp"
+_ALL_BUT_TIMESTAMP = operator.attrgetter(*_FIELD_NAMES[:-1])
+
+# How every Django Q writer from protocol 4 on ends its pickle (timestamp is the state's last
+# key): "timestamp", then datetime(<10 state bytes>, <tzinfo>) — or datetime(<bytes>) when
+# naive — memoized, SETITEMS, BUILD, STOP. Beside each, which of its bytes the opcode walk
+# reads as structure (0xFF) and which as values (0x00): the 10 state bytes must be values.
+_HEAD_MARKS = [0xFF] * 2 + [0] * 9 + [0xFF, 0xFF, 0, 0xFF, 0xFF] + [0] * _DATETIME_STATE_LEN
+_TIMESTAMP_TAILS = tuple(
+    (re.compile(pattern, re.DOTALL), len(marks), int.from_bytes(bytes(marks), "little"))
+    for pattern, marks in (
+        (  # aware: the tzinfo by reference (BINGET), TUPLE2
+            rb"\x8c\x09timestamp\x94h.C\x0a(.{10})\x94h.\x86\x94R\x94ub\.",
+            _HEAD_MARKS + [0xFF, 0xFF, 0] + [0xFF] * 7,
+        ),
+        (  # naive (USE_TZ=False): TUPLE1
+            rb"\x8c\x09timestamp\x94h.C\x0a(.{10})\x94\x85\x94R\x94ub\.",
+            _HEAD_MARKS + [0xFF] * 8,
+        ),
+    )
+)
+
+
+def _remember(
+    seen: KeyMemo, data: bytes, layout: OpcodeLayout | None, timestamp: datetime, stat: ClusterStat
+) -> None:
+    """Keep `data`, just decoded in full into `stat`, as the key's base for
+    Decoder._retimed, when it ends the way Django Q's pickles end (_TIMESTAMP_TAILS).
+
+    The opcode walk's marks (`layout`) must agree byte for byte: then those bytes are those
+    opcodes (no other parse of them passes the walk), so the state's "timestamp" is the
+    value of that REDUCE of those 10 bytes, pushed after every other value and referenced
+    by nothing after it. Whatever else those bytes hold cannot change another field.
+    """
+    seen.stat = None
+    if layout is None:  # the key's first pickle: its opcodes were walked without marks
+        return
+    for tail, length, marks in _TIMESTAMP_TAILS:
+        start = len(data) - length
+        match = tail.fullmatch(data, start) if start > 0 else None
+        if match is None:
+            continue
+        if layout.mask >> (8 * start) != marks:
+            return
+        state_at = match.start(1)
+        seen.stat = stat
+        seen.base = int.from_bytes(data, "little")
+        seen.length = len(data)
+        seen.low_mask = (1 << (8 * state_at)) - 1
+        seen.high = state_at + _DATETIME_STATE_LEN
+        seen.tz = timestamp.tzinfo
+        return
 
 
 class Decoder:
@@ -513,13 +603,14 @@ class Decoder:
         self._local_tz: tzinfo = UTC if time_zone == "UTC" else ZoneInfo(time_zone)
 
     def decode(
-        self, raw: bytes | str, memo: LayoutMemo | None = None, key: Hashable = None
+        self, raw: bytes | str, memo: DecodeMemo | None = None, key: Hashable = None
     ) -> ClusterStat:
         """Return the record's ClusterStat or raise DecodeError; never anything else.
 
         A caller that reads the same keys again and again (a poll loop) passes a `memo` it
-        keeps, and the `key` the record was read from: the opcode walk is then skipped for a
-        pickle laid out like that key's previous ones (see OpcodeLayout). Same verdicts.
+        keeps, and the `key` the record was read from: a pickle that differs from that
+        key's previous one only in its timestamp is then decoded from that alone, and one
+        laid out like its previous ones skips the opcode walk. Same verdicts either way.
         """
         try:
             return self._decode(raw, memo, key)
@@ -528,7 +619,7 @@ class Decoder:
         except Exception:  # whatever a hostile record provokes, callers see only DecodeError
             raise DecodeError("bad record") from None
 
-    def _decode(self, raw: bytes | str, memo: LayoutMemo | None, key: Hashable) -> ClusterStat:
+    def _decode(self, raw: bytes | str, memo: DecodeMemo | None, key: Hashable) -> ClusterStat:
         text = _signed_text(raw)
         payload = self._unsign(text)
         compressed = payload[:1] == "."
@@ -537,12 +628,52 @@ class Decoder:
             data = _inflate(data)
         if memo is None:
             _check_opcodes(data)
+            return self._load_stat(data)
+        seen = memo.get(key)
+        if seen is None:
+            seen = memo[key] = KeyMemo()
+            layout = _check_opcodes_memo(data, seen, first=True)
         else:
-            _check_opcodes_memo(data, memo, key)
+            stat = self._retimed(seen, data)
+            if stat is not None:
+                return stat
+            layout = _check_opcodes_memo(data, seen, first=False)
+        state = self._load_state(data)
+        stat = self._stat(state)
+        _remember(seen, data, layout, state["timestamp"], stat)
+        return stat
+
+    def _load_stat(self, data: bytes) -> ClusterStat:
+        return self._stat(self._load_state(data))
+
+    def _load_state(self, data: bytes) -> dict[Any, Any]:
+        """Unpickle (the opcodes are checked): the Stat's __dict__."""
         obj = _unpickle(data, _RecordUnpickler)
         if type(obj) is not _StatState or type(getattr(obj, "state", None)) is not dict:
             raise DecodeError("not a Django Q record")
-        return self._stat(obj.state)
+        return obj.state
+
+    def _retimed(self, seen: KeyMemo, data: bytes) -> ClusterStat | None:
+        """The record, when `data` differs from the key's base (its last pickle decoded in
+        full, see _remember) only in the 10 bytes of its timestamp; else None, and on any
+        doubt too: the full decode then says what is wrong.
+
+        Those bytes are a value to the opcode walk, so `data` walks as the base did, and
+        unpickles to the same state but for a timestamp made by the same call this makes,
+        `datetime(<bytes>, <tzinfo>)`; every other field validates as it did.
+        """
+        stat = seen.stat
+        if stat is None or len(data) != seen.length:
+            return None
+        diff = int.from_bytes(data, "little") ^ seen.base
+        if diff & seen.low_mask or diff >> (8 * seen.high):
+            return None
+        state = data[seen.high - _DATETIME_STATE_LEN : seen.high]
+        try:
+            value = datetime(state) if seen.tz is None else datetime(state, seen.tz)
+            return ClusterStat(*_ALL_BUT_TIMESTAMP(stat), self._utc_value(value, "timestamp"))
+        except Exception:
+            return None
 
     def _unsign(self, text: str) -> str:
         sig_sep = text.rfind(":")
@@ -567,7 +698,7 @@ class Decoder:
             else:
                 raise BadSignature("signature does not match")
             payload, timestamp = value.rsplit(":", 1)
-            b62_decode(timestamp)
+            _check_b62(timestamp)
             return payload
         except BadSignature:
             raise DecodeError("bad signature") from None
@@ -575,7 +706,9 @@ class Decoder:
             raise DecodeError("bad timestamp") from None
 
     def _utc(self, state: dict[Any, Any], key: str) -> datetime:
-        value = _field(state, key)
+        return self._utc_value(_field(state, key), key)
+
+    def _utc_value(self, value: object, key: str) -> datetime:
         if type(value) is not datetime:
             raise DecodeError(f"bad field {key}")
         try:

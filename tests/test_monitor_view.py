@@ -3,6 +3,7 @@ filtering, selection, uptime, cell styles, the status bar and the history pane's
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,8 +13,6 @@ from qwatch.monitor import pane, render
 from qwatch.monitor.columns import HOST_MIN, cell, fit_columns
 from qwatch.monitor.records import (
     RANGES,
-    EventRow,
-    GapRow,
     HostRaw,
     RunInfo,
     StoreInfo,
@@ -24,6 +23,8 @@ from qwatch.monitor.spark import BLOCKS, level, slots, sparkline
 from qwatch.monitor.state import Focus, MonitorState, Source
 from qwatch.redis_source import Poll, Skipped
 from qwatch.stat import ClusterStat
+from qwatch.store.queries import GapRow
+from qwatch.timeline import EventRow, Run
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 SITE = Site(
@@ -387,6 +388,17 @@ def test_gone_clusters_are_listed_after_the_live_ones_dimmed_with_when_they_went
     assert "▁▃▅█" in text_of(lines[1]) and "3" in text_of(lines[1])  # sparkline, RC in 1h
 
 
+def test_a_run_the_daemon_saw_after_our_poll_is_not_called_gone() -> None:
+    state = make_state(stat("web-1", ids(3)[0]))
+    fresh = replace(run_info(2, "web-2", ids(3)[1], None), last_seen=NOW + timedelta(seconds=1))
+    stale = replace(run_info(3, "web-3", ids(3)[2], None), last_seen=NOW - timedelta(seconds=9))
+    history_for(state, fresh, stale)
+    assert [(r.host, r.source) for r in state.rows] == [
+        ("web-1", Source.LIVE),
+        ("web-3", Source.GONE),
+    ]
+
+
 def test_before_the_first_poll_the_stored_open_runs_show_as_stored() -> None:
     state = MonitorState.for_sites((SITE,), clock=lambda: NOW)
     history_for(state, run_info(1, "web-1", ids(2)[0], None), run_info(2, "x", ids(2)[1], NOW))
@@ -428,10 +440,14 @@ def test_status_bar_has_address_version_backlog_count_sample_age_skips_and_no_pa
     assert "redis://10.0.0.5:6380/0 v7.2.4" in text
     assert "hunter2" not in text
     assert "queued 42" in text and "2 clusters" in text and "sample 12s ago" in text
-    assert "skipped 3: bad signature +1 more reasons" in text
+    assert "skipped 3: bad signature (+1 reasons)" in text
     assert "? help" in text
     stale = render.status(state, NOW + timedelta(minutes=5))
     assert "class:status.warn" in styles_of(stale, "sample 5m ago")
+    # Narrow: the version, the help, the backlog go before the skips and the sample age.
+    narrow = text_of(render.status(state, NOW, width=80))
+    assert "skipped 3" in narrow and "sample 12s ago" in narrow and "help" not in narrow
+    assert "v7.2.4" not in narrow and "redis://10.0.0.5:6380/0" in narrow
 
 
 def test_banner_and_hint() -> None:
@@ -441,9 +457,10 @@ def test_banner_and_hint() -> None:
     (line,) = render.banner(state, NOW + timedelta(seconds=12))
     assert "connection refused (for 0:00:12; retrying; showing the last poll)" in text_of(line)
     assert line[0][0] == "class:banner"
-    state.set_store(StoreInfo(StoreKind.MISSING, "No history database at /x."))
+    message = "no history database at /x: start `qwatch daemon`, or pass --db"
+    state.set_store(StoreInfo(StoreKind.UNREADABLE, message))
     hint = render.hint(state)
-    assert hint is not None and "qwatch daemon" in text_of(hint)
+    assert hint is not None and text_of(hint) == " N" + message[1:]
     state.set_store(StoreInfo(StoreKind.OK, ""))
     assert render.hint(state) is None
 
@@ -464,24 +481,20 @@ def at(minutes: float) -> datetime:
     return NOW - timedelta(minutes=minutes)
 
 
-def test_interval_arithmetic() -> None:
-    a, b, c, d = at(40), at(30), at(20), at(10)
-    assert pane.union([(c, d), (a, b), (b, c)]) == [(a, d)]
-    assert pane.subtract([(a, d)], [(b, c)]) == [(a, b), (c, d)]
-    assert pane.intersect([(a, c)], [(b, d)]) == [(b, c)]
-    assert pane.total([(a, b), (c, d)]) == 1200.0
-    assert pane.union([(b, b)]) == []
-
-
 def event(
     minutes: float, kind: str, cid: str = "x" * 28 + "run2aaaa", **detail: object
 ) -> EventRow:
-    return EventRow(at(minutes), kind, cid, dict(detail))
+    return EventRow(at(minutes), 2, cid, kind, dict(detail))
+
+
+def run(pk: int, cid: str, seen: float, last: float, ended: float | None) -> Run:
+    end = None if ended is None else at(ended)
+    return Run(pk, "shop", cid, "web-1", 1, at(seen), at(seen), at(last), end, "Idle")
 
 
 def test_pane_availability_restarts_and_gaps_over_an_hour() -> None:
-    first = RunInfo(1, "shop", "run1", "web-1", at(90), at(90), at(30), at(29), "Stopped")
-    second = RunInfo(2, "shop", "run2", "web-1", at(25), at(25), NOW, None, "Idle")
+    first = run(1, "run1", seen=90, last=30, ended=29)
+    second = run(2, "run2", seen=25, last=0, ended=None)
     start, end, _ = RANGES[1].window(NOW, 30)
     raw = HostRaw(
         "shop", "web-1", "1h", start, end, NOW, 30, (first, second),
@@ -489,32 +502,35 @@ def test_pane_availability_restarts_and_gaps_over_an_hour() -> None:
         rc=[None] * 20 + [1.0] + [None] * 8 + [2.0],
         kinds={"restarted": 1, "vanished": 1, "reincarnated": 2},
         events=(
-            event(25, "restarted", previous="run1", downtime_s=300.0),
+            event(25, "restarted", previous="run1", downtime_s=240.0),
             event(25, "appeared", status="Idle"),
             event(29, "vanished", cid="run1", last_status="Stopped"),
         ),
-        gaps=(GapRow(at(10), at(5), "Redis redis://x: connection refused"),),
+        gaps=(GapRow("shop", at(10), at(5), "Redis redis://x: connection refused"),),
     )  # fmt: skip
-    history = pane.build(raw, newest_sample=NOW)
-    # Watched: the whole hour but the 5-minute gap; down: from 30 to 25 minutes ago.
-    assert history.watched_s == pytest.approx(55 * 60)
-    assert history.down_s == pytest.approx(5 * 60)
-    assert history.availability == pytest.approx(50 / 55)
+    history = pane.build(raw)
+    # Known: the whole hour but the 5-minute Redis gap; down: from the first run's end
+    # (29 minutes ago) to the second's first sighting (25 minutes ago).
+    assert history.known_s == pytest.approx(55 * 60)
+    assert history.down_s == pytest.approx(4 * 60)
+    assert history.availability == pytest.approx(51 / 55)
     assert (history.restarts, history.vanished, history.reincarnations) == (1, 1, 3)
     assert history.tq_spark.endswith("▄█") and history.tq_peak == 6.0
     texts = [line.text for line in history.events]
     assert texts[0].startswith("Redis unreachable 0:05:00")
-    assert "restarted as run2aaaa (was run1, down 0:05:00)" in texts
+    assert "restarted as run2aaaa (was run1, down 0:04:00)" in texts
     assert not any("appeared" in t for t in texts)  # the restart line says it
     assert texts[-1] == "run1 vanished, last Stopped"
 
 
-def test_pane_stops_counting_when_the_daemon_stopped_sampling() -> None:
-    run = RunInfo(1, "shop", "run1", "web-1", at(50), at(50), at(20), None, "Idle")
-    start, end, _ = RANGES[1].window(NOW, 30)
-    raw = HostRaw("shop", "web-1", "1h", start, end, NOW, 30, (run,))
-    history = pane.build(raw, newest_sample=at(20))
-    assert history.watched_s == pytest.approx(30 * 60)
+def test_pane_stops_counting_when_the_daemon_stopped_watching() -> None:
+    # Open, but not refreshed for 20 minutes: the daemon stopped; after that is unknown.
+    raw = HostRaw(
+        "shop", "web-1", "1h", *RANGES[1].window(NOW, 30)[:2], NOW, 30,
+        (run(1, "run1", seen=50, last=20, ended=None),),
+    )  # fmt: skip
+    history = pane.build(raw)
+    assert history.known_s == pytest.approx(30 * 60)
     assert history.availability == pytest.approx(1.0)
 
 

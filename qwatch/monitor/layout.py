@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from prompt_toolkit.application.current import get_app
 from prompt_toolkit.filters import Condition
 from prompt_toolkit.layout import (
     ConditionalContainer,
@@ -21,12 +22,15 @@ from prompt_toolkit.layout import (
 from prompt_toolkit.layout.containers import Container
 from prompt_toolkit.layout.controls import FormattedTextControl, UIContent, UIControl
 from prompt_toolkit.layout.dimension import Dimension
+from prompt_toolkit.output import Output
 
 from qwatch.monitor import render
 from qwatch.monitor.render import Line
 from qwatch.monitor.state import MonitorState
 
 LinesFn = Callable[[int, int], list[Line]]
+PANE_MIN = 7
+_OTHER_LINES = 5  # title, table header, the pane's rule, status bar, a line to spare
 
 
 class LinesControl(UIControl):
@@ -64,14 +68,18 @@ def banner_bar(state: MonitorState, now: Callable[[], datetime]) -> Container:
         return out
 
     shown = Condition(lambda: any(live.error for live in state.sites.values()))
-    height = Dimension(min=1, max=len(state.sites), preferred=len(state.sites))
-    window = Window(FormattedTextControl(lines), height=height, style="class:banner")
+    # Wrapped, so a long reason is read in full rather than cut at the edge.
+    window = Window(
+        FormattedTextControl(lines), wrap_lines=True, dont_extend_height=True, style="class:banner"
+    )
     return ConditionalContainer(window, filter=shown)
 
 
 def hint_bar(state: MonitorState) -> Container:
     shown = Condition(lambda: render.hint(state) is not None)
-    return ConditionalContainer(_one_line(lambda: render.hint(state) or []), filter=shown)
+    text = FormattedTextControl(lambda: render.hint(state) or [])
+    window = Window(text, wrap_lines=True, dont_extend_height=True)
+    return ConditionalContainer(window, filter=shown)
 
 
 def table_window(state: MonitorState, now: Callable[[], datetime]) -> Window:
@@ -83,12 +91,23 @@ def pane_window(state: MonitorState, now: Callable[[], datetime]) -> Container:
     control = LinesControl(lambda w, h: render.pane(state, w, h, now()))
     rule = Window(height=1, char="─", style="class:pane.border")
     shown = Condition(lambda: state.store.usable)
-    body = Window(control, height=Dimension(min=6, preferred=14, max=18, weight=2))
+    body = Window(
+        control, height=lambda: Dimension.exact(pane_height(get_app().output, len(state.rows)))
+    )
     return ConditionalContainer(HSplit([rule, body]), filter=shown)
 
 
+def pane_height(output: Output, table_rows: int) -> int:
+    """What the table does not need, but at least a third of the screen and at most two:
+    a few clusters leave room for many events, a fleet keeps most of the screen."""
+    rows = output.get_size().rows
+    spare = rows - table_rows - _OTHER_LINES
+    return max(PANE_MIN, min(max(rows // 3, spare), rows * 2 // 3))
+
+
 def status_bar(state: MonitorState, now: Callable[[], datetime]) -> Container:
-    return _one_line(lambda: render.status(state, now()), style="class:status")
+    control = LinesControl(lambda w, h: [render.status(state, now(), w)])
+    return Window(control, height=1, style="class:status")
 
 
 def help_float(state: MonitorState) -> Float:

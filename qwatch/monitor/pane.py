@@ -1,28 +1,28 @@
 """The history pane's numbers for one host over one range (pure: time is passed in).
 
-Availability is the share of the watched time in which a cluster of this host was alive:
-from each run's birth to its last sighting (or to now while it is still open). Redis
-outages recorded by the daemon are neither up nor down, so they leave the watched time;
-so does the time after the newest stored sample when the daemon has stopped.
+Availability, downtime and what counts as unknown follow `qwatch.timeline`, the rules of
+`qwatch history`, so the pane and the command never disagree: a run is up from its first
+sighting to its end, Redis gaps and unwatched time are neither up nor down.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import TYPE_CHECKING
 
+from qwatch import timeline
 from qwatch.fmt import hms
-from qwatch.monitor.records import EventRow, GapRow, HostRaw, RunInfo
+from qwatch.monitor.records import HostRaw
 from qwatch.monitor.spark import peak, sparkline
+from qwatch.timeline import EventRow, Span
 
-# A daemon samples every cluster at least every sample_every (10 s by default): no sample for
-# this long means nobody is watching, and the time after is unknown rather than down.
-STALE_AFTER = timedelta(minutes=2)
+if TYPE_CHECKING:
+    from qwatch.store.queries import GapRow
+
 MAX_EVENT_LINES = 100
 _FLIP = frozenset({"Idle", "Working"})
-
-Interval = tuple[datetime, datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +40,9 @@ class HostHistory:
     range_label: str
     at: datetime
     runs: int
-    watched_s: float
+    known_s: float  # the range less what nobody watched (Redis gaps, before, after)
     up_s: float
+    down_s: float
     availability: float | None  # None when nothing was watched
     restarts: int
     vanished: int
@@ -55,31 +56,21 @@ class HostHistory:
     backlog_peak: float | None
     events: tuple[EventLine, ...]
 
-    @property
-    def down_s(self) -> float:
-        return max(0.0, self.watched_s - self.up_s)
 
-
-def build(raw: HostRaw, newest_sample: datetime | None = None) -> HostHistory:
-    """The pane for `raw`; `newest_sample` (any cluster's) says whether a daemon is watching."""
-    end = raw.at
-    if newest_sample is not None and raw.at - newest_sample > STALE_AFTER:
-        end = newest_sample
-    born = min((run.tob for run in raw.runs), default=None)
-    window = [(max(raw.start, born), end)] if born is not None and born < end else []
-    holes = [(g.started_at, g.ended_at or raw.at) for g in raw.gaps]
-    watched = subtract(window, holes)
-    up = intersect(union(_alive(run, end) for run in raw.runs), watched)
-    watched_s = total(watched)
+def build(raw: HostRaw) -> HostHistory:
+    window = Span(raw.start, max(raw.start, raw.at))
+    gaps = [gap.span(raw.at) for gap in raw.gaps]
+    avail = timeline.availability(raw.runs, gaps, window, raw.at)
     return HostHistory(
         site=raw.site,
         host=raw.host,
         range_label=raw.range_label,
         at=raw.at,
         runs=len(raw.runs),
-        watched_s=watched_s,
-        up_s=total(up),
-        availability=total(up) / watched_s if watched_s > 0 else None,
+        known_s=avail.known_s,
+        up_s=avail.up_s,
+        down_s=avail.down_s,
+        availability=avail.ratio,
         restarts=raw.kinds.get("restarted", 0),
         vanished=raw.kinds.get("vanished", 0),
         reincarnations=int(sum(v for v in raw.rc if v is not None)),
@@ -92,55 +83,6 @@ def build(raw: HostRaw, newest_sample: datetime | None = None) -> HostHistory:
         backlog_peak=peak(raw.backlog),
         events=tuple(event_lines(raw.events, raw.gaps, raw.at)[:MAX_EVENT_LINES]),
     )
-
-
-def _alive(run: RunInfo, end: datetime) -> Interval:
-    last = end if run.ended_at is None else run.last_seen
-    return (run.tob, max(run.tob, min(last, end)))
-
-
-# --- interval arithmetic ---------------------------------------------------------------
-
-
-def union(intervals: Iterable[Interval]) -> list[Interval]:
-    """Sorted, non-overlapping; empty intervals dropped."""
-    merged: list[Interval] = []
-    for lo, hi in sorted(i for i in intervals if i[1] > i[0]):
-        if merged and lo <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
-        else:
-            merged.append((lo, hi))
-    return merged
-
-
-def intersect(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
-    out = []
-    for lo1, hi1 in union(a):
-        for lo2, hi2 in union(b):
-            lo, hi = max(lo1, lo2), min(hi1, hi2)
-            if hi > lo:
-                out.append((lo, hi))
-    return union(out)
-
-
-def subtract(a: Sequence[Interval], holes: Sequence[Interval]) -> list[Interval]:
-    out = union(a)
-    for h_lo, h_hi in union(holes):
-        kept: list[Interval] = []
-        for lo, hi in out:
-            if h_hi <= lo or h_lo >= hi:
-                kept.append((lo, hi))
-                continue
-            if lo < h_lo:
-                kept.append((lo, h_lo))
-            if h_hi < hi:
-                kept.append((h_hi, hi))
-        out = kept
-    return out
-
-
-def total(intervals: Iterable[Interval]) -> float:
-    return sum((hi - lo).total_seconds() for lo, hi in intervals)
 
 
 # --- event lines -----------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """The SQL the monitor runs: SELECTs only, each returning plain records.
 
-Grouping into sparkline slots happens in SQL, so a week of a fleet's rows comes back as
-a few hundred numbers. Short ranges read the samples (fresh to the last sample); long
-ones the minute rollups (a minute behind, but few rows per day).
+Runs, gaps and the opening checks are `qwatch.store.queries`' (shared with `qwatch
+history`). What is the monitor's own: grouping into sparkline slots in SQL, so a week of a
+fleet's rows comes back as a few hundred numbers (short ranges read the samples, fresh to
+the last one; long ones the minute rollups), the table's runs with their newest sample,
+and the newest events first, a screenful at a time.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from qwatch.monitor.records import (
     PANE_SLOTS,
     TABLE_SLOTS,
-    EventRow,
-    GapRow,
     HostRaw,
     Range,
     RunInfo,
@@ -38,40 +38,22 @@ from qwatch.monitor.records import (
     StoreKind,
     TableHistory,
 )
-from qwatch.store import migrate
 from qwatch.store import models as m
+from qwatch.store import queries
+from qwatch.timeline import EventRow, Span
 
 MAX_EVENTS = 300  # newest events fetched for the pane; flips fold, so this is plenty
 C = m.Cluster.__table__.c
 S = m.Sample.__table__.c
 E = m.Event.__table__.c
-G = m.Gap.__table__.c
 R = m.RollupMinute.__table__.c
-
-
-async def probe(engine: AsyncEngine, shown_url: str) -> StoreInfo:
-    """Whether the database holds qwatch's tables at this code's revision, and any samples."""
-    state = await migrate.check(engine)
-    if state is migrate.SchemaState.EMPTY:
-        return StoreInfo(StoreKind.NO_SCHEMA, f"The history database {shown_url} has no tables.")
-    if state is migrate.SchemaState.AHEAD:
-        return StoreInfo(
-            StoreKind.OTHER_SCHEMA,
-            f"The history database {shown_url} was written by a newer qwatch: upgrade qwatch.",
-        )
-    if state is migrate.SchemaState.BEHIND:
-        return StoreInfo(
-            StoreKind.OTHER_SCHEMA,
-            f"The history database {shown_url} is behind: run `qwatch db upgrade`.",
-        )
-    return await freshness(engine)
 
 
 async def freshness(engine: AsyncEngine) -> StoreInfo:
     async with engine.connect() as conn:
         newest = await conn.scalar(select(func.max(S.sampled_at)))
     if newest is None:
-        return StoreInfo(StoreKind.EMPTY, "No history recorded yet.")
+        return StoreInfo(StoreKind.EMPTY, "No history recorded yet: start `qwatch daemon`.")
     return StoreInfo(StoreKind.OK, "", newest_sample=_aware(newest))
 
 
@@ -112,7 +94,8 @@ async def host_history(
     """One host's runs, sparklines, event counts, newest events and Redis gaps in the range."""
     start, end, width = rng.window(now, PANE_SLOTS)
     async with engine.connect() as conn:
-        runs = await _runs(conn, and_(C.site == site, C.host == host), start)
+        window = Span(start, now)
+        runs = [r for r in await queries.host_runs(conn, host, site) if r.up(now).clip(window)]
         pks = [run.pk for run in runs]
         raw = HostRaw(site, host, rng.label, start, end, now, PANE_SLOTS, tuple(runs))
         if not pks:
@@ -147,23 +130,17 @@ async def host_history(
         kinds_query = select(E.kind, func.count()).where(in_range).group_by(E.kind)
         kinds = {kind: int(n) for kind, n in await conn.execute(kinds_query)}
         events_query = (
-            select(E.at, E.kind, C.cluster_id, E.detail)
+            select(E.at, E.cluster_pk, C.cluster_id, E.kind, E.detail)
             .join_from(m.Event.__table__, m.Cluster.__table__, E.cluster_pk == C.id)
             .where(in_range)
             .order_by(E.at.desc(), E.id.desc())
             .limit(MAX_EVENTS)
         )
         events = tuple(
-            EventRow(_aware(at), kind, cluster_id, detail or {})
-            for at, kind, cluster_id, detail in await conn.execute(events_query)
+            EventRow(_aware(at), pk, cluster_id, kind, detail or {})
+            for at, pk, cluster_id, kind, detail in await conn.execute(events_query)
         )
-        gaps_query = select(G.started_at, G.ended_at, G.reason).where(
-            G.site == site, or_(G.ended_at.is_(None), G.ended_at >= start)
-        )
-        gaps = tuple(
-            GapRow(_aware(a), _aware(b) if b else None, reason)
-            for a, b, reason in await conn.execute(gaps_query)
-        )
+        gaps = tuple(await queries.gaps(conn, [site], start, now))
     return HostRaw(
         site,
         host,

@@ -8,6 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from qwatch.timeline import EventRow, Run
+
+if TYPE_CHECKING:  # only a type here: keep SQLAlchemy out of the pure modules' imports
+    from qwatch.store.queries import GapRow
 
 RunKey = tuple[str, str, datetime]  # (site, cluster_id, tob): one cluster run
 
@@ -46,9 +52,7 @@ RANGES = (
 
 class StoreKind(StrEnum):
     UNKNOWN = "unknown"  # not read yet
-    MISSING = "missing"  # no database file / cannot connect
-    NO_SCHEMA = "no_schema"  # the file is there, the daemon never migrated it
-    OTHER_SCHEMA = "other_schema"  # behind or ahead of this qwatch
+    UNREADABLE = "unreadable"  # no database, not migrated, or unreachable (message says which)
     EMPTY = "empty"  # migrated, no samples yet
     OK = "ok"
     ERROR = "error"  # a read failed; the last data is kept
@@ -101,21 +105,6 @@ class TableHistory:
     rc_hour: dict[int, int] = field(default_factory=dict)  # reincarnations in the last hour
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    at: datetime
-    kind: str
-    cluster_id: str
-    detail: dict[str, object]
-
-
-@dataclass(frozen=True, slots=True)
-class GapRow:
-    started_at: datetime
-    ended_at: datetime | None
-    reason: str
-
-
 @dataclass(frozen=True)
 class HostRaw:
     """Everything the history pane needs about one host of one site over one range."""
@@ -127,11 +116,11 @@ class HostRaw:
     end: datetime  # the range's end, aligned to the slot width (may be a little after now)
     at: datetime  # when it was read
     slot_count: int
-    runs: tuple[RunInfo, ...] = ()
+    runs: tuple[Run, ...] = ()  # those up in the range, oldest first
     tq: list[float | None] = field(default_factory=list)
     rq: list[float | None] = field(default_factory=list)
     backlog: list[float | None] = field(default_factory=list)
     rc: list[float | None] = field(default_factory=list)  # reincarnations added per slot
     kinds: dict[str, int] = field(default_factory=dict)  # event counts in the range
     events: tuple[EventRow, ...] = ()  # newest first
-    gaps: tuple[GapRow, ...] = ()
+    gaps: tuple[GapRow, ...] = ()  # the site's Redis outages in the range

@@ -10,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from qwatch.config import safe_url, sqlite_path
 from qwatch.monitor import pane, reads
 from qwatch.monitor.records import StoreInfo, StoreKind
 from qwatch.monitor.state import MonitorState
 from qwatch.redis_source import RedisReplyError, RedisSource, RedisUnavailable
-from qwatch.store.engine import create_engine
+from qwatch.store import queries
 
 log = logging.getLogger("qwatch.monitor")
 
@@ -29,6 +27,7 @@ REDIS_RETRY_MAX_S = 5.0
 POLL_TIMEOUT_S = 15.0
 STORE_EVERY_S = 2.0
 STORE_TIMEOUT_S = 15.0
+DISPOSE_TIMEOUT_S = 3.0
 # How often the history columns and pane are re-read, by range: a 7-day sparkline moves
 # one cell in hours, a 15-minute one every 30 s.
 HISTORY_EVERY_S = {"15m": 5.0, "1h": 10.0, "24h": 30.0, "7d": 60.0}
@@ -107,12 +106,10 @@ class StoreWatcher:
     ) -> None:
         self.state = state
         self.url = database_url
-        self.shown_url = safe_url(database_url)
         self.invalidate = invalidate
         self.every_s = every_s
         self.woken = asyncio.Event()
         self.engine: AsyncEngine | None = None
-        self._schema_ok = False
         self._table_read: tuple[str, float] | None = None  # (range, loop time)
         self._pane_read: tuple[str, str, str, float] | None = None  # (site, host, range, time)
         state.wake = self.woken.set
@@ -129,15 +126,23 @@ class StoreWatcher:
                     pass
                 self.woken.clear()
         finally:
-            if self.engine is not None:
-                await self.engine.dispose()
+            await self._drop_engine()
+
+    async def _drop_engine(self) -> None:
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            try:
+                async with asyncio.timeout(DISPOSE_TIMEOUT_S):
+                    await engine.dispose()
+            except Exception:  # a hung server must not hold the monitor's exit
+                log.debug("closing the history connections failed", exc_info=True)
 
     async def round(self) -> None:
         try:
             async with asyncio.timeout(STORE_TIMEOUT_S):
                 await self._read()
         except Exception as exc:  # TimeoutError included: keep what was read, say why
-            self._schema_ok = False
+            await self._drop_engine()  # open afresh (and check again) next round
             reason = "no answer" if isinstance(exc, TimeoutError) else _one_line(exc)
             self.state.set_store(
                 StoreInfo(StoreKind.ERROR, reason, newest_sample=self.state.store.newest_sample)
@@ -146,25 +151,20 @@ class StoreWatcher:
                 log.debug("reading the history failed", exc_info=True)
 
     async def _read(self) -> None:
-        path = _sqlite_file(self.url)
-        if path is not None and not path.is_file():
-            # Connecting would create the file: the monitor never writes to the store.
-            self._schema_ok = False
-            message = f"No history database at {path}."
-            self.state.set_store(StoreInfo(StoreKind.MISSING, message))
-            return
         if self.engine is None:
-            self.engine = create_engine(self.url)
-        if self._schema_ok:
-            info = await reads.freshness(self.engine)
-        else:
-            info = await reads.probe(self.engine, self.shown_url)
-            self._schema_ok = info.kind in (StoreKind.OK, StoreKind.EMPTY)
+            # Checks the file exists (connecting would create it: the monitor never writes)
+            # and the schema is this qwatch's; says what to do when not.
+            try:
+                self.engine = await queries.open_reader(self.url)
+            except queries.NotReadable as exc:
+                self.state.set_store(StoreInfo(StoreKind.UNREADABLE, str(exc)))
+                return
+        info = await reads.freshness(self.engine)
         self.state.set_store(info)
         if info.kind is StoreKind.OK:
-            await self._read_history(self.engine, info)
+            await self._read_history(self.engine)
 
-    async def _read_history(self, engine: AsyncEngine, info: StoreInfo) -> None:
+    async def _read_history(self, engine: AsyncEngine) -> None:
         state = self.state
         rng = state.range
         now = state.clock()
@@ -177,7 +177,7 @@ class StoreWatcher:
         target = state.pane_target
         if target is not None and _due(self._pane_read, (*target, rng.label), clock, every):
             raw = await reads.host_history(engine, *target, rng, now)
-            state.set_pane(pane.build(raw, info.newest_sample))
+            state.set_pane(pane.build(raw))
             self._pane_read = (*target, rng.label, clock)
 
 
@@ -190,13 +190,6 @@ def _due(
     read_at = last[-1]
     assert isinstance(read_at, float)
     return now - read_at >= every
-
-
-def _sqlite_file(url: str) -> Path | None:
-    try:
-        return sqlite_path(url)
-    except Exception:  # not a SQLite URL we can parse: the engine will say what is wrong
-        return None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -119,16 +119,11 @@ def banner(state: MonitorState, now: datetime) -> list[Line]:
 
 
 def hint(state: MonitorState) -> Line | None:
-    """Why there is no history pane, when there is none."""
-    kind = state.store.kind
-    if kind is StoreKind.UNKNOWN or state.store.usable:
-        return None
-    if kind in (StoreKind.MISSING, StoreKind.NO_SCHEMA, StoreKind.EMPTY):
-        # The way out first: a long database path must not push it off the line.
-        text = f" Start `qwatch daemon` to record history. {state.store.message}"
-    else:
-        text = f" {state.store.message}"
-    return [("class:hint", text)]
+    """Why there is no history pane, when there is none; the messages say what to do."""
+    if state.store.kind in (StoreKind.UNREADABLE, StoreKind.EMPTY):
+        message = state.store.message
+        return [("class:hint", f" {message[:1].upper()}{message[1:]}")]
+    return None
 
 
 # --- the table ---------------------------------------------------------------------------
@@ -303,15 +298,15 @@ def _summary(state: MonitorState, history: HostHistory, now: datetime) -> Line:
     return [
         ("class:pane.label", " Up "),
         ("", up),
-        ("class:pane.label", "  Availability "),
+        ("class:pane.label", "  Avail "),
         (style, avail),
         ("class:pane.label", "  Down "),
         ("", hms(history.down_s)),
-        ("class:pane.label", " of "),
-        ("", hms(history.watched_s)),
+        ("class:pane.label", "/"),
+        ("", hms(history.known_s)),
         ("class:pane.label", "  Restarts "),
         ("class:pane.warn" if history.restarts else "", str(history.restarts)),
-        ("class:pane.label", "  Vanished "),
+        ("class:pane.label", "  Gone "),
         ("", str(history.vanished)),
         ("class:pane.label", "  Runs "),
         ("", str(history.runs)),
@@ -331,38 +326,42 @@ def _trend(label: str, spark: str, value: float | None, what: str) -> Line:
 # --- the status bar ------------------------------------------------------------------------
 
 
-def status(state: MonitorState, now: datetime) -> Line:
-    parts: list[tuple[str, str]] = []
+def status(state: MonitorState, now: datetime, width: int = 1000) -> Line:
+    """The status bar; when it is too wide, the least needed parts go first."""
+    parts: list[tuple[int, str, str]] = []  # (priority: higher stays longer, style, text)
     addresses = list(dict.fromkeys(live.site.redis.address for live in state.sites.values()))
     versions = {live.version for live in state.sites.values() if live.version}
     redis = addresses[0] + (f" +{len(addresses) - 1}" if len(addresses) > 1 else "")
+    parts.append((9, "class:status", f" {redis} "))
     if versions:
-        redis += f" v{','.join(sorted(versions))}"
-    parts.append(("class:status", f" {redis} "))
+        parts.append((2, "class:status", f"v{','.join(sorted(versions))} "))
     queued = {
         live.site.name: sum(live.poll.queued.values())
         for live in state.sites.values()
         if live.poll is not None and live.poll.queued
     }
     if queued:
-        text = (
-            " ".join(f"{name} {n}" for name, n in queued.items())
-            if len(queued) > 1
-            else str(next(iter(queued.values())))
-        )
-        parts.append(("class:status", f"│ queued {text} "))
+        parts.append((4, "class:status", f"│ queued {sum(queued.values())} "))
+        if len(queued) > 1:
+            each = ", ".join(f"{name} {n}" for name, n in queued.items())
+            parts.append((1, "class:status", f"({each}) "))
     count = sum(1 for r in state.rows if r.source is Source.LIVE)
-    parts.append(("class:status", f"│ {count} cluster{'s' if count != 1 else ''} "))
-    parts.append(_sample_age(state, now))
+    parts.append((6, "class:status", f"│ {count} cluster{'s' if count != 1 else ''} "))
+    parts.append((7, *_sample_age(state, now)))
     skipped = Counter(
         s.reason for live in state.sites.values() if live.poll for s in live.poll.skipped
     )
     if skipped:
         reason, _ = skipped.most_common(1)[0]
-        more = f" +{len(skipped) - 1} more reasons" if len(skipped) > 1 else ""
-        parts.append(("class:status.warn", f"│ skipped {sum(skipped.values())}: {reason}{more} "))
-    parts.append(("class:status", "│ ? help  q quit "))
-    return parts
+        more = f" (+{len(skipped) - 1} reasons)" if len(skipped) > 1 else ""
+        text = f"│ skipped {sum(skipped.values())}: {reason}{more} "
+        parts.append((8, "class:status.warn", text))
+    parts.append((5, "class:status", "│ ? help "))
+    parts.append((2, "class:status", " q quit "))
+    # The address, the sample age and the skips always stay; the edge cuts what is left over.
+    while sum(len(text) for _, _, text in parts) > width and min(parts)[0] < 7:
+        parts.remove(min(parts, key=lambda part: part[0]))
+    return [(style, text) for _, style, text in parts]
 
 
 def _sample_age(state: MonitorState, now: datetime) -> tuple[str, str]:
@@ -372,7 +371,7 @@ def _sample_age(state: MonitorState, now: datetime) -> tuple[str, str]:
     if store.kind is StoreKind.ERROR:
         return ("class:status.bad", f"│ history: {store.message} ")
     if not store.usable or store.newest_sample is None:
-        missing = store.kind in (StoreKind.MISSING, StoreKind.NO_SCHEMA)
+        missing = store.kind is StoreKind.UNREADABLE
         return ("class:status.warn", "│ no history " if missing else "│ no samples ")
     age = (now - store.newest_sample).total_seconds()
     style = "class:status.warn" if age > state.stale_after_s else "class:status"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from qwatch.config import Site
@@ -28,6 +28,9 @@ from qwatch.stat import STATES
 
 SORT_KEYS = ("host", "id", "state", "pool", "tq", "rq", "rc", "up", "rc1h")
 DEFAULT_RANGE = "1h"
+# Django Q's records live 3 s: a run the daemon saw in that time before (or after) our
+# poll may well still be in Redis, so it is not called gone yet.
+RECORD_TTL = timedelta(seconds=3)
 _STATE_RANK = {name: rank for rank, name in enumerate(STATES)}
 
 
@@ -92,7 +95,7 @@ class SiteLive:
 
 def sort_value(row: Row, key: str) -> tuple[object, ...]:
     """Sort key for one column; unknown numbers sort as lowest, ties by host then id."""
-    tie = (row.host, row.cluster_id)
+    tie = (row.host, row.site, row.cluster_id)
     if key == "host":
         return tie
     if key == "id":
@@ -373,6 +376,8 @@ class MonitorState:
             polled = live.poll is not None
             if not polled and run.ended_at is not None:
                 continue  # before the first poll, show only what was running
+            if polled and run.ended_at is None and run.last_seen > live.poll.at - RECORD_TTL:
+                continue  # the daemon saw it after our last poll: new, or just gone
             gone_at = (run.ended_at or run.last_seen) if polled else None
             rows.append(
                 Row(
