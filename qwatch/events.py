@@ -99,6 +99,7 @@ class Tracker:
         self._live = _latest_by_key(live)
         self._high_rc = {key: stat.reincarnations for key, stat in self._live.items()}
         self._waiting: dict[str, list[ClusterStat]] = {}  # host -> vanished, not yet paired
+        self._replaced: set[Key] = set()  # stopping runs already paired with their successor
         for stat in vanished:
             self._waiting.setdefault(stat.host, []).append(stat)
         self._window = None if pair_window_s is None else timedelta(seconds=pair_window_s)
@@ -149,14 +150,17 @@ class Tracker:
         for stat in ended:
             events.append(self._vanished(stat, at, during_gap))
             self._high_rc.pop(key_of(stat), None)
-            self._waiting.setdefault(stat.host, []).append(stat)
+            if key_of(stat) in self._replaced:
+                self._replaced.discard(key_of(stat))
+            else:
+                self._waiting.setdefault(stat.host, []).append(stat)
 
         # Oldest birth first, so when two clusters start on one host the first-born is the
         # one that takes the place of the most recently vanished.
         for key, stat in sorted(current.items(), key=lambda item: (item[0][1], item[0][0])):
             previous = self._live.get(key)
             if previous is None:
-                events.extend(self._appeared(stat, at))
+                events.extend(self._appeared(stat, at, current))
             else:
                 events.extend(self._changes(previous, stat, at))
 
@@ -176,13 +180,15 @@ class Tracker:
         }
         return self._event(stat, at, VANISHED, detail)
 
-    def _appeared(self, stat: ClusterStat, at: datetime) -> list[Event]:
+    def _appeared(
+        self, stat: ClusterStat, at: datetime, current: Mapping[Key, ClusterStat]
+    ) -> list[Event]:
         self._high_rc[key_of(stat)] = stat.reincarnations
         if self._take_own_candidate(stat):
             # The same run again after its record lapsed: not a restart, and no new baseline.
             return [self._event(stat, at, APPEARED, {"status": stat.status, "returned": True})]
         events = [self._event(stat, at, APPEARED, {"status": stat.status})]
-        previous = self._take_candidate(stat)
+        previous = self._take_candidate(stat) or self._take_stopping(stat, current)
         if previous is not None:
             downtime = max(0.0, (stat.tob - previous.timestamp).total_seconds())
             detail = {
@@ -231,6 +237,29 @@ class Tracker:
         waiting.remove(chosen)
         if not waiting:
             del self._waiting[stat.host]
+        return chosen
+
+    def _take_stopping(
+        self, stat: ClusterStat, current: Mapping[Key, ClusterStat]
+    ) -> ClusterStat | None:
+        """A run on this host that is stopping as `stat` starts: a supervisor's restart.
+
+        Django Q's Stopped record outlives its process by up to 3 s, and a supervisor starts
+        the new cluster at once, so the new run appears while the old one is still listed.
+        """
+        stopping = [
+            c
+            for key, c in current.items()
+            if c.host == stat.host
+            and c.status in ("Stopping", "Stopped")
+            and c.tob < stat.tob
+            and key in self._live
+            and key not in self._replaced
+        ]
+        if not stopping:
+            return None
+        chosen = max(stopping, key=lambda c: (c.timestamp, c.tob, c.cluster_id))
+        self._replaced.add(key_of(chosen))
         return chosen
 
     def _forget_old_candidates(self, at: datetime) -> None:

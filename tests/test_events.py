@@ -415,3 +415,28 @@ def test_sample_clock_due_does_not_mark_and_forget_resets():
     assert clock.due("k", t(2))
     with pytest.raises(ValueError):
         SampleClock(0)
+
+
+def test_a_supervisor_restart_pairs_while_the_old_record_is_still_listed():
+    tracker = Tracker(SITE)
+    tracker.observe([stat("old", tob=0.0, ts=9.0)], t(9))
+    tracker.observe([stat("old", status="Stopped", tob=0.0, ts=10.0)], t(10))
+    # The new run is up before the old one's Stopped record has expired.
+    events = tracker.observe(
+        [stat("old", status="Stopped", tob=0.0, ts=10.0), stat("new", tob=10.5, ts=11.0)], t(11)
+    )
+    assert kinds(events) == [("new", APPEARED), ("new", RESTARTED)]
+    assert events[1].detail["previous"] == "old"
+    assert events[1].detail["downtime_s"] == 0.5
+    # When the old record expires it vanishes, and is not paired a second time.
+    events = tracker.observe([stat("new", tob=10.5, ts=14.0)], t(14))
+    assert kinds(events) == [("old", VANISHED)]
+    events = tracker.observe([stat("new", tob=10.5), stat("third", tob=20.0)], t(20))
+    assert kinds(events) == [("third", APPEARED)]
+
+
+def test_a_running_neighbour_is_not_a_restart():
+    tracker = Tracker(SITE)
+    tracker.observe([stat("a", tob=0.0)], t(5))
+    events = tracker.observe([stat("a", tob=0.0), stat("b", tob=4.0)], t(6))
+    assert kinds(events) == [("b", APPEARED)]
