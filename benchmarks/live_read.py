@@ -113,7 +113,7 @@ def floor_reader(client: Any, keys: list[bytes]) -> Callable[[], int]:
     return read
 
 
-async def measure(server: Any, n: int, quick: bool) -> dict[str, float]:
+async def measure(server: Any, n: int, quick: bool, busy: bool = False) -> dict[str, float]:
     import redis
     from django_q.brokers import get_broker
     from django_q.status import Stat
@@ -123,7 +123,7 @@ async def measure(server: Any, n: int, quick: bool) -> dict[str, float]:
 
     client = redis.Redis.from_url(server.url)
     client.flushdb()
-    specs = seed.make_specs(n)
+    specs = seed.make_specs(n, status_weights=[("Working", 1)]) if busy else seed.make_specs(n)
     values = seed.make_values(specs, variants=3)
     seed.write_round(client, specs, values, 0, ttl_s=600)
     keys = [spec.key.encode() for spec in specs]
@@ -213,14 +213,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="qwatch RedisSource.poll vs Stat.get_all")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument(
+        "--busy",
+        action="store_true",
+        help="every cluster Working, its queue sizes moving: no record differs from the "
+        "last only in its timestamp (the default fleet is 70 %% idle)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"machine: {seed.machine()}")
+    print("fleet: every cluster Working" if args.busy else "fleet: benchmarks/seed.py's mix")
     rows = []
     with seed.redis_server() as server:
         seed.configure_django(server.url)
         for n in sizes:
-            result = asyncio.run(measure(server, n, args.quick))
+            result = asyncio.run(measure(server, n, args.quick, args.busy))
             rows.append((n, result))
             print(
                 f"N={n:>6,}: get_all {result['get_all']:.1f} µs/cluster, "

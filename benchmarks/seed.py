@@ -127,12 +127,16 @@ class ClusterSpec:
         }
 
 
-def make_specs(n: int, seed: int = 1) -> list[ClusterSpec]:
+def make_specs(
+    n: int, seed: int = 1, status_weights: Sequence[tuple[str, int]] = _STATUS_WEIGHTS
+) -> list[ClusterSpec]:
+    """N clusters; `status_weights` [("Working", 1)] makes a fleet whose every record
+    changes more than its timestamp from one rewrite to the next (queue sizes move)."""
     rng = random.Random(seed)
     hosts = [f"web-{i:03d}.prod.example.internal" for i in range(max(1, n // 4))]
     now = datetime.now(UTC)
-    statuses = [s for s, _ in _STATUS_WEIGHTS]
-    weights = [w for _, w in _STATUS_WEIGHTS]
+    statuses = [s for s, _ in status_weights]
+    weights = [w for _, w in status_weights]
     specs = []
     for _ in range(n):
         pid = rng.randrange(1000, 4_000_000)
