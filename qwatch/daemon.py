@@ -278,12 +278,7 @@ class Daemon:
                 self._wrote.set()
 
     async def _maintenance_loop(self) -> None:
-        retention = maintenance.Retention(
-            samples=timedelta(days=self.settings.daemon.keep_samples_days),
-            minutes=timedelta(days=self.settings.daemon.keep_minutes_days),
-            hours=timedelta(days=self.settings.daemon.keep_hours_days),
-            events=timedelta(days=self.settings.daemon.keep_hours_days),
-        )
+        retention = self.settings.daemon.retention
         while True:
             await asyncio.sleep(MAINTENANCE_EVERY_S)
             if not any(site.leader for site in self.sites):

@@ -21,6 +21,7 @@ from qwatch import timeline as tl
 from qwatch.config import Settings, safe_url
 from qwatch.durations import DurationError, label, parse_duration, parse_time
 from qwatch.fmt import hms, iso, table
+from qwatch.retention import Retention
 from qwatch.store import queries
 from qwatch.store.queries import GapRow, NotReadable, Selection
 
@@ -56,7 +57,7 @@ class History:
     summary: tl.Summary
 
 
-def make_plan(request: Request, now: datetime, kept: tl.Kept) -> tl.Plan:
+def make_plan(request: Request, now: datetime, kept: Retention) -> tl.Plan:
     """The range and buckets the request asks for: last 24 h by default."""
     if request.fmt not in FORMATS:
         raise BadInput(f"--format must be one of {', '.join(FORMATS)}")
@@ -76,13 +77,6 @@ def make_plan(request: Request, now: datetime, kept: tl.Kept) -> tl.Plan:
         return tl.plan(since, until, now, every, kept)
     except tl.PlanError as error:
         raise BadInput(str(error)) from None
-
-
-def kept_from(settings: Settings) -> tl.Kept:
-    return tl.Kept(
-        samples=timedelta(days=settings.daemon.keep_samples_days),
-        minutes=timedelta(days=settings.daemon.keep_minutes_days),
-    )
 
 
 async def read(
@@ -113,7 +107,7 @@ async def run(settings: Settings, request: Request, now: datetime | None = None)
     """The whole command: check the input, read, render. Raises BadInput, NotReadable or
     queries.BadReference, each with a message for people."""
     now = now or datetime.now(UTC)
-    plan = make_plan(request, now, kept_from(settings))
+    plan = make_plan(request, now, settings.daemon.retention)
     url = settings.database_url
     async with queries.reader(url) as conn:
         if not await queries.has_history(conn):

@@ -33,6 +33,7 @@ from enum import StrEnum
 from typing import Any
 
 from qwatch.durations import label
+from qwatch.retention import Retention
 from qwatch.stat import STATES
 
 STALE_AFTER = timedelta(minutes=2)  # the daemon refreshes a live run's last_seen far faster
@@ -193,14 +194,6 @@ _ORDER = (Source.SAMPLES, Source.MINUTES, Source.HOURS)
 
 
 @dataclass(frozen=True)
-class Kept:
-    """How far back the finer tables reach (the daemon's retention)."""
-
-    samples: timedelta = timedelta(days=7)
-    minutes: timedelta = timedelta(days=35)
-
-
-@dataclass(frozen=True)
 class Plan:
     since: datetime
     until: datetime
@@ -244,7 +237,7 @@ def plan(
     until: datetime,
     now: datetime,
     every: timedelta | None = None,
-    kept: Kept | None = None,
+    kept: Retention | None = None,
 ) -> Plan:
     """Check the range and pick the bucket width (when not given) and source.
 
@@ -252,7 +245,7 @@ def plan(
     resolution `every` divides, preferring samples up to a day, minute rollups up to a
     week and hour rollups beyond. `until` past `now` is cut to now.
     """
-    kept = kept or Kept()
+    kept = kept or Retention()
     if since >= until:
         raise PlanError(f"--since ({_show(since)}) must be before --until ({_show(until)})")
     if since >= now:

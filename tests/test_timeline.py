@@ -180,8 +180,8 @@ def test_default_every_keeps_to_50_rows(length: timedelta, every: timedelta) -> 
         (40 * D, H, None, tl.Source.HOURS, H),  # minutes too: the width grows to an hour
         (D, D, 10 * S, tl.Source.SAMPLES, 10 * S),
         (3 * D, 3 * D, 30 * S, tl.Source.SAMPLES, 30 * S),  # finer than minutes: samples
-        (30 * D, 3 * D, 5 * M, tl.Source.MINUTES, 5 * M),
-        (30 * D, 30 * D, 90 * M, tl.Source.MINUTES, 90 * M),  # not whole hours
+        (12 * D, 3 * D, 5 * M, tl.Source.MINUTES, 5 * M),
+        (12 * D, 12 * D, 90 * M, tl.Source.MINUTES, 90 * M),  # not whole hours
         (D, D, H, tl.Source.SAMPLES, H),
     ],
 )

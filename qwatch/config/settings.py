@@ -11,6 +11,7 @@ from urllib.parse import quote
 from qwatch.config.database_url import default_database_url
 from qwatch.config.redis_url import fields_from_kwargs, parse_redis_url
 from qwatch.config.values import ConfigError, is_int, positive_seconds
+from qwatch.retention import KEEP_HOURS_DAYS, KEEP_MINUTES_DAYS, KEEP_SAMPLES_DAYS, Retention
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_NAME = "default"
@@ -94,9 +95,9 @@ class Site:
 class DaemonSettings:
     interval_s: float = 1.0
     sample_every_s: float = 10.0
-    keep_samples_days: int = 7
-    keep_minutes_days: int = 35
-    keep_hours_days: int = 1095
+    keep_samples_days: int = KEEP_SAMPLES_DAYS
+    keep_minutes_days: int = KEEP_MINUTES_DAYS
+    keep_hours_days: int = KEEP_HOURS_DAYS
 
     def __post_init__(self) -> None:
         # Messages use the [daemon] keys people write in qwatch.toml.
@@ -114,6 +115,12 @@ class DaemonSettings:
             value = getattr(self, key)
             if not is_int(value) or value < 1:
                 raise ConfigError(f"daemon.{key} must be a whole number of days, 1 or more")
+
+    @property
+    def retention(self) -> Retention:
+        return Retention.of_days(
+            self.keep_samples_days, self.keep_minutes_days, self.keep_hours_days
+        )
 
 
 @dataclass(frozen=True)

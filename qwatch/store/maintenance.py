@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,24 +15,11 @@ from sqlalchemy import Delete, Float, case, cast, exists, func, literal_column, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from qwatch.retention import Retention
 from qwatch.store import models as m
 
 HOURS_PER_STEP = 24
 DELETE_CHUNK = 10_000
-
-
-@dataclass(frozen=True)
-class Retention:
-    """How long each kind of row is kept."""
-
-    samples: timedelta = timedelta(days=7)
-    minutes: timedelta = timedelta(days=35)
-    hours: timedelta = timedelta(days=1095)
-    events: timedelta = timedelta(days=1095)  # and closed Redis gaps
-
-    @property
-    def longest(self) -> timedelta:
-        return max(self.samples, self.minutes, self.hours, self.events)
 
 
 def floor_hour(at: datetime) -> datetime:
