@@ -1,15 +1,17 @@
 """Build a year of history for 50 clusters, fast, for benchmarks/history_reads.py.
 
 What the daemon would leave behind at the default sampling and retention, ending now:
-raw samples every 10 s for the last 7 days, minute rollups for the last 35 days, hour
-rollups for the year, events throughout (appeared, restarted, vanished, state changes
-every few hours, a reincarnation or so a day), clusters restarted every 1 to 6 days with
-5 to 120 s of downtime, and twenty Redis gaps.
+raw samples every `DaemonSettings().sample_every_s` (10 s), minute rollups, hour rollups
+and events, each kept as long as `qwatch.retention.Retention()` keeps it by default (read
+from the code, not repeated here: 7, 14, 1,095 and 1,095 days when this was written, so
+the year's hour rollups and events are all there). Events: appeared, restarted, vanished,
+state changes every few hours, a reincarnation or so a day; clusters restart every 1 to 6
+days with 5 to 120 s of downtime; and twenty Redis gaps.
 
 Rows go in with bulk inserts (sqlite3 executemany, or asyncpg COPY), not the daemon's path:
 the schema comes from the real migrations, the rows from a deterministic generator.
 
-    .venv/bin/python benchmarks/build_history.py bench-history.sqlite3
+    .venv/bin/python benchmarks/build_history.py /tmp/bench-history.sqlite3   # ~0.65 GB
     .venv/bin/python benchmarks/build_history.py --db postgresql://user@host/bench
 """
 
@@ -28,13 +30,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from qwatch.config import DaemonSettings
+from qwatch.retention import Retention
 from qwatch.store import migrate
 from qwatch.store.engine import create_engine
 
 SITE = "shop"
-SAMPLE_EVERY = timedelta(seconds=10)
+SAMPLE_EVERY = timedelta(seconds=DaemonSettings().sample_every_s)  # the daemon's default
 MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
-KEEP_SAMPLES, KEEP_MINUTES = 7 * DAY, 35 * DAY
+KEPT = Retention()  # the daemon's default retention, as maintenance.prune applies it
 STATES = ("Starting", "Idle", "Working", "Stopping", "Stopped")
 Row = tuple[Any, ...]
 
@@ -116,7 +120,7 @@ def cluster_rows(runs: list[Run]) -> Iterator[Row]:
 
 
 def sample_rows(runs: list[Run], now: datetime) -> Iterator[Row]:
-    since = now - KEEP_SAMPLES
+    since = now - KEPT.samples
     steps = [i * SAMPLE_EVERY for i in range(MINUTE // SAMPLE_EVERY)]
     for r in runs:
         if r.end <= since:
@@ -164,7 +168,12 @@ def rollup_rows(runs: list[Run], now: datetime, width: timedelta, keep: timedelt
                 yield _rollup(r, bucket, start, stop)
 
 
-def event_rows(runs: list[Run]) -> Iterator[Row]:
+def event_rows(runs: list[Run], now: datetime) -> Iterator[Row]:
+    since = now - KEPT.events
+    return (row for row in _all_events(runs) if row[2] >= since)
+
+
+def _all_events(runs: list[Run]) -> Iterator[Row]:
     pk = 0
     previous: dict[int, Run] = {}
 
@@ -224,9 +233,10 @@ def all_rows(
     return {
         "clusters": lambda: cluster_rows(runs),
         "samples": lambda: sample_rows(runs, now),
-        "rollup_minute": lambda: rollup_rows(runs, now, MINUTE, KEEP_MINUTES),
-        "rollup_hour": lambda: rollup_rows(runs, now, HOUR, days * DAY + DAY),
-        "events": lambda: event_rows(runs),
+        "rollup_minute": lambda: rollup_rows(runs, now, MINUTE, KEPT.minutes),
+        # Runs start up to a day before the first day: keep theirs too, unless pruned.
+        "rollup_hour": lambda: rollup_rows(runs, now, HOUR, min(KEPT.hours, days * DAY + DAY)),
+        "events": lambda: event_rows(runs, now),
         "gaps": lambda: gap_rows(now, days, random.Random(seed + 1)),
     }
 
@@ -333,16 +343,19 @@ def main(argv: list[str] | None = None) -> int:
     now = datetime.now(UTC).replace(microsecond=0)
     now -= timedelta(seconds=now.second % 10)
     rows = all_rows(args.clusters, args.days, now, args.seed)
+    kept = "kept: " + ", ".join(
+        f"{name} {getattr(KEPT, name).days} d" for name in ("samples", "minutes", "hours", "events")
+    )
     started = time.perf_counter()
     if args.db:
-        print(f"building {args.days} days of {args.clusters} clusters in PostgreSQL")
+        print(f"building {args.days} days of {args.clusters} clusters in PostgreSQL, {kept}")
         asyncio.run(migrate_empty(args.db))
         asyncio.run(load_postgres(args.db, rows))
     else:
         path = Path(args.path)
         if path.exists():
             raise SystemExit(f"{path} exists: remove it or give another path")
-        print(f"building {args.days} days of {args.clusters} clusters in {path}")
+        print(f"building {args.days} days of {args.clusters} clusters in {path}, {kept}")
         asyncio.run(migrate_empty(f"sqlite:///{path.resolve()}"))
         load_sqlite(path, rows)
         print(f"  {path.stat().st_size / 1e9:.2f} GB")

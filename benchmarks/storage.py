@@ -16,7 +16,7 @@ queues, fractional averages), a few starting or stopping. Each table's size (SQL
 VACUUM) divided by its rows gives bytes per row, and from those:
 
 - per cluster per day: what one day of one cluster adds to each table;
-- steady state per cluster: 7 days of samples + 35 days of minutes + 1095 days of hours
+- steady state per cluster: the default retention (qwatch.retention.Retention) of each table
   and events (the default retention; after that, pruning deletes as much as is added);
 - the steady-state total for 50 clusters, against the README's "well under 1 GB forever".
 
@@ -42,11 +42,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import seed
+from qwatch.retention import Retention
 
 SAMPLE_EVERY_S = 10
 HOUR_DAYS = 30
 EVENTS_PER_DAY = 10  # state changes every few hours, a reincarnation or two a day
-KEEP_DAYS = {"samples": 7, "rollup_minute": 35, "rollup_hour": 1095, "events": 1095}
+_KEEP = Retention()  # qwatch's defaults, so this measures what a new install keeps
+KEEP_DAYS = {
+    "samples": _KEEP.samples.days,
+    "rollup_minute": _KEEP.minutes.days,
+    "rollup_hour": _KEEP.hours.days,
+    "events": _KEEP.events.days,
+}
 ROWS_PER_DAY = {
     "samples": 86400 // SAMPLE_EVERY_S,
     "rollup_minute": 1440,
