@@ -34,7 +34,7 @@ from typing import Any
 
 from qwatch.durations import label
 from qwatch.retention import Retention
-from qwatch.stat import STATES
+from qwatch.stat_types import STATES  # not qwatch.stat: the read side needs no Django
 
 STALE_AFTER = timedelta(minutes=2)  # the daemon refreshes a live run's last_seen far faster
 MAX_ROWS = 50  # the default bucket width keeps the table to this many rows

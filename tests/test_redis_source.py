@@ -6,7 +6,7 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Hashable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import pytest
 
 from qwatch.config import RedisSettings, Site
 from qwatch.redis_source import Poll, RedisSource, RedisUnavailable, Skipped
-from qwatch.stat import ClusterStat, Decoder
+from qwatch.stat import ClusterStat, DecodeMemo, Decoder
 from tests.plugins.redis_server import RedisServer, RedisServerFactory, TLSFiles, redis_client
 
 FIXTURES = Path("/work/shared/fixtures")
@@ -227,10 +227,15 @@ class CountingDecoder:
     def __init__(self) -> None:
         self.inner = Decoder(NAME, SECRET, (ROTATED,), "UTC")
         self.calls = 0
+        self.keys: list[Hashable] = []  # the key of each call that carried the memo
 
-    def decode(self, raw: bytes | str) -> ClusterStat:
+    def decode(
+        self, raw: bytes | str, memo: DecodeMemo | None = None, key: Hashable = None
+    ) -> ClusterStat:
         self.calls += 1
-        return self.inner.decode(raw)
+        if memo is not None:
+            self.keys.append(key)
+        return self.inner.decode(raw, memo, key)
 
 
 async def test_unchanged_records_are_not_decoded_again(redis_server: RedisServer) -> None:
@@ -252,6 +257,9 @@ async def test_unchanged_records_are_not_decoded_again(redis_server: RedisServer
         third = await source.poll()
         assert decoder.calls == len(LIVE) + 1
         assert "Idle" in {stat.status for stat in third.clusters}
+        # Every record went with its key, for the decoder's per-key memo.
+        assert len(decoder.keys) == decoder.calls
+        assert key_of("q2_url_tz_idle.txt").encode() == decoder.keys[-1]
 
 
 async def test_glob_characters_in_a_site_name_match_only_themselves(

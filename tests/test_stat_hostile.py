@@ -22,6 +22,7 @@ from django.utils.translation import gettext_lazy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import qwatch.safe_pickle
 import qwatch.stat
 from qwatch.stat import STATES, ClusterStat, DecodeError, Decoder
 from tests.test_stat import (
@@ -276,7 +277,7 @@ def _class_attributes() -> dict[tuple[str, str], dict[str, Any]]:
     """The attributes of every class a record can reach: real ones and stand-ins."""
     return {
         key: dict(vars(obj if isinstance(obj, type) else type(obj)))
-        for key, obj in qwatch.stat._ALLOWED_GLOBALS.items()
+        for key, obj in qwatch.safe_pickle.ALLOWED_GLOBALS.items()
     }
 
 
@@ -371,7 +372,7 @@ def test_memo_index_cannot_allocate_gigabytes() -> None:
 
 def test_persistent_id_refused_by_the_unpickler_too() -> None:
     # The opcode walk already refuses persistent ids; the unpickler refuses them on its own.
-    unpickler = qwatch.stat._RecordUnpickler(io.BytesIO(whole(unicode_op("pid") + b"Q")))
+    unpickler = qwatch.safe_pickle.RecordUnpickler(io.BytesIO(whole(unicode_op("pid") + b"Q")))
     with pytest.raises(DecodeError, match=r"^forbidden persistent id$"):
         unpickler.load()
 

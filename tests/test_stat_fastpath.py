@@ -1,0 +1,554 @@
+"""The decoder's fast paths give the verdicts the slow paths would, and are actually taken.
+
+- signature.Verifier (HMAC keys derived once) against Django's TimestampSigner.unsign;
+- safe_pickle.OpcodeLayout (the opcode walk remembered per layout) against the walk;
+- record_memo.KeyMemo (a timestamp-only rewrite rebuilt from its 10 bytes) against a
+  decoder that keeps no memo.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Hashable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.core.signing import BASE62_ALPHABET, BadSignature, Signer, TimestampSigner
+from django.utils.translation import gettext_lazy
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+import qwatch.safe_pickle
+import qwatch.signature
+from qwatch.record_memo import KeyMemo
+from qwatch.safe_pickle import OpcodeLayout, check_opcodes
+from qwatch.signature import MAX_TIMESTAMP_LEN, Verifier
+from qwatch.stat import ClusterStat, DecodeError, DecodeMemo, Decoder
+from tests.test_stat import (
+    EXPECTED,
+    NAME,
+    NOTZ,
+    ROTATED,
+    SECRET,
+    TEXT_CAPTURES,
+    Ops,
+    py2_stat_pickle,
+    py2_state,
+    read_record,
+    sign,
+    stat_pickle,
+    state,
+)
+from tests.test_stat_hostile import capture_pickle, hostile_calls
+
+DECODER = Decoder(NAME, SECRET, fallback_keys=[ROTATED])
+KEY = "django_q:researchq:cluster:0a1b2c3d"
+
+
+def outcome(
+    raw: bytes | str,
+    memo: DecodeMemo | None = None,
+    key: Hashable = KEY,
+    decoder: Decoder = DECODER,
+) -> ClusterStat | str:
+    """The decoder's verdict: the value, or the reason it refused."""
+    try:
+        return decoder.decode(raw, memo, key)
+    except DecodeError as err:
+        return err.reason
+
+
+# --- signature: derived HMAC keys ----------------------------------------------------------
+
+
+def django_verdict(text: str, name: str, secret: str, fallbacks: list[str]) -> tuple[str, ...]:
+    """What Django's TimestampSigner says, with either hash (the signature's length picks)."""
+    verdicts = []
+    for algorithm in ("sha256", "sha1"):
+        signer = TimestampSigner(
+            key=secret, salt=name, algorithm=algorithm, fallback_keys=fallbacks
+        )
+        try:
+            return ("ok", signer.unsign(text))
+        except BadSignature:
+            verdicts.append("bad signature")
+        except (ValueError, IndexError):  # what b62_decode raises
+            verdicts.append("bad timestamp")
+    return ("bad timestamp",) if "bad timestamp" in verdicts else ("bad signature",)
+
+
+def qwatch_verdict(verifier: Verifier, text: str) -> tuple[str, ...]:
+    try:
+        return ("ok", verifier.unsign(text))
+    except DecodeError as err:
+        return (err.reason,)
+
+
+def timestamp_field(text: str) -> str:
+    """The base62 time of a signed value: between its last two ":" (or from the start)."""
+    return text.rpartition(":")[0].rpartition(":")[2]
+
+
+SECRETS = st.text(min_size=1, max_size=30)
+TAMPER_CHARS = "aAzZ09-_:=.é\x00"
+
+
+@st.composite
+def signed_values(draw: Callable[..., Any]) -> tuple[str, str, list[str], str]:
+    """(site name, secret, fallbacks, a value signed by one of them or by another key,
+    sometimes with a timestamp of our choosing, sometimes tampered with afterwards)."""
+    name = draw(st.text(min_size=1, max_size=20))
+    secret = draw(SECRETS)
+    fallbacks = draw(st.lists(SECRETS, max_size=2))
+    key = draw(st.sampled_from([secret, *fallbacks, "not-one-of-the-keys"]))
+    algorithm = draw(st.sampled_from(["sha256", "sha1"]))
+    value = draw(st.text(max_size=40))
+    if draw(st.booleans()):
+        text = TimestampSigner(key=key, salt=name, algorithm=algorithm, fallback_keys=[]).sign(
+            value
+        )
+    else:  # signed, so that only the check of the time decides
+        stamp = draw(st.text(BASE62_ALPHABET, min_size=1, max_size=MAX_TIMESTAMP_LEN))
+        where = draw(st.integers(0, len(stamp)))
+        change = draw(st.sampled_from(["none", "sign", "bad character", "long", "empty"]))
+        if change == "sign":  # "-" and "-0" are numbers to Django's b62_decode, so here too
+            stamp = "-" + stamp[: draw(st.integers(0, len(stamp)))]
+        elif change == "bad character":
+            stamp = stamp[:where] + draw(st.sampled_from("!é +/=.-")) + stamp[where:]
+        elif change == "long":
+            stamp += "0" * draw(st.integers(1, 3))
+        elif change == "empty":
+            stamp = ""
+        signer = Signer(key=key, salt=name, algorithm=algorithm, fallback_keys=[])
+        text = signer.sign(f"{value}:{stamp}")
+    chars = list(text)
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2, 3]))):
+        where = draw(st.integers(0, len(chars)))
+        new = draw(st.sampled_from(["", *TAMPER_CHARS]))
+        chars[where : where + draw(st.integers(0, 1))] = new
+    return name, secret, fallbacks, "".join(chars)
+
+
+@pytest.mark.parametrize("derived", [True, False], ids=["derived keys", "django signers"])
+@settings(max_examples=300, deadline=None, database=None)
+@given(signed_values())
+def test_signature_verdicts_are_djangos(
+    derived: bool, case: tuple[str, str, list[str], str]
+) -> None:
+    name, secret, fallbacks, text = case
+    if derived:
+        verifier = Verifier(name, secret, fallbacks)
+        assert set(verifier._fast) == {43, 27}  # the fast path is what is tested here
+    else:  # as if Django derived its keys some other way
+        with mock.patch.object(qwatch.signature, "derive_hmac_keys", return_value=None):
+            verifier = Verifier(name, secret, fallbacks)
+        assert not verifier._fast
+    ours = qwatch_verdict(verifier, text)
+    theirs = django_verdict(text, name, secret, fallbacks)
+    event(ours[0])
+    signature_length = len(text) - text.rfind(":") - 1
+    too_long = len(timestamp_field(text)) > MAX_TIMESTAMP_LEN
+    if ":" in text and signature_length in (43, 27) and too_long:
+        # Refused before any HMAC: no real time is that long (Django would take it).
+        assert ours == ("bad timestamp",)
+    else:
+        assert ours == theirs
+
+
+def test_derived_keys_sign_as_django_does() -> None:
+    for algorithm in ("sha256", "sha1"):
+        keys = qwatch.signature.derive_hmac_keys(NAME, [SECRET, ROTATED], algorithm)
+        assert keys is not None
+        for key, hmac_key in zip([SECRET, ROTATED], keys, strict=True):
+            ours = qwatch.signature.b64_signature(hmac_key, b"value:1xWyAG", algorithm)
+            signer = Signer(key=key, salt=NAME, algorithm=algorithm, fallback_keys=[])
+            assert ours.decode() == signer.signature("value:1xWyAG")
+
+
+def test_a_django_deriving_keys_otherwise_falls_back_to_its_signers() -> None:
+    class OtherSigner(Signer):
+        def signature(self, value: str | bytes, key: str | bytes | None = None) -> str:
+            return "not what qwatch computes"
+
+    with mock.patch.object(qwatch.signature, "Signer", OtherSigner):
+        decoder = Decoder(NAME, SECRET, fallback_keys=[ROTATED])
+    assert not decoder._verifier._fast
+    for name in EXPECTED:  # every capture still verifies, through Django's TimestampSigner
+        assert isinstance(outcome(read_record(name), decoder=decoder), ClusterStat)
+    assert outcome(read_record("q2_url_tz_idle.txt"), decoder=Decoder(NAME, "wrong")) == (
+        "bad signature"
+    )
+
+
+# --- OpcodeLayout: the walk remembered per layout ------------------------------------------
+
+LAYOUT_PICKLES = [
+    *(capture_pickle(name) for name in TEXT_CAPTURES),
+    stat_pickle(state(), protocol=4),
+    stat_pickle(state(tob=datetime(2026, 1, 2, 12, 0), timestamp=datetime(2026, 1, 2, 12, 30))),
+    py2_stat_pickle(py2_state()),  # GLOBAL opcodes, whose text is structure
+]
+
+
+@st.composite
+def same_length_mutations(draw: Callable[..., Any], original: bytes) -> bytes:
+    data = bytearray(original)
+    for _ in range(draw(st.integers(1, 4))):
+        where = draw(st.integers(0, len(data) - 1))
+        if draw(st.booleans()):
+            data[where] ^= 1 << draw(st.integers(0, 7))
+        else:
+            data[where] = draw(st.integers(0, 255))
+    length_change = draw(st.sampled_from(["none"] * 8 + ["truncated", "extended"]))
+    if length_change == "truncated":
+        del data[draw(st.integers(0, len(data) - 1)) :]
+    elif length_change == "extended":  # b"\0" leaves the little-endian int as it was
+        data += draw(st.binary(min_size=1, max_size=3))
+    return bytes(data)
+
+
+def check_layout_sound(original: bytes, data: bytes) -> bool:
+    """A pickle the layout admits walks exactly as the original did; True if admitted."""
+    layout = OpcodeLayout.of(original)
+    if not layout.admits(data):
+        return False
+    check_opcodes(data)  # the walk passes it ...
+    assert OpcodeLayout.of(data) == layout  # ... reading the same bytes as structure
+    return True
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(
+    st.sampled_from(LAYOUT_PICKLES).flatmap(
+        lambda data: st.tuples(st.just(data), same_length_mutations(data))
+    )
+)
+def test_layout_admits_nothing_the_walk_refuses(case: tuple[bytes, bytes]) -> None:
+    check_layout_sound(*case)
+
+
+def test_layout_admits_value_changes_and_refuses_structure_changes() -> None:
+    """The property above is not vacuous: many mutations are admitted (values), many not."""
+    rng = random.Random(15)
+    admitted = refused = 0
+    for _ in range(3000):
+        original = rng.choice(LAYOUT_PICKLES)
+        data = bytearray(original)
+        for _ in range(rng.choice((1, 1, 2, 3))):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if check_layout_sound(original, bytes(data)):
+            admitted += 1
+        else:
+            refused += 1
+    assert admitted > 1000 and refused > 500
+
+
+@pytest.mark.parametrize("data", LAYOUT_PICKLES)
+def test_layout_admits_only_its_own_length(data: bytes) -> None:
+    layout = OpcodeLayout.of(data)
+    assert layout.admits(data)
+    for other in (data + b"\0", data + b".", data[:-1], data[:-1] + b"\0\0"):
+        assert not layout.admits(other)
+        with pytest.raises(DecodeError):
+            check_opcodes(other)
+
+
+# --- KeyMemo: timestamp-only rewrites -------------------------------------------------------
+
+
+def timestamp_at(data: bytes) -> int:
+    """Where the timestamp's 10 state bytes are in a Django Q pickle of protocol 4 or 5."""
+    at = data.rindex(b"\x8c\x09timestamp\x94h") + 16
+    assert data[at - 2 : at] == b"C\x0a"
+    return at
+
+
+def packed(when: datetime) -> bytes:
+    """A datetime's pickled state: its wall time in 10 bytes."""
+    state: bytes = when.replace(tzinfo=None).__reduce__()[1][0]
+    return state
+
+
+def retimed(data: bytes, state: bytes) -> bytes:
+    at = timestamp_at(data)
+    return data[:at] + state + data[at + 10 :]
+
+
+@pytest.fixture
+def full_decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The pickles unpickled as Stats: each is a full decode, not the fast path."""
+    calls: list[bytes] = []
+    real = qwatch.safe_pickle.unpickle
+
+    def counting(data: bytes, unpickler: type) -> object:
+        if unpickler is qwatch.safe_pickle.RecordUnpickler:
+            calls.append(data)
+        return real(data, unpickler)
+
+    monkeypatch.setattr(qwatch.safe_pickle, "unpickle", counting)
+    return calls
+
+
+@pytest.fixture
+def walks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The pickles walked to mark their layout (OpcodeLayout.of)."""
+    calls: list[bytes] = []
+    real = OpcodeLayout.of.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[OpcodeLayout], data: bytes) -> OpcodeLayout:
+        calls.append(data)
+        return real(cls, data)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(OpcodeLayout, "of", classmethod(counting))
+    return calls
+
+
+def warm(memo: DecodeMemo, data: bytes, key: Hashable = KEY, decoder: Decoder = DECODER) -> None:
+    """Two reads of the key: its first pickle is only walked, its second is the base."""
+    start = datetime(2026, 11, 27, 15, 0, 0)
+    for seconds in (0, 1):
+        raw = sign(retimed(data, packed(start + timedelta(seconds=seconds))))
+        assert isinstance(outcome(raw, memo, key, decoder), ClusterStat)
+    assert memo[key].stat is not None
+
+
+@pytest.mark.parametrize("name", TEXT_CAPTURES)
+def test_timestamp_only_rewrites_take_the_fast_path(name: str, full_decodes: list[bytes]) -> None:
+    data = capture_pickle(name)
+    memo: DecodeMemo = {}
+    warm(memo, data)
+    assert len(full_decodes) == 2
+    start = DECODER.decode(read_record(name)).timestamp.replace(tzinfo=None)
+    for step in range(1, 6):
+        when = start + timedelta(seconds=step / 2)
+        raw = sign(retimed(data, packed(when)))
+        before = len(full_decodes)
+        fast = DECODER.decode(raw, memo, KEY)
+        assert len(full_decodes) == before  # rebuilt from the 10 bytes alone
+        assert fast == DECODER.decode(raw)
+        assert fast.timestamp == when.replace(tzinfo=UTC)  # the captures' times are UTC
+
+
+def test_naive_rewrite_read_in_the_site_time_zone(full_decodes: list[bytes]) -> None:
+    paris = Decoder(NAME, SECRET, time_zone="Europe/Paris")
+    data = capture_pickle(NOTZ)
+    memo: DecodeMemo = {}
+    warm(memo, data, decoder=paris)
+    summer = datetime(2026, 7, 1, 12, 0, 0, 250000)  # UTC+2, where the base was UTC+1
+    raw = sign(retimed(data, packed(summer)))
+    before = len(full_decodes)
+    fast = paris.decode(raw, memo, KEY)
+    assert len(full_decodes) == before
+    assert fast == paris.decode(raw)
+    assert fast.timestamp == datetime(2026, 7, 1, 10, 0, 0, 250000, tzinfo=UTC)
+
+
+def test_other_changes_are_decoded_in_full(full_decodes: list[bytes]) -> None:
+    data = capture_pickle("q2_url_tz_working.txt")
+    memo: DecodeMemo = {}
+    warm(memo, data)
+    # task_q_size 1 -> 2 (BININT1's value): only a value changed, but not the timestamp's.
+    queue = data.index(b"\x8c\x0btask_q_size\x94K") + 15
+    busier = bytearray(retimed(data, packed(datetime(2026, 11, 27, 16, 0))))
+    busier[queue] += 1
+    before = len(full_decodes)
+    stat = DECODER.decode(sign(bytes(busier)), memo, KEY)
+    assert len(full_decodes) == before + 1
+    assert stat == DECODER.decode(sign(bytes(busier)))
+    assert stat.task_q_size == EXPECTED["q2_url_tz_working.txt"]["task_q_size"] + 1
+
+
+def test_no_base_unless_the_walk_read_the_tail_as_those_opcodes() -> None:
+    """KeyMemo.remember trusts the tail's bytes only where the walk marked them as Django
+    Q's opcodes; a layout that read any of them otherwise leaves no base to retime."""
+    data = capture_pickle("q2_url_tz_idle.txt")
+    stat = DECODER.decode(sign(data))
+    layout = OpcodeLayout.of(data)
+    trusted = KeyMemo()
+    trusted.remember(data, layout, stat.timestamp, stat)
+    assert trusted.stat is stat
+    tail = len(data) - data.rindex(b"\x8c\x09timestamp")
+    for back in range(1, tail + 1):  # a mark flipped anywhere in the tail, values included
+        marks = layout.mask ^ (0xFF << 8 * (len(data) - back))
+        doubted = KeyMemo()
+        doubted.remember(data, OpcodeLayout(len(data), marks, layout.bits), stat.timestamp, stat)
+        assert doubted.stat is None, back
+
+
+def test_layout_memo_skips_the_walk(walks: list[bytes]) -> None:
+    """A cluster flipping between Idle and Working, its queues moving: two layouts, then
+    every pickle is admitted by one of them and never walked again."""
+    memo: DecodeMemo = {}
+    records = [
+        sign(stat_pickle(state(status=gettext_lazy(status), task_q_size=size)))
+        for size in range(3, 9)
+        for status in ("Idle", "Working")
+    ]
+    for n, raw in enumerate(records):
+        assert outcome(raw, memo) == outcome(raw)
+        assert len(walks) == min(n, 2)  # the first only walked; Working's, Idle's marked
+    assert len(memo[KEY].layouts) == 2
+
+
+@pytest.mark.parametrize(
+    ("state_bytes", "reason"),
+    [
+        (b"\x07\xea\x0b\x1b\x1e\x00\x00\x00\x00\x00", "bad field timestamp"),  # 30 o'clock
+        (b"\x07\xea\x0b\x1b\x0f\x3c\x00\x00\x00\x00", "bad field timestamp"),  # minute 60
+        (b"\x07\xea\x02\x1f\x00\x00\x00\x00\x00\x00", "bad field timestamp"),  # 31 February
+        (b"\x07\xea\x0b\x1b\x0f\x00\x00\xff\xff\xff", "bad field timestamp"),  # 16777215 us
+        (b"\x00\x00\x0b\x1b\x0f\x00\x00\x00\x00\x00", "bad field timestamp"),  # year 0
+        (b"\x07\xea\x0d\x1b\x0f\x00\x00\x00\x00\x00", None),  # month 13: as the full decode says
+        (b"\x07\xea\x00\x1b\x0f\x00\x00\x00\x00\x00", None),  # month 0
+    ],
+)
+def test_invalid_timestamp_on_a_warm_key_is_refused(
+    state_bytes: bytes, reason: str | None, full_decodes: list[bytes]
+) -> None:
+    data = capture_pickle("q2_url_tz_idle.txt")
+    memo: DecodeMemo = {}
+    warm(memo, data)
+    raw = sign(retimed(data, state_bytes))
+    verdict = outcome(raw, memo)
+    assert isinstance(verdict, str)
+    assert verdict == outcome(raw)
+    if reason is not None:
+        assert verdict == reason
+    # The refused record left the key's base as it was: the next rewrite is fast again.
+    before = len(full_decodes)
+    raw = sign(retimed(data, packed(datetime(2026, 11, 27, 16, 0))))
+    assert outcome(raw, memo) == outcome(raw)
+    assert len(full_decodes) == before + 1  # the memo-less decode only
+
+
+def hostile_pickles(marker: Path) -> Iterator[tuple[str, bytes]]:
+    """Pickles that must be refused, some laid out exactly like the warm key's."""
+    data = capture_pickle("q2_url_tz_idle.txt")
+    for kind, (ops, _) in hostile_calls(marker).items():
+        yield kind, py2_stat_pickle(py2_state(host=Ops(ops)))
+    # Same length, same structure: only the text of STACK_GLOBAL's strings (values) differs.
+    yield "builtins global", data.replace(b"\x8c\x08datetime", b"\x8c\x08builtins", 1)
+    yield (
+        "multiprocessing.Pool",
+        data.replace(
+            b"\x8c\x0fdjango_q.status\x94\x8c\x04Stat", b"\x8c\x0fmultiprocessing\x94\x8c\x04Pool"
+        ),
+    )
+    # Next to the timestamp's 10 bytes: the memo index of its tzinfo (a value to the walk,
+    # here the Stat class), and TUPLE2 made TUPLE1.
+    at = timestamp_at(data)
+    yield "tzinfo from the memo", data[: at + 12] + b"\x02" + data[at + 13 :]
+    yield "TUPLE1", data[: at + 13] + b"\x85" + data[at + 14 :]
+
+
+def test_hostile_records_on_a_warm_key(tmp_path: Path, full_decodes: list[bytes]) -> None:
+    marker = tmp_path / "marker"
+    data = capture_pickle("q2_url_tz_idle.txt")
+    genuine = sign(retimed(data, packed(datetime(2026, 11, 27, 16, 0))))
+    same_layout = []
+    for kind, pickled in hostile_pickles(marker):
+        memo: DecodeMemo = {}
+        warm(memo, data)
+        if any(layout.admits(pickled) for layout in memo[KEY].layouts):
+            same_layout.append(kind)
+        raw = sign(pickled)
+        verdict = outcome(raw, memo)
+        assert isinstance(verdict, str), kind
+        assert verdict == outcome(raw), kind
+        # The key's base survived it: a genuine rewrite still takes the fast path.
+        before = len(full_decodes)
+        assert isinstance(outcome(genuine, memo), ClusterStat)
+        assert len(full_decodes) == before, kind
+    # Refused by the unpickler although the walk was skipped.
+    assert {"builtins global", "multiprocessing.Pool", "tzinfo from the memo"} <= set(same_layout)
+    assert not marker.exists()
+
+
+def test_captures_in_sequence_decode_as_without_a_memo() -> None:
+    rng = random.Random(27)
+    names = sorted(EXPECTED)
+    by_key: dict[str, list[str]] = {}
+    for name in names:  # each cluster's captures, in the order they were taken
+        by_key.setdefault(str(EXPECTED[name]["redis_key"]).split(" ")[0], []).append(name)
+    orders = [
+        *by_key.values(),
+        names,
+        names[::-1],
+        *(rng.sample(names, len(names)) for _ in range(3)),
+    ]
+    for order in orders:
+        memo: DecodeMemo = {}
+        for name in order * 2:
+            raw = read_record(name)
+            assert outcome(raw, memo) == outcome(raw) == DECODER.decode(raw), name
+
+
+SEQUENCE_BASES = [
+    *(capture_pickle(name) for name in TEXT_CAPTURES),
+    stat_pickle(state(), protocol=4),
+    stat_pickle(state(tob=datetime(2026, 1, 2, 12, 0), timestamp=datetime(2026, 1, 2, 12, 30))),
+    py2_stat_pickle(py2_state()),  # protocol 2: never retimed, still memoized
+]
+
+
+@st.composite
+def rewrites(draw: Callable[..., Any], base: bytes) -> bytes:
+    """What may follow `base` on its key: another timestamp (valid or not), any bytes changed
+    (mostly in and around the timestamp), or another record altogether."""
+    kind = draw(st.sampled_from(["retimed", "retimed", "state bytes", "mutated", "other"]))
+    if kind == "other":
+        return draw(st.sampled_from(SEQUENCE_BASES))
+    tail = base.rfind(b"\x8c\x09timestamp")
+    data = bytearray(base)
+    if kind in ("retimed", "state bytes") and tail > 0:
+        if kind == "retimed":
+            when = draw(
+                st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 1, 1))
+            )
+            state_bytes = packed(when)
+        else:
+            state_bytes = draw(st.binary(min_size=10, max_size=10))
+        data = bytearray(retimed(base, state_bytes))
+    else:
+        near = st.integers(max(0, len(data) - 45), len(data) - 1)
+        for _ in range(draw(st.integers(1, 4))):
+            where = draw(st.one_of(near, near, st.integers(0, len(data) - 1)))
+            data[where] = draw(st.integers(0, 255))
+        if draw(st.integers(0, 9)) == 0:
+            del data[draw(st.integers(0, len(data) - 1))]
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.sampled_from(SEQUENCE_BASES).flatmap(
+        lambda base: st.tuples(st.just(base), st.lists(rewrites(base), min_size=1, max_size=6))
+    )
+)
+def test_memo_never_changes_a_verdict(case: tuple[bytes, list[bytes]]) -> None:
+    base, rest = case
+    memo: DecodeMemo = {}
+    with mock.patch.object(
+        qwatch.safe_pickle, "unpickle", wraps=qwatch.safe_pickle.unpickle
+    ) as unpickle:
+        for data in [base, base, *rest, base]:
+            raw = sign(data)
+            calls = unpickle.call_count
+            with_memo = outcome(raw, memo)
+            event("fast path" if unpickle.call_count == calls else "full decode")
+            assert with_memo == outcome(raw)
+
+
+def test_memo_is_per_key(full_decodes: list[bytes]) -> None:
+    """Two keys, each warm with its own cluster: neither's base serves the other."""
+    idle, other = capture_pickle("q2_url_tz_idle.txt"), capture_pickle("q2_die_idle.txt")
+    memo: DecodeMemo = {}
+    warm(memo, idle, key="a")
+    warm(memo, other, key="b")
+    raw = sign(retimed(other, packed(datetime(2026, 11, 27, 16, 0))))
+    before = len(full_decodes)
+    assert outcome(raw, memo, "a") == outcome(raw, memo, "b") == outcome(raw)
+    assert len(full_decodes) == before + 2  # "b" took the fast path, "a" could not
