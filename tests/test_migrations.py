@@ -127,17 +127,8 @@ async def test_ensure_upgrades_an_empty_database(engine: AsyncEngine) -> None:
 
 def test_alembic_cli_from_checkout(tmp_path: Path) -> None:
     database = tmp_path / "cli" / "history.sqlite3"
-    alembic = Path(sys.executable).with_name("alembic")
     env = {k: v for k, v in os.environ.items() if k != "QWATCH_DATABASE_URL"}
-    done = subprocess.run(
-        [str(alembic), "-x", f"url=sqlite:///{database}", "upgrade", "head"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _alembic(env, "-x", f"url=sqlite:///{database}", "upgrade", "head")
     assert done.returncode == 0, done.stderr
     with sqlite3.connect(database) as conn:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
@@ -146,27 +137,16 @@ def test_alembic_cli_from_checkout(tmp_path: Path) -> None:
     assert version == migrate.head()
 
     env["QWATCH_DATABASE_URL"] = f"sqlite:///{database}"
-    done = subprocess.run(
-        [str(alembic), "current"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    done = _alembic(env, "current")
     assert done.returncode == 0, done.stderr
     assert migrate.head() in done.stdout
 
 
 def test_alembic_cli_defaults_to_qwatchs_database(tmp_path: Path) -> None:
     """With no URL anywhere, the same SQLite file qwatch itself uses by default."""
-    alembic = Path(sys.executable).with_name("alembic")
     env = {k: v for k, v in os.environ.items() if k != "QWATCH_DATABASE_URL"}
     env["XDG_DATA_HOME"] = str(tmp_path / "data")
-    done = subprocess.run(
-        [str(alembic), "upgrade", "head"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _alembic(env, "upgrade", "head")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "data" / "qwatch" / "history.sqlite3").is_file()
 
@@ -245,3 +225,11 @@ def test_a_built_wheel_carries_its_migrations(tmp_path):
         check=True,
     )
     assert located.stdout.strip().startswith(str(site))
+
+
+def _alembic(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The plain `alembic` command line, run from the checkout as a user would."""
+    alembic = Path(sys.executable).with_name("alembic")
+    return subprocess.run(
+        [str(alembic), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
