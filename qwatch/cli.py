@@ -15,7 +15,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from qwatch.config import ConfigError, Settings, load_settings, safe_url
-from qwatch.redis_source import RedisUnavailable
 
 log = logging.getLogger("qwatch")
 T = TypeVar("T")
@@ -77,11 +76,17 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    # Imported here, as every command imports what it uses: `history` and `report` never
+    # touch Redis, and start faster for not loading its client and the record decoder.
     from qwatch import live
+    from qwatch.redis_source import RedisUnavailable
 
     settings = settings_from(args)
     settings.require_secret()
-    polls = asyncio.run(live.read_all(settings))
+    try:
+        polls = asyncio.run(live.read_all(settings))
+    except RedisUnavailable as exc:
+        raise Unavailable(str(exc)) from None
     print(live.as_json(polls) if args.json else live.as_table(polls))
     return 0
 
@@ -280,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError) as exc:
         print(f"qwatch: {exc}", file=sys.stderr)
         return 2
-    except (RedisUnavailable, Unavailable) as exc:
+    except Unavailable as exc:
         print(f"qwatch: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -51,10 +51,26 @@ async def _diff(engine: AsyncEngine) -> list[Any]:
 
 
 def test_one_linear_history_in_the_checkout() -> None:
+    """qwatch reads revisions from file names without Alembic: hold Alembic to the same."""
     script = ScriptDirectory.from_config(migrate.make_config())
     assert script.get_heads() == [migrate.head()]
-    assert [r.revision for r in script.walk_revisions()][-1] == "0001_initial"
+    oldest_first = list(reversed(list(script.walk_revisions())))
+    assert [r.revision for r in oldest_first] == list(migrate.revisions())
+    assert [Path(r.path).stem for r in oldest_first] == list(migrate.revisions())
+    assert migrate.revisions()[0] == "0001_initial"
     assert migrate.script_location() == ROOT / "migrations"
+
+
+def test_read_commands_load_neither_alembic_nor_redis() -> None:
+    probe = (
+        "import asyncio, sys; import qwatch.cli, qwatch.history, qwatch.reports\n"
+        "from qwatch.store import migrate; from qwatch.store.engine import create_engine\n"
+        "print(asyncio.run(migrate.check(create_engine('sqlite://'))), migrate.head())\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'asyncio_redis'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"empty {migrate.head()}", "[]"]
 
 
 async def test_upgrade_and_downgrade(engine: AsyncEngine) -> None:
