@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,8 +27,9 @@ from qwatch.redis_source import Poll, RedisSource, RedisUnavailable
 from qwatch.rollup import MinuteAccumulator
 from qwatch.store import maintenance, migrate
 from qwatch.store.engine import create_engine
-from qwatch.store.reads import tracker_seed
+from qwatch.store.reads import tracker_seed, watched_at
 from qwatch.store.writer import Batch, StoreUnavailable, Writer
+from qwatch.timeline import STALE_AFTER
 
 log = logging.getLogger("qwatch.daemon")
 
@@ -41,6 +42,10 @@ OUTAGE_REMINDER_S = 60.0
 SHUTDOWN_FLUSH_S = 2.5  # of the 5 s a supervisor is promised between SIGTERM and exit
 SHUTDOWN_CLOSE_S = 1.0
 RESEED_ENDED_WITHIN = timedelta(hours=24)
+# A batch at least this often, even with nothing to write: the site's watch mark is how
+# readers tell a stopped daemon (after STALE_AFTER without a mark) from a stopped fleet.
+HEARTBEAT = timedelta(seconds=30)
+assert HEARTBEAT * 3 <= STALE_AFTER
 
 
 def utcnow() -> datetime:
@@ -66,6 +71,9 @@ class SiteLoop:
     leader: bool = False
     standby_logged: bool = False
     tracker: Tracker | None = None
+    # The previous sampler's last watch mark, until the first batch records the time since.
+    resumed_from: datetime | None = None
+    last_batch_at: datetime | None = None
     clock: SampleClock = field(init=False)
     minutes: MinuteAccumulator = field(default_factory=MinuteAccumulator)
     outage_since: datetime | None = None
@@ -80,17 +88,38 @@ class SiteLoop:
         return self.site.redis.address
 
     async def tick(self, engine_seed: SeedFn) -> Batch | None:
-        """One poll: the batch to write, or None (standby, backing off, or nothing new)."""
+        """One poll: the batch to write, or None (standby, or nothing new)."""
         loop = asyncio.get_running_loop()
-        if loop.time() < self.retry_at:
-            return None
+        if loop.time() < self.retry_at:  # backing off a failed Redis
+            return self._with_watch(None, utcnow()) if self.leader else None
         try:
             if not await self._hold_lock(engine_seed):
                 return None
             poll = await self.source.poll()
         except RedisUnavailable as exc:
-            return self._failed(exc, loop.time())
-        return self._batch(poll)
+            batch = self._failed(exc, loop.time())
+            at = batch.at if batch is not None else utcnow()
+        else:
+            batch, at = self._batch(poll), poll.at
+        return self._with_watch(batch, at) if self.leader else None
+
+    def _with_watch(self, batch: Batch | None, at: datetime) -> Batch | None:
+        """The batch, carrying what the watch needs: the time no daemon sampled the site
+        before this one took over, and a heartbeat when there is nothing else to write."""
+        if self.resumed_from is not None:
+            since, self.resumed_from = self.resumed_from, None
+            batch = batch or Batch(self.site.name, at)
+            # Closes a gap the last sampler left open; it stopped looking at `since`.
+            batch = replace(batch, gap_close=batch.gap_close or since)
+            if at - since > STALE_AFTER:
+                batch = replace(batch, unwatched=(since, at))
+        if batch is None and (
+            self.last_batch_at is None or at - self.last_batch_at >= HEARTBEAT
+        ):
+            batch = Batch(self.site.name, at)
+        if batch is not None:
+            self.last_batch_at = batch.at
+        return batch
 
     async def _hold_lock(self, engine_seed: SeedFn) -> bool:
         held = await self.source.acquire_lock(
@@ -99,7 +128,7 @@ class SiteLoop:
         if held and not self.leader:
             log.info("sampling site %r from %s", self.site.name, self.address)
             # Resume from the history: a takeover or restart must not re-announce clusters.
-            self.tracker = await engine_seed(self.site.name)
+            self.tracker, self.resumed_from = await engine_seed(self.site.name)
             self.minutes = MinuteAccumulator()
             self.clock = SampleClock(self.sample_every_s)
         elif not held and (self.leader or not self.standby_logged):
@@ -172,18 +201,20 @@ class SiteLoop:
 
 
 class SeedFn:
-    """Builds a site's tracker from the history, so a restart or takeover emits no false events."""
+    """A site's tracker and last watch mark from the history, so a restart or takeover
+    emits no false events and records how long nobody watched."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def __call__(self, site: str) -> Tracker:
+    async def __call__(self, site: str) -> tuple[Tracker, datetime | None]:
         try:
             live, ended = await tracker_seed(self.engine, site, utcnow() - RESEED_ENDED_WITHIN)
+            mark = await watched_at(self.engine, site)
         except Exception as exc:  # a database outage must not stop sampling
             log.warning("could not read site %r's history to resume from (%s)", site, exc)
-            return Tracker(site)
-        return Tracker(site, live=live, vanished=ended)
+            return Tracker(site), None
+        return Tracker(site, live=live, vanished=ended), mark
 
 
 class Daemon:

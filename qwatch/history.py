@@ -210,7 +210,7 @@ def summary_text(history: History) -> str:
     else:
         lines.append(("availability", f"{a.ratio:.2%} (up {hms(a.up_s)} of {hms(a.known_s)})"))
     if a.unknown_s > 0:
-        gaps = f" ({hms(a.gap_s)} in Redis gaps)" if a.gap_s > 0 else ""
+        gaps = f" ({hms(a.gap_s)} in gaps)" if a.gap_s > 0 else ""
         lines.append(("unknown", f"{hms(a.unknown_s)}{gaps}"))
     longest = s.longest_downtime
     down = (
@@ -325,7 +325,12 @@ def summary_json(history: History) -> dict[str, Any]:
         "tq_mean": _r(s.tq_mean),
         "tq_max": s.tq_max,
         "gaps": [
-            {"started_at": iso(g.started_at), "ended_at": iso(g.ended_at), "reason": g.reason}
+            {
+                "started_at": iso(g.started_at),
+                "ended_at": iso(g.ended_at),
+                "kind": g.kind,
+                "reason": g.reason,
+            }
             for g in history.gaps
         ],
     }

@@ -17,8 +17,9 @@ Rules (docs/reporting.md says the same for the SQL views)
   (no `ended_at`) is up to `now` while the daemon still refreshes its `last_seen` (within
   STALE_AFTER), else to its `last_seen`: the daemon stopped watching then, because a
   watching daemon either refreshes a run or ends it. The rest of the range is unwatched.
-- Time is *unknown*, neither up nor down, inside Redis gaps, before the selection was
-  first seen, and after the daemon stopped watching. Availability = up / (range - unknown).
+- Time is *unknown*, neither up nor down, inside gaps (Redis unreachable, or no daemon
+  sampling: see GapKind), before the selection was first seen, and after the daemon
+  stopped watching. Availability = up / (range - unknown).
 - Downtime is known time in which no run of the selection was up; restarts on one host
   leave downtime between one run's end and the next one's first sighting.
 """
@@ -37,6 +38,14 @@ from qwatch.retention import Retention
 from qwatch.stat_types import STATES  # not qwatch.stat: the read side needs no Django
 
 STALE_AFTER = timedelta(minutes=2)  # the daemon refreshes a live run's last_seen far faster
+
+
+class GapKind(StrEnum):
+    """Why a site went unseen for a while (the `kind` of a row in the gaps table)."""
+
+    REDIS = "redis"  # the daemon ran but could not read Redis
+    UNWATCHED = "unwatched"  # no daemon sampled the site (its watch mark went stale)
+
 MAX_ROWS = 50  # the default bucket width keeps the table to this many rows
 MAX_BUCKETS = 10_000  # refuse an explicit width that would print more
 # Buckets line up on multiples of their width from a Monday, so weeks start on Mondays
@@ -298,7 +307,7 @@ class Availability:
     range_s: float  # the whole range
     observed: Span | None  # from the first sighting to the end of watching, within the range
     unknown_s: float  # range time in gaps, before the first sighting or after watching ended
-    gap_s: float  # of which Redis gaps
+    gap_s: float  # of which in gaps
     up_s: float  # known time with some run of the selection up
     down_s: float  # known time with none up
 
@@ -379,8 +388,8 @@ class Bucket:
     uptime_s: float | None  # the newest run's uptime at the end of the bucket (or of the run)
     up_s: float  # known time with some run up
     down_s: float  # known time with none up
-    unknown_s: float  # Redis gaps, before the first sighting, after watching stopped
-    gap_s: float  # of which Redis gaps
+    unknown_s: float  # gaps, before the first sighting, after watching stopped
+    gap_s: float  # of which in gaps
 
     @property
     def label(self) -> str:

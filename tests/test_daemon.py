@@ -8,7 +8,7 @@ import os
 import signal
 import sqlite3
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -230,6 +230,34 @@ def test_schema_versions_are_checked(redis_server, tmp_path):
     assert newer.returncode == 2
     assert "newer than this qwatch" in newer.stderr
     assert len(newer.stderr.strip().splitlines()) == 1
+
+
+def test_time_without_a_daemon_is_a_gap_not_downtime(redis_server, tmp_path):
+    path = tmp_path / "history.sqlite3"
+    args = {"name": NAME, "redis_url": redis_server.url, "db_url": f"sqlite:///{path}"}
+    # An empty fleet still leaves the daemon's mark: nothing else tells readers it ran.
+    assert run_qwatch("daemon", "--once", **args).returncode == 0
+    ((first_mark,),) = query(args["db_url"], "SELECT watched_at FROM watches")
+
+    # As if that daemon had stopped ten minutes ago, in a Redis outage it never saw end.
+    stopped = datetime.now(UTC) - timedelta(minutes=10)
+
+    def as_stored(at: datetime) -> str:  # SQLAlchemy's text for a UTC time in SQLite
+        return at.replace(tzinfo=None).isoformat(" ", timespec="microseconds")
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE watches SET watched_at = ?", (as_stored(stopped),))
+        conn.execute(
+            "INSERT INTO gaps (site, started_at, reason) VALUES (?, ?, 'redis down')",
+            (NAME, as_stored(stopped - timedelta(minutes=1))),
+        )
+    assert run_qwatch("daemon", "--once", **args).returncode == 0
+
+    gaps = query(args["db_url"], "SELECT kind, started_at, ended_at FROM gaps ORDER BY started_at")
+    ((mark,),) = query(args["db_url"], "SELECT watched_at FROM watches")
+    assert [kind for kind, _, _ in gaps] == ["redis", "unwatched"]
+    assert gaps[0][2] == gaps[1][1] == as_stored(stopped)
+    assert gaps[1][2] == mark > first_mark
 
 
 def test_shutdown_is_bounded_when_the_database_is_locked(

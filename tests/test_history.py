@@ -430,7 +430,7 @@ def test_cli_table_csv_json(
     assert all(len(line) <= 80 for line in out.splitlines()), out
     assert "a1b2c3d4-0000-4000-8000-00000000b002" not in out  # short ids in the table
     assert "availability    99.93% (up 23:57:00 of 23:58:00)" in out
-    assert "restarts        1" in out and "unknown         0:02:00 (0:02:00 in Redis" in out
+    assert "restarts        1" in out and "unknown         0:02:00 (0:02:00 in gaps)" in out
 
     code, out, _ = qwatch(capsys, "history", "web-1", *rng, "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))

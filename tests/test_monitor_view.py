@@ -24,7 +24,7 @@ from qwatch.monitor.state import Focus, MonitorState, Source
 from qwatch.redis_source import Poll, Skipped
 from qwatch.stat import ClusterStat
 from qwatch.store.queries import GapRow
-from qwatch.timeline import EventRow, Run
+from qwatch.timeline import EventRow, GapKind, Run
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 SITE = Site(
@@ -532,6 +532,20 @@ def test_pane_stops_counting_when_the_daemon_stopped_watching() -> None:
     history = pane.build(raw)
     assert history.known_s == pytest.approx(30 * 60)
     assert history.availability == pytest.approx(1.0)
+
+
+def test_pane_counts_time_nobody_sampled_as_unknown_even_with_every_run_ended() -> None:
+    # The cluster ended 50 minutes ago and the daemon stopped 40 minutes ago (its watch
+    # mark, read as an open gap): the 10 minutes in between are down, the rest unknown.
+    raw = HostRaw(
+        "shop", "web-1", "1h", *RANGES[1].window(NOW, 30)[:2], NOW, 30,
+        (run(1, "run1", seen=70, last=50, ended=50),),
+        gaps=(GapRow("shop", at(40), None, "no qwatch daemon is sampling", GapKind.UNWATCHED),),
+    )  # fmt: skip
+    history = pane.build(raw)
+    assert history.known_s == pytest.approx(20 * 60)
+    assert history.down_s == pytest.approx(10 * 60)
+    assert history.events[0].text.startswith("Not sampled 0:40:00, still")
 
 
 def test_idle_working_flips_fold_into_one_line() -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from qwatch.events import Event
 from qwatch.rollup import MinuteRow
 from qwatch.stat import ClusterStat
-from qwatch.store import migrate
+from qwatch.store import migrate, queries
 from qwatch.store import models as m
 from qwatch.store.engine import create_engine, is_unavailable
 from qwatch.store.maintenance import Retention, prune, roll_up_hours
@@ -166,6 +166,64 @@ async def test_replay_without_samples_is_recognised_by_its_events(engine: AsyncE
     assert await writer.flush() == 3
     assert [r.n for r in await rows(engine, m.RollupMinute)] == [3]
     assert await count(engine, m.Event) == 1
+
+
+async def test_a_lost_commit_reply_merges_no_minute_twice(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A minutes-only batch has no sample or event to recognise it by: its watch mark does."""
+    writer = Writer(engine)
+    writer.submit(poll(T0, stat()))
+    assert await writer.flush() == 1
+    later = T0 + timedelta(minutes=1)
+    writer.submit(Batch(site=SITE, at=later, minutes=[minute("c-1", T0, 3, 2.0)]))
+    write = writer._write
+
+    async def reply_lost(batch: Batch) -> Any:
+        await write(batch)  # committed
+        monkeypatch.setattr(writer, "_write", write)
+        raise OSError("connection reset before the reply to COMMIT")
+
+    monkeypatch.setattr(writer, "_write", reply_lost)
+    with pytest.raises(StoreUnavailable):
+        await writer.flush()
+    assert writer.pending == 1
+    assert await writer.flush() == 1  # the replay
+    assert [r.n for r in await rows(engine, m.RollupMinute)] == [3]
+    assert [w.watched_at for w in await rows(engine, m.Watch)] == [later]
+
+
+async def test_watch_marks_and_unwatched_time(engine: AsyncEngine) -> None:
+    writer = Writer(engine)
+    stopped = T0 + timedelta(seconds=30)
+    writer.submit(poll(T0, stat(), gap_open=(T0, "redis down")))  # never saw it end
+    writer.submit(Batch(site=SITE, at=stopped))  # a heartbeat: the mark only
+    assert await writer.flush() == 2
+    assert [(w.site, w.watched_at) for w in await rows(engine, m.Watch)] == [(SITE, stopped)]
+
+    # Readers: a mark older than STALE_AFTER at the end of the range is a stopped daemon.
+    async with engine.connect() as conn:
+        soon = await queries.gaps(conn, [SITE], T0, stopped + timedelta(minutes=1))
+        later = await queries.gaps(conn, [SITE], T0, stopped + timedelta(hours=1))
+    assert [(g.kind, g.started_at, g.ended_at) for g in soon] == [("redis", T0, None)]
+    assert [(g.kind, g.started_at, g.ended_at) for g in later] == [
+        ("redis", T0, None),
+        ("unwatched", stopped, None),
+    ]
+
+    # The daemon taking over an hour later: the old gap ends where the last one stopped
+    # looking, and the hour nobody sampled is a gap of its own.
+    back = stopped + timedelta(hours=1)
+    writer.submit(Batch(site=SITE, at=back, gap_close=stopped, unwatched=(stopped, back)))
+    assert await writer.flush() == 1
+    gaps = await rows(engine, m.Gap, m.Gap.started_at)
+    assert [(g.kind, g.started_at, g.ended_at) for g in gaps] == [
+        ("redis", T0, stopped),
+        ("unwatched", stopped, back),
+    ]
+    async with engine.connect() as conn:
+        now_gaps = await queries.gaps(conn, [SITE], T0, back + timedelta(seconds=1))
+    assert [g.ended_at for g in now_gaps] == [stopped, back]  # no open one: watched again
 
 
 async def test_later_polls_update_clusters_and_close_gaps(engine: AsyncEngine) -> None:

@@ -2,7 +2,7 @@
 
 Availability, downtime and what counts as unknown follow `qwatch.timeline`, the rules of
 `qwatch history`, so the pane and the command never disagree: a run is up from its first
-sighting to its end, Redis gaps and unwatched time are neither up nor down.
+sighting to its end, gaps (Redis out, no daemon) and unwatched time are neither up nor down.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from qwatch import timeline
 from qwatch.fmt import hms
 from qwatch.monitor.records import HostRaw
 from qwatch.monitor.spark import peak, sparkline
-from qwatch.timeline import EventRow, Span
+from qwatch.timeline import EventRow, GapKind, Span
 
 if TYPE_CHECKING:
     from qwatch.store.queries import GapRow
@@ -112,7 +112,8 @@ def event_lines(
     for gap in gaps:
         length = hms(((gap.ended_at or now) - gap.started_at).total_seconds())
         state = "" if gap.ended_at else ", still"
-        text = f"Redis unreachable {length}{state}: {gap.reason}"
+        what = "Not sampled" if gap.kind == GapKind.UNWATCHED else "Redis unreachable"
+        text = f"{what} {length}{state}: {gap.reason}"
         lines.append(EventLine(gap.started_at, "gap", text))
     lines.sort(key=lambda line: line.at, reverse=True)
     return lines

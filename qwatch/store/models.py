@@ -26,6 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from qwatch.timeline import GapKind
+
 # Predictable constraint names, so a later revision can drop or alter them by name
 # (Alembic docs, "The Importance of Naming Constraints").
 NAMING_CONVENTION = {
@@ -157,7 +159,9 @@ class Event(Base):
 
 
 class Gap(Base):
-    """A Redis outage seen by the daemon, so it is not mistaken for clusters vanishing."""
+    """Time a site's clusters went unseen for want of a look, not for want of clusters:
+    Redis unreachable, or no daemon sampling. Readers count it as unknown, never as down.
+    """
 
     __tablename__ = "gaps"
     # Unique rather than a plain index: a replayed batch must not open the same gap twice.
@@ -168,6 +172,22 @@ class Gap(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # None while open
     reason: Mapped[str] = mapped_column(String)
+    kind: Mapped[str] = mapped_column(String, server_default=GapKind.REDIS.value)
+
+
+class Watch(Base):
+    """Per site, the time of the newest poll a daemon wrote: its sign of life.
+
+    Written with every batch (the daemon writes one at least every 30 s), so readers can
+    tell a stopped daemon from a fleet that stopped, and a replayed batch can tell that
+    its first attempt was committed after all.
+    """
+
+    __tablename__ = "watches"
+
+    site: Mapped[str] = mapped_column(String, primary_key=True)
+    watched_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    batch: Mapped[str] = mapped_column(String)  # the id of the newest batch written
 
 
 class _Rollup:

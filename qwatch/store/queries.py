@@ -22,7 +22,7 @@ from qwatch.config import safe_url, sqlite_path
 from qwatch.store import migrate
 from qwatch.store import models as m
 from qwatch.store.engine import create_engine
-from qwatch.timeline import EventRow, Point, Run, Source, Span
+from qwatch.timeline import STALE_AFTER, EventRow, GapKind, Point, Run, Source, Span
 
 MAX_CANDIDATES = 10  # listed in an "ambiguous" message
 
@@ -373,23 +373,29 @@ async def events(
 class GapRow:
     site: str
     started_at: datetime
-    ended_at: datetime | None  # None while Redis is still out
+    ended_at: datetime | None  # None while still open
     reason: str
+    kind: str = GapKind.REDIS
 
     def span(self, now: datetime) -> Span:
         return Span(self.started_at, self.ended_at or max(now, self.started_at))
 
 
+NOT_WATCHED_REASON = "no qwatch daemon is sampling this site"
+
+
 async def gaps(
     conn: AsyncConnection, sites: Iterable[str], start: datetime, end: datetime
 ) -> list[GapRow]:
-    """Redis outages of `sites` overlapping [start, end), oldest first."""
-    g = m.Gap.__table__
+    """Time `sites` went unseen overlapping [start, end), oldest first: Redis outages,
+    time no daemon sampled, and, open, the time since the watch mark of a site whose
+    daemon stopped (no mark for STALE_AFTER before `end`, which is at most now)."""
+    g, w = m.Gap.__table__, m.Watch.__table__
     names = list(sites)
     if not names:
         return []
     query = (
-        select(g)
+        select(g.c.site, g.c.started_at, g.c.ended_at, g.c.reason, g.c.kind)
         .where(
             g.c.site.in_(names),
             g.c.started_at < end,
@@ -397,4 +403,11 @@ async def gaps(
         )
         .order_by(g.c.started_at)
     )
-    return [GapRow(r.site, r.started_at, r.ended_at, r.reason) for r in await conn.execute(query)]
+    rows = [GapRow(*row) for row in await conn.execute(query)]
+    stopped = select(w.c.site, w.c.watched_at).where(
+        w.c.site.in_(names), w.c.watched_at < end - STALE_AFTER
+    )
+    for site, since in await conn.execute(stopped):
+        rows.append(GapRow(site, since, None, NOT_WATCHED_REASON, GapKind.UNWATCHED))
+    rows.sort(key=lambda gap: gap.started_at)
+    return rows

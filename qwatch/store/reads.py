@@ -8,7 +8,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qwatch.stat import ClusterStat
-from qwatch.store.models import Cluster, Sample
+from qwatch.store.models import Cluster, Sample, Watch
 
 
 async def tracker_seed(
@@ -65,3 +65,9 @@ async def tracker_seed(
             )
             (live if row.ended_at is None else ended).append(stat)
     return live, ended
+
+
+async def watched_at(engine: AsyncEngine, site: str) -> datetime | None:
+    """When a daemon last wrote a poll of `site`, or None if none ever did."""
+    async with engine.connect() as conn:
+        return await conn.scalar(select(Watch.watched_at).where(Watch.site == site))

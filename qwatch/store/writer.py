@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import ChainMap, deque
 from collections.abc import MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, case, cast, exists, func, select, update
+from sqlalchemy import ColumnElement, Float, case, cast, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -25,10 +26,12 @@ from qwatch.rollup import MinuteRow
 from qwatch.stat import ClusterStat
 from qwatch.store import models as m
 from qwatch.store.engine import is_unavailable
+from qwatch.timeline import GapKind
 
 log = logging.getLogger("qwatch.store")
 
 ClusterKey = tuple[str, str, datetime]  # (site, cluster_id, tob)
+UNWATCHED_REASON = "no qwatch daemon was sampling this site"
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,10 @@ class Batch:
     minutes: Sequence[MinuteRow] = ()  # merged into what the minute already holds
     gap_open: tuple[datetime, str] | None = None  # (started_at, reason)
     gap_close: datetime | None = None  # ended_at of the site's open gap; applied first
+    # (since, until): no daemon sampled the site in between, found on taking it over.
+    unwatched: tuple[datetime, datetime] | None = None
+    # Kept in the site's watch mark, so a replayed batch can tell it was committed.
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class StoreUnavailable(Exception):
@@ -175,8 +182,10 @@ class Writer:
         async with self._engine.begin() as conn:
             upsert = _Upsert(conn.dialect.name)
             await self._upsert_clusters(conn, upsert, batch, ids)
-            if not await _already_written(conn, batch, ids):
-                await self._write_rows(conn, upsert, batch, ids)
+            if batch.minutes and await _already_written(conn, batch):
+                return ids.maps[0]
+            await self._write_rows(conn, upsert, batch, ids)
+            await _mark_watched(conn, upsert, batch)
         return ids.maps[0]
 
     async def _upsert_clusters(
@@ -281,46 +290,58 @@ async def _write_gaps(conn: AsyncConnection, upsert: _Upsert, batch: Batch) -> N
         await conn.execute(
             update(gaps)
             .where(gaps.c.site == batch.site, gaps.c.ended_at.is_(None))
-            .values(ended_at=batch.gap_close)
+            # A gap left open by a daemon that died ends where that daemon's watch ended.
+            .values(
+                ended_at=upsert.greatest(
+                    gaps.c.started_at, literal(batch.gap_close, gaps.c.started_at.type)
+                )
+            )
+        )
+    if batch.unwatched is not None:
+        since, until = batch.unwatched
+        await conn.execute(
+            upsert.insert(gaps)
+            .on_conflict_do_nothing(index_elements=["site", "started_at"])
+            .values(
+                site=batch.site,
+                started_at=since,
+                ended_at=until,
+                reason=UNWATCHED_REASON,
+                kind=GapKind.UNWATCHED,
+            )
         )
     if batch.gap_open is not None:
         started_at, reason = batch.gap_open
         await conn.execute(
             upsert.insert(gaps)
             .on_conflict_do_nothing(index_elements=["site", "started_at"])
-            .values(site=batch.site, started_at=started_at, reason=reason)
+            .values(site=batch.site, started_at=started_at, reason=reason, kind=GapKind.REDIS)
         )
 
 
-async def _already_written(
-    conn: AsyncConnection, batch: Batch, ids: MutableMapping[ClusterKey, int]
-) -> bool:
-    """Whether a replayed batch's commit had gone through after all.
+async def _already_written(conn: AsyncConnection, batch: Batch) -> bool:
+    """Whether a replayed batch's commit had gone through after all (its reply was lost).
 
-    Only the minute merge is additive, so only it needs this. A sample, or failing that an
-    event, has a unique key: finding the batch's first one means the batch was applied.
-    A batch with neither (minute rows only) cannot tell, and would merge twice if the reply
-    to its COMMIT was lost — a window of one round trip, on PostgreSQL only.
+    Only the minute merge is additive, so only it needs this; every other row is an
+    upsert or insert-if-absent on a natural key. Every batch leaves its id in its site's
+    watch mark, and only the head of the queue is ever replayed, so finding this batch's id
+    there means it committed. (If another daemon took the site over in between, the mark
+    moved on and the minutes merge twice: a lost reply and a takeover at once.)
     """
-    if not batch.minutes:
-        return False
-    if batch.samples:
-        stat, _, at = batch.samples[0]
-        pk = ids[(batch.site, stat.cluster_id, stat.tob)]
-        s = m.Sample.__table__
-        query = exists().where(s.c.cluster_pk == pk, s.c.sampled_at == at)
-    elif batch.events:
-        event = batch.events[0]
-        pk = await _Resolver(conn, ids)(event.site, event.cluster_id, event.tob)
-        if pk is None:
-            return False
-        e = m.Event.__table__
-        query = exists().where(
-            e.c.cluster_pk == pk, e.c.at == event.at, e.c.kind == event.kind
+    w = m.Watch.__table__
+    last = await conn.scalar(select(w.c.batch).where(w.c.site == batch.site))
+    return last == batch.id
+
+
+async def _mark_watched(conn: AsyncConnection, upsert: _Upsert, batch: Batch) -> None:
+    w = m.Watch.__table__
+    stmt = upsert.insert(w).values(site=batch.site, watched_at=batch.at, batch=batch.id)
+    newest = upsert.greatest(w.c.watched_at, stmt.excluded.watched_at)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["site"], set_={"watched_at": newest, "batch": stmt.excluded.batch}
         )
-    else:
-        return False
-    return bool(await conn.scalar(select(query)))
+    )
 
 
 class _Resolver:
