@@ -10,7 +10,8 @@ For each N a throwaway redis-server is seeded with N realistic signed django-q2 
   cache empty): SCAN + MGET + verify + restricted decode + LLEN.
 - qwatch changed: a long-lived RedisSource (as in the daemon and the monitor) polling after
   every record was rewritten with another signed value (as live clusters do every 0.5 s),
-  so nothing in its decode cache matches: the steady state of a poll loop.
+  its pickle never one read before, so nothing in its decode cache matches: the steady
+  state of a poll loop.
 - qwatch unchanged: a poll of the same bytes as the previous poll (the cache hits).
 - floor: redis-py MGET of the same keys + HMAC-SHA256 (key derived once) + base64 + zlib +
   an unpickle restricted to stand-ins, inline, with no checks and no result objects: about
@@ -124,11 +125,13 @@ async def measure(server: Any, n: int, quick: bool, busy: bool = False) -> dict[
     client = redis.Redis.from_url(server.url)
     client.flushdb()
     specs = seed.make_specs(n, status_weights=[("Working", 1)]) if busy else seed.make_specs(n)
-    values = seed.make_values(specs, variants=3)
+    reps = repetitions(n, quick)
+    # A variant per round (3 warm-up rounds, then one per repetition): as with live clusters,
+    # whose timestamps always move, no poll reads a pickle any earlier poll read.
+    values = seed.make_values(specs, variants=reps + 4)
     seed.write_round(client, specs, values, 0, ttl_s=600)
     keys = [spec.key.encode() for spec in specs]
     site = Site(name=seed.SITE, secret_key=seed.SECRET_KEY, redis=server.settings())
-    reps = repetitions(n, quick)
 
     broker = get_broker()
     got = Stat.get_all(broker)

@@ -1,8 +1,10 @@
 """`qwatch report [NAME]`: list the SQL report views, or run one over a time range.
 
-The views themselves live in migrations/versions/0002_report_views.py, so psql and sqlite3
-users get the same rows; this module only knows their names, which column holds their
-time, and how to print them. docs/reporting.md describes every column.
+The views themselves live in the migrations (migrations/versions/0002_report_views.py, and
+0004_daily_availability_by_day.py, which redefined daily_availability so that the range's
+filter on `day` limits its work to the days asked for), so psql and sqlite3 users get the
+same rows; this module only knows their names, which column holds their time, and how to
+print them. docs/reporting.md describes every column.
 """
 
 from __future__ import annotations

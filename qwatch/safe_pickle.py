@@ -250,12 +250,15 @@ class OpcodeLayout:
 
 # --- loading --------------------------------------------------------------------------------
 
+# A Python 2 writer's byte strings (datetime states, host) come back as str, decoded so
+# (pickle_flow reads them the same way).
+PY2_STR_ENCODING = "latin1"
+
 
 def unpickle(data: bytes, unpickler: type[pickle.Unpickler]) -> object:
     """Run `unpickler` on `data`, whose opcodes the caller has checked."""
     try:
-        # latin1: a Python 2 writer's byte strings (datetime states, host) come back as str.
-        return unpickler(io.BytesIO(data), encoding="latin1").load()
+        return unpickler(io.BytesIO(data), encoding=PY2_STR_ENCODING).load()
     except DecodeError:
         raise
     except Exception:

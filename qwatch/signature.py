@@ -4,10 +4,11 @@
 the site's keys, sha256 or sha1 by the signature's length, no max_age), as a DecodeError.
 
 The fast path: Django's `salted_hmac` hashes `salt + "signer" + secret` into the HMAC key on
-every call; `Verifier` derives each key once and computes the HMAC itself. It is safe
-because it is used only for a key derivation that reproduces Django's own `Signer.signature`
-for a probe value at construction; if a Django version ever derives keys otherwise, the
-Verifier falls back to Django's signers rather than refusing every record.
+every call; `Verifier` derives each key once, keys an HMAC with it once, and per record
+copies that HMAC (sparing the hashing of the key's pads). It is safe because it is used only
+for a key derivation that reproduces Django's own `Signer.signature` for a probe value at
+construction; if a Django version ever derives keys otherwise, the Verifier falls back to
+Django's signers rather than refusing every record.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ def b64decode(text: str) -> bytes:
 def b64_signature(hmac_key: bytes, value: bytes, algorithm: str) -> bytes:
     # django.core.signing.b64_encode: urlsafe base64 without padding.
     return base64.urlsafe_b64encode(hmac.digest(hmac_key, value, algorithm)).rstrip(b"=")
+
+
+def _b64_signature_from(keyed: hmac.HMAC, value: bytes) -> bytes:
+    """b64_signature with an HMAC already keyed: a copy skips hashing the key's pads, a
+    third of the cost for a record."""
+    mac = keyed.copy()
+    mac.update(value)
+    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
 
 
 def derive_hmac_keys(name: str, keys: Sequence[str], algorithm: str) -> tuple[bytes, ...] | None:
@@ -87,12 +96,20 @@ class Verifier:
             )
             for sig_len, algorithm in ALGORITHM_BY_SIG_LEN.items()
         }
-        # Signature length -> (algorithm, derived keys), where the fast path matches Django.
-        self._fast: dict[int, tuple[str, tuple[bytes, ...]]] = {}
+        # Signature length -> an HMAC keyed with each derived key, where the fast path
+        # matches Django.
+        self._fast: dict[int, tuple[hmac.HMAC, ...]] = {}
         for sig_len, algorithm in ALGORITHM_BY_SIG_LEN.items():
             derived = derive_hmac_keys(name, [secret_key, *fallback_keys], algorithm)
-            if derived is not None:
-                self._fast[sig_len] = (algorithm, derived)
+            if derived is None:
+                continue
+            keyed = tuple(hmac.new(key, digestmod=algorithm) for key in derived)
+            probe = b"qwatch:self-check"
+            if all(
+                _b64_signature_from(mac, probe) == b64_signature(key, probe, algorithm)
+                for mac, key in zip(keyed, derived, strict=True)
+            ):
+                self._fast[sig_len] = keyed
 
     def unsign(self, text: str) -> str:
         """The signed payload (what precedes the timestamp), or DecodeError "bad signature"
@@ -110,11 +127,10 @@ class Verifier:
                 return signer.unsign(text)
             # TimestampSigner.unsign, with the keys derived once: the signature over
             # everything before the last ":", by any of the keys; then the base62 time.
-            algorithm, keys = fast
             value = text[:sig_sep]
             message, signature = value.encode(), text[sig_sep + 1 :].encode()  # force_bytes
-            for key in keys:
-                if hmac.compare_digest(signature, b64_signature(key, message, algorithm)):
+            for keyed in fast:
+                if hmac.compare_digest(signature, _b64_signature_from(keyed, message)):
                     break
             else:
                 raise BadSignature("signature does not match")

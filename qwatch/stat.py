@@ -16,14 +16,15 @@ from __future__ import annotations
 import operator
 import pickle
 import zlib
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from qwatch.record_memo import DecodeMemo, KeyMemo
+from qwatch.pickle_flow import DATETIME_KEYS, INT_KEYS
+from qwatch.record_memo import DecodeMemo, KeyMemo, layout_of
 from qwatch.safe_pickle import CacheUnpickler, check_opcodes, load, stat_state
 from qwatch.signature import Verifier, b64decode
 from qwatch.stat_types import STATES, ClusterStat, DecodeError
@@ -44,10 +45,11 @@ __all__ = [
 MAX_RECORD_BYTES = 64 * 1024
 MAX_PICKLE_BYTES = 64 * 1024
 
-# ClusterStat's fields but its last, timestamp: dataclasses.replace() costs twice as much.
+# A ClusterStat's fields in order, to make one with a few changed: dataclasses.replace()
+# costs twice as much.
 _FIELD_NAMES = tuple(f.name for f in fields(ClusterStat))
-assert _FIELD_NAMES[-1] == "timestamp"
-_ALL_BUT_TIMESTAMP = operator.attrgetter(*_FIELD_NAMES[:-1])
+_FIELD_INDEX = {name: index for index, name in enumerate(_FIELD_NAMES)}
+_ALL_FIELDS = operator.attrgetter(*_FIELD_NAMES)
 
 
 # --- the layers around the pickle -----------------------------------------------------------
@@ -118,7 +120,10 @@ def _pid(value: object, key: str) -> int | None:
 
 
 def _cluster_id(state: dict[Any, Any]) -> str:
-    value = _field(state, "cluster_id")
+    return _cluster_id_value(_field(state, "cluster_id"))
+
+
+def _cluster_id_value(value: object, key: str = "cluster_id") -> str:
     if type(value) is int and value >= 0:  # the pid, before django-q 1.2
         return str(value)
     if type(value) is UUID:
@@ -145,6 +150,21 @@ def _workers(state: dict[Any, Any]) -> tuple[int, ...]:
     if value and min(value) < 0:
         raise DecodeError("bad field workers")
     return tuple(value)
+
+
+# The check `Decoder._stat` makes of each field an int makes (record_memo's int slots).
+_INT_FIELD_CHECKS: dict[str, Callable[[object, str], object]] = {
+    "cluster_id": _cluster_id_value,
+    "pid": _pid,
+    "sentinel": _pid,
+    "monitor": _pid,
+    "pusher": _pid,
+    "task_q_size": _int,
+    "done_q_size": _int,
+    "reincarnations": _int,
+}
+assert _INT_FIELD_CHECKS.keys() == INT_KEYS
+assert _FIELD_INDEX.keys() >= DATETIME_KEYS
 
 
 def _status(state: dict[Any, Any]) -> str:
@@ -180,9 +200,11 @@ class Decoder:
         """Return the record's ClusterStat or raise DecodeError; never anything else.
 
         A caller that reads the same keys again and again (a poll loop) passes a `memo` it
-        keeps, and the `key` the record was read from: a pickle that differs from that
-        key's previous one only in its timestamp is then decoded from that alone, and one
-        laid out like its previous ones skips the opcode walk. Same verdicts either way.
+        keeps, and the `key` the record was read from: a pickle that differs from one of
+        that key's previous ones only in bytes that alone make a field (its timestamp, queue
+        sizes, reincarnations: qwatch.pickle_flow) is then decoded from those bytes alone,
+        and one laid out like an earlier one (of any key) skips the opcode walk. Same
+        verdicts either way; the signature is verified every time.
         """
         try:
             return self._decode(raw, memo, key)
@@ -198,33 +220,40 @@ class Decoder:
         data = b64decode(payload[1:] if compressed else payload)
         if compressed:
             data = _inflate(data)
-        seen = None if memo is None else memo.get(key)
-        if seen is None:
-            if memo is not None:
-                # A key's first pickle is only walked: a one-off read pays nothing for the
-                # memo, and a layout is worth marking once the key is read again.
-                memo[key] = KeyMemo()
+        if memo is None:
             check_opcodes(data)
             return self._stat(stat_state(data))
-        stat = self._retimed(seen, data)
-        if stat is not None:
-            return stat
-        layout = seen.check_opcodes(data)
+        seen = memo.get(key)
+        if seen is None:
+            seen = memo[key] = KeyMemo()
+        else:
+            stat = self._patched(seen, data)
+            if stat is not None:
+                return stat
+        layout = layout_of(data)
         state = stat_state(data)
         stat = self._stat(state)
-        seen.remember(data, layout, state["timestamp"], stat)
+        seen.remember(data, layout, state, stat)
         return stat
 
-    def _retimed(self, seen: KeyMemo, data: bytes) -> ClusterStat | None:
-        """The record, when `data` differs from the key's last pickle decoded in full only in
-        its timestamp's 10 bytes (KeyMemo.retimed); else None, and on any doubt too: the
-        full decode then says what is wrong. Every other field validates as it did."""
-        found = seen.retimed(data)
+    def _patched(self, seen: KeyMemo, data: bytes) -> ClusterStat | None:
+        """The record, when `data` differs from one of the key's pickles decoded in full only in
+        bytes that alone make a field (KeyMemo.changes): those fields made and checked as
+        `_stat` checks them, the others as they were. None otherwise, and on any doubt or
+        failed check: the full decode then says what is wrong."""
+        found = seen.changes(data)
         if found is None:
             return None
-        stat, timestamp = found
+        stat, changed = found
+        if not changed:
+            return stat
+        values = list(_ALL_FIELDS(stat))
         try:
-            return ClusterStat(*_ALL_BUT_TIMESTAMP(stat), self._utc_value(timestamp, "timestamp"))
+            for key, value in changed:
+                check = _INT_FIELD_CHECKS.get(key)
+                checked = self._utc_value(value, key) if check is None else check(value, key)
+                values[_FIELD_INDEX[key]] = checked
+            return ClusterStat(*values)
         except Exception:
             return None
 

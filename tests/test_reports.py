@@ -1,30 +1,36 @@
-"""The report views (migrations/versions/0002_report_views.py) and `qwatch report`, on the
-generated story of tests/test_history.py, on SQLite and PostgreSQL; and the example queries
-of docs/reporting.md, which must run as written."""
+"""The report views (migrations/versions/0002_report_views.py, daily_availability replaced
+by 0004_daily_availability_by_day.py) and `qwatch report`, on the generated story of
+tests/test_history.py and on random histories, on SQLite and PostgreSQL; and the example
+queries of docs/reporting.md, which must run as written."""
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import importlib.util
 import io
 import json
+import random
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import bindparam, insert, text
 
 from qwatch import reports
 from qwatch import timeline as tl
 from qwatch.store import migrate
 from qwatch.store.engine import create_engine
+from qwatch.store.models import Cluster, Gap, UTCDateTime
 from tests.test_history import PIDISH, A, B, C, D, Story, qwatch
 from tests.test_history import story_db as _story_db
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "reporting.md"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "reporting.md"
 DAY = timedelta(days=1)
 
 story_db = _story_db  # the same module-scoped story, written once more for this module
@@ -88,6 +94,138 @@ def test_daily_availability_matches_the_timeline(story_db: tuple[str, Story]) ->
     first = next(r for r in rows if r["host"] == "web-1" and r["day"] == s.h(-24))
     assert first["unknown_s"] == pytest.approx(23 * 3600, abs=1e-3)  # before A was seen
     assert first["availability"] == pytest.approx(1.0)
+
+
+# ------------------------------------------- daily_availability as 0002 defined it
+
+
+def revision_script(stem: str) -> ModuleType:
+    """A migration script as a module, loaded by path as Alembic loads it."""
+    path = ROOT / "migrations" / "versions" / f"{stem}.py"
+    spec = importlib.util.spec_from_file_location(f"revision_{stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def daily_availability_0002(url: str) -> str:
+    """The view as 0002 defined it (whole history first), before 0004 replaced it."""
+    r0002 = revision_script("0002_report_views")
+    return r0002.daily_availability(r0002.POSTGRESQL if "postgresql" in url else r0002.SQLITE)
+
+
+def assert_as_0002(url: str, where: str, **times: datetime) -> int:
+    """The rows of daily_availability that `where` selects are 0002's: the same host-days,
+    the same seconds (up to float rounding). Returns how many."""
+
+    async def go(statement: str) -> list[tuple[Any, ...]]:
+        query = text(statement).bindparams(
+            *(bindparam(name, t, type_=UTCDateTime()) for name, t in times.items())
+        )
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as conn:
+                return [tuple(r) for r in await conn.execute(query)]
+        finally:
+            await engine.dispose()
+
+    old = f"({daily_availability_0002(url)}) AS o"
+    keys = "SELECT site, host, day FROM {} WHERE " + where + " ORDER BY site, host, day"
+    found = asyncio.run(go(keys.format("daily_availability")))
+    assert found == asyncio.run(go(keys.format(old)))
+    columns = ("up_s", "down_s", "unknown_s", "availability")
+    pairs = asyncio.run(  # one statement, so both read the same now
+        go(
+            f"SELECT n.site, n.host, n.day, {', '.join(f'n.{c}, o.{c}' for c in columns)} "
+            f"FROM (SELECT * FROM daily_availability WHERE {where}) AS n "
+            f"JOIN {old} ON o.site = n.site AND o.host = n.host AND o.day = n.day"
+        )
+    )
+    assert len(pairs) == len(found)
+    for row in pairs:
+        new, was = row[3::2], row[4::2]
+        assert (new[-1] is None) == (was[-1] is None), row
+        assert [v or 0.0 for v in new] == pytest.approx([v or 0.0 for v in was], abs=1e-6), row
+    return len(found)
+
+
+def test_daily_availability_as_0002_on_the_story(story_db: tuple[str, Story]) -> None:
+    url, s = story_db
+    assert assert_as_0002(url, "TRUE") == 11
+    assert assert_as_0002(url, "day >= :since AND day < :until", since=s.h(24), until=s.h(48)) == 3
+
+
+def random_history(seed: int, now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(clusters rows, gaps rows) over the last 20 days, on two sites that share a host
+    name: runs from nothing to 12 days long that overlap, nest, touch or leave downtime,
+    some starting at midnight; hosts whose last run ended, is up, or went stale, one with
+    two open runs; gaps that overlap, span days, one still open."""
+    rng = random.Random(seed)
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0) - 20 * DAY
+    lengths = [timedelta(0), timedelta(seconds=5), timedelta(minutes=10), timedelta(hours=5),
+               timedelta(hours=36), 4 * DAY]  # fmt: skip
+    clusters: list[dict[str, Any]] = []
+
+    def run(site: str, host: str, first: datetime, last: datetime, ended: bool) -> None:
+        clusters.append(
+            {"site": site, "cluster_id": f"{host}-{len(clusters)}", "host": host, "pid": 1,
+             "tob": first - timedelta(seconds=1), "first_seen": first,
+             "last_seen": last - timedelta(seconds=rng.uniform(0, 10)) if ended else last,
+             "ended_at": last if ended else None, "last_status": "Idle"}
+        )  # fmt: skip
+
+    hosts = [("shop", f"web-{i}") for i in (1, 2, 3, 4)] + [("blog", "web-1"), ("blog", "web-5")]
+    for n, (site, host) in enumerate(hosts):
+        t = start + timedelta(seconds=rng.uniform(0, 2 * 86400))
+        while t < now - 2 * DAY:
+            length = rng.choice(lengths) * rng.uniform(0.5, 1.5)
+            if rng.random() < 0.05:
+                length = 12 * DAY
+            end = min(t + length, now - timedelta(hours=1))
+            run(site, host, t, end, ended=True)
+            t = t + length * rng.choice([0.3, 1.0, 1.0 + rng.random()])
+            if rng.random() < 0.1:  # the next one starts on a midnight
+                t = t.replace(hour=0, minute=0, second=0, microsecond=0) + DAY
+        t = max(t, now - DAY)
+        if n % 3 == 0:  # up: the daemon refreshed it seconds ago
+            run(site, host, t, now - timedelta(seconds=5), ended=False)
+        if n % 3 == 1 or n == 3:  # stale: the daemon stopped watching an hour ago
+            run(site, host, t, now - timedelta(hours=1), ended=False)
+    gaps: list[dict[str, Any]] = []
+    for site in ("shop", "blog"):
+        starts = [start + timedelta(seconds=rng.uniform(0, 19 * 86400)) for _ in range(6)]
+        for at in [*starts, starts[0] + timedelta(minutes=5)]:  # the last overlaps the first
+            length = rng.choice([timedelta(seconds=30), timedelta(minutes=20), timedelta(hours=30)])
+            gaps.append({"site": site, "started_at": at, "ended_at": at + length, "reason": "x"})
+    gaps.append({"site": "shop", "started_at": now - timedelta(hours=2), "ended_at": None,
+                 "reason": "redis timeout"})  # fmt: skip
+    return clusters, gaps
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_daily_availability_as_0002_on_random_histories(db_url: str, seed: int) -> None:
+    now = datetime.now(UTC)
+    clusters, gaps = random_history(seed, now)
+
+    async def write() -> None:
+        engine = create_engine(db_url)
+        try:
+            await migrate.upgrade(engine)
+            async with engine.begin() as conn:
+                await conn.execute(insert(Cluster), clusters)
+                await conn.execute(insert(Gap), gaps)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(write())
+    assert assert_as_0002(db_url, "TRUE") >= 6 * 18
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    in_range = "day >= :since AND day < :until"
+    assert assert_as_0002(db_url, in_range, since=today - 12 * DAY, until=today - 7 * DAY) == 30
+    assert assert_as_0002(db_url, in_range, since=today - DAY, until=now) >= 5
+    assert assert_as_0002(db_url, "day >= :since", since=today - 3 * DAY) >= 5
+    assert assert_as_0002(db_url, "host = 'web-1'") >= 2 * 18
 
 
 def test_restarts_reincarnations_backlog_runs_gaps(story_db: tuple[str, Story]) -> None:
@@ -179,6 +317,31 @@ def test_views_go_with_a_downgrade(db_url: str) -> None:
     assert sql(db_url, "SELECT COUNT(*) FROM restarts") == [(0,)]
 
 
+def test_0004_downgrade_restores_0002s_daily_availability(db_url: str) -> None:
+    def definition() -> str:
+        query = (
+            "SELECT pg_get_viewdef('daily_availability')"
+            if "postgresql" in db_url
+            else "SELECT sql FROM sqlite_master WHERE name = 'daily_availability'"
+        )
+        [(found,)] = sql(db_url, query)
+        return str(found)
+
+    async def go(action: str, revision: str = "head") -> None:
+        engine = create_engine(db_url)
+        try:
+            await getattr(migrate, action)(engine, revision)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go("upgrade"))
+    assert "longest_run" in definition() and "island_days" not in definition()
+    asyncio.run(go("downgrade", "0003_watch_marks"))
+    assert "island_days" in definition() and "longest_run" not in definition()
+    asyncio.run(go("upgrade"))
+    assert "longest_run" in definition()
+
+
 def doc_examples(engine: str) -> Iterator[tuple[str, str]]:
     """(title, query) for each ```sql block in docs/reporting.md marked for `engine` or
     for both (a first line `-- sqlite`, `-- postgresql` or `-- both`)."""
@@ -199,3 +362,58 @@ def test_docs_examples_run(story_db: tuple[str, Story]) -> None:
             sql(url, query)
         except Exception as error:  # pragma: no cover - the message names the example
             raise AssertionError(f"docs example {title!r} failed on {engine}: {error}") from None
+
+
+# --------------------------------------------------------------- time no daemon sampled
+
+
+def test_views_and_history_count_time_without_a_daemon_as_unknown(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cluster up 10 minutes, ended; 10 minutes later Redis fails, 10 more and the daemon
+    stops (its last mark) and nobody watches for 2.5 h. Down is only the 10 minutes between
+    the end and the outage: not the outage, not the time since the daemon stopped."""
+    from qwatch.store.writer import Batch, Writer
+    from tests.test_store import stat
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    t0 = now - timedelta(hours=3)
+    tob = t0 - timedelta(minutes=1)
+    cluster = stat("c-1", at=t0, tob=tob, host="web-9", name="shop")
+    t1, t2, t3 = (t0 + timedelta(minutes=m) for m in (10, 20, 30))
+
+    async def write() -> None:
+        engine = create_engine(db_url)
+        try:
+            await migrate.upgrade(engine)
+            writer = Writer(engine)
+            for batch in (
+                Batch("shop", t0, seen=[cluster], samples=[(cluster, None, t0)]),
+                Batch("shop", t1, ended=[("c-1", tob, t1)]),
+                Batch("shop", t2, gap_open=(t2, "redis down")),  # never closed
+                Batch("shop", t3),  # the daemon's last mark
+            ):
+                writer.submit(batch)
+            assert await writer.flush() == 4
+        finally:
+            await engine.dispose()
+
+    asyncio.run(write())
+    days = report_rows(db_url, "daily_availability", t0 - DAY, now + DAY)
+    assert [(r["site"], r["host"]) for r in days] == [("shop", "web-9")] * len(days)
+    assert sum(r["up_s"] for r in days) == pytest.approx(600)
+    assert sum(r["down_s"] for r in days) == pytest.approx(600)
+    gaps = report_rows(db_url, "redis_gaps", t0, now)
+    assert [(g["reason"], g["ended_at"]) for g in gaps] == [("redis down", None)]
+
+    since = (t0 - timedelta(minutes=5)).isoformat()
+    code, out, err = qwatch(capsys, "history", "web-9", "--since", since, "--format", "json",
+                            "--db", db_url)  # fmt: skip
+    assert (code, err) == (0, "")
+    history = json.loads(out)
+    summary = history["summary"]
+    assert (summary["up_s"], summary["down_s"]) == (600, 600)
+    assert [(g["kind"], g["started_at"], g["ended_at"]) for g in history["summary"]["gaps"]] == [
+        ("redis", t2.isoformat(), t3.isoformat()),  # ends where the daemon stopped looking
+        ("unwatched", t3.isoformat(), None),
+    ]

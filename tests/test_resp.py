@@ -154,6 +154,23 @@ def test_large_mget_reply_in_random_chunks() -> None:
         assert parse(chunks) == [values]
 
 
+def test_a_value_spanning_many_chunks_is_parsed_once_it_is_whole() -> None:
+    """Until a bulk string's last byte is in, the chunks are only kept (no copy, no parse:
+    a large value stays linear); the replies around it parse as ever."""
+    value = bytes(range(256)) * 4096  # 1 MiB
+    stream = encode([b"before", value, None]) + encode(7)
+    replies: list[Any] = []
+    parser = ReplyParser(replies.append)
+    chunks = split(stream, list(range(1000, len(stream), 1000)))
+    for chunk in chunks[:-1]:
+        parser.feed(chunk)
+        assert not replies and not parser.idle
+    assert parser._need > len(value)  # what it waits for before parsing again
+    parser.feed(chunks[-1])
+    assert [comparable(reply) for reply in replies] == [[b"before", value, None], 7]
+    assert parser.idle
+
+
 @pytest.mark.parametrize(
     ("garbage", "error"),
     [

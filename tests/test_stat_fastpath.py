@@ -2,8 +2,10 @@
 
 - signature.Verifier (HMAC keys derived once) against Django's TimestampSigner.unsign;
 - safe_pickle.OpcodeLayout (the opcode walk remembered per layout) against the walk;
-- record_memo.KeyMemo (a timestamp-only rewrite rebuilt from its 10 bytes) against a
-  decoder that keeps no memo.
+- record_memo.KeyMemo (a rewrite that changed only slots, bytes that alone make one field,
+  rebuilt from those bytes) against a decoder that keeps no memo. Which bytes are slots
+  (qwatch.pickle_flow), and crafted pickles that share values, are tested in
+  tests/test_stat_flow.py.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from hypothesis import strategies as st
 
 import qwatch.safe_pickle
 import qwatch.signature
-from qwatch.record_memo import KeyMemo
+from qwatch import record_memo
+from qwatch.pickle_flow import analyse
 from qwatch.safe_pickle import OpcodeLayout, check_opcodes
 from qwatch.signature import MAX_TIMESTAMP_LEN, Verifier
 from qwatch.stat import ClusterStat, DecodeError, DecodeMemo, Decoder
@@ -42,10 +45,18 @@ from tests.test_stat import (
     stat_pickle,
     state,
 )
+from tests.test_stat_flow import CRAFTED, reframed
+from tests.test_stat_flow import full_decodes as _full_decodes
 from tests.test_stat_hostile import capture_pickle, hostile_calls
 
 DECODER = Decoder(NAME, SECRET, fallback_keys=[ROTATED])
 KEY = "django_q:researchq:cluster:0a1b2c3d"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_shared_memo() -> None:
+    """Each test starts with no layouts or analyses shared from another."""
+    record_memo.forget_shared()
 
 
 def outcome(
@@ -256,7 +267,7 @@ def test_layout_admits_only_its_own_length(data: bytes) -> None:
             check_opcodes(other)
 
 
-# --- KeyMemo: timestamp-only rewrites -------------------------------------------------------
+# --- KeyMemo: rewrites of the slots -----------------------------------------------------------
 
 
 def timestamp_at(data: bytes) -> int:
@@ -277,19 +288,7 @@ def retimed(data: bytes, state: bytes) -> bytes:
     return data[:at] + state + data[at + 10 :]
 
 
-@pytest.fixture
-def full_decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """The pickles unpickled as Stats: each is a full decode, not the fast path."""
-    calls: list[bytes] = []
-    real = qwatch.safe_pickle.unpickle
-
-    def counting(data: bytes, unpickler: type) -> object:
-        if unpickler is qwatch.safe_pickle.RecordUnpickler:
-            calls.append(data)
-        return real(data, unpickler)
-
-    monkeypatch.setattr(qwatch.safe_pickle, "unpickle", counting)
-    return calls
+full_decodes = _full_decodes  # the pickles unpickled in full (test_stat_flow)
 
 
 @pytest.fixture
@@ -307,12 +306,12 @@ def walks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
 
 def warm(memo: DecodeMemo, data: bytes, key: Hashable = KEY, decoder: Decoder = DECODER) -> None:
-    """Two reads of the key: its first pickle is only walked, its second is the base."""
+    """Two reads of the key: the first decoded in full (the base), the second from its slots."""
     start = datetime(2026, 11, 27, 15, 0, 0)
     for seconds in (0, 1):
         raw = sign(retimed(data, packed(start + timedelta(seconds=seconds))))
         assert isinstance(outcome(raw, memo, key, decoder), ClusterStat)
-    assert memo[key].stat is not None
+    assert memo[key].bases
 
 
 @pytest.mark.parametrize("name", TEXT_CAPTURES)
@@ -320,7 +319,7 @@ def test_timestamp_only_rewrites_take_the_fast_path(name: str, full_decodes: lis
     data = capture_pickle(name)
     memo: DecodeMemo = {}
     warm(memo, data)
-    assert len(full_decodes) == 2
+    assert len(full_decodes) == 1
     start = DECODER.decode(read_record(name)).timestamp.replace(tzinfo=None)
     for step in range(1, 6):
         when = start + timedelta(seconds=step / 2)
@@ -346,41 +345,70 @@ def test_naive_rewrite_read_in_the_site_time_zone(full_decodes: list[bytes]) -> 
     assert fast.timestamp == datetime(2026, 7, 1, 10, 0, 0, 250000, tzinfo=UTC)
 
 
-def test_other_changes_are_decoded_in_full(full_decodes: list[bytes]) -> None:
+def slot_bytes(data: bytes, key: str) -> tuple[int, int]:
+    """(start, end) of the slot making `key` in `data`."""
+    flow = analyse(data)
+    assert flow is not None
+    slot = next(slot for slot in flow.slots if slot.key == key)
+    return slot.start, slot.start + slot.width
+
+
+def with_value(data: bytes, key: str, new: bytes) -> bytes:
+    start, end = slot_bytes(data, key)
+    assert len(new) == end - start
+    return data[:start] + new + data[end:]
+
+
+def test_queue_sizes_and_reincarnations_take_the_fast_path(full_decodes: list[bytes]) -> None:
     data = capture_pickle("q2_url_tz_working.txt")
+    expected = EXPECTED["q2_url_tz_working.txt"]
     memo: DecodeMemo = {}
     warm(memo, data)
-    # task_q_size 1 -> 2 (BININT1's value): only a value changed, but not the timestamp's.
-    queue = data.index(b"\x8c\x0btask_q_size\x94K") + 15
-    busier = bytearray(retimed(data, packed(datetime(2026, 11, 27, 16, 0))))
-    busier[queue] += 1
-    before = len(full_decodes)
-    stat = DECODER.decode(sign(bytes(busier)), memo, KEY)
-    assert len(full_decodes) == before + 1
-    assert stat == DECODER.decode(sign(bytes(busier)))
-    assert stat.task_q_size == EXPECTED["q2_url_tz_working.txt"]["task_q_size"] + 1
+    for step in range(1, 4):
+        busier = retimed(data, packed(datetime(2026, 11, 27, 16, 0, step)))
+        busier = with_value(busier, "task_q_size", bytes([expected["task_q_size"] + step]))
+        busier = with_value(busier, "done_q_size", bytes([step]))
+        busier = with_value(busier, "reincarnations", bytes([step]))
+        before = len(full_decodes)
+        stat = DECODER.decode(sign(busier), memo, KEY)
+        assert len(full_decodes) == before  # rebuilt from the changed bytes alone
+        assert stat == DECODER.decode(sign(busier))
+        assert (stat.task_q_size, stat.done_q_size, stat.reincarnations) == (
+            expected["task_q_size"] + step,
+            step,
+            step,
+        )
+        assert stat.timestamp == datetime(2026, 11, 27, 16, 0, step, tzinfo=UTC)
 
 
-def test_no_base_unless_the_walk_read_the_tail_as_those_opcodes() -> None:
-    """KeyMemo.remember trusts the tail's bytes only where the walk marked them as Django
-    Q's opcodes; a layout that read any of them otherwise leaves no base to retime."""
-    data = capture_pickle("q2_url_tz_idle.txt")
-    stat = DECODER.decode(sign(data))
-    layout = OpcodeLayout.of(data)
-    trusted = KeyMemo()
-    trusted.remember(data, layout, stat.timestamp, stat)
-    assert trusted.stat is stat
-    tail = len(data) - data.rindex(b"\x8c\x09timestamp")
-    for back in range(1, tail + 1):  # a mark flipped anywhere in the tail, values included
-        marks = layout.mask ^ (0xFF << 8 * (len(data) - back))
-        doubted = KeyMemo()
-        doubted.remember(data, OpcodeLayout(len(data), marks, layout.bits), stat.timestamp, stat)
-        assert doubted.stat is None, back
+def test_other_changes_are_decoded_in_full(full_decodes: list[bytes]) -> None:
+    """A worker's pid (a list item), the host, the status text (same length), the cluster
+    id (LONG1), a pid's width: not slots, so the full decode runs."""
+    data = capture_pickle("q2_url_tz_working.txt")
+    worker = data.index(b"]\x94(M") + 4
+    host = data.index(b"\x8c\x02vm") + 2
+    uuid_int = data.index(b"\x8a\x10") + 2
+    pusher = data.index(b"pusher\x94M") + 7
+    changes = {
+        "worker": data[:worker] + b"\x01\x02" + data[worker + 2 :],
+        "host": data[:host] + b"VM" + data[host + 2 :],
+        "status": data.replace(b"\x8c\x07Working", b"\x8c\x07Stopped"),
+        "cluster id": data[:uuid_int] + b"\xab" + data[uuid_int + 1 :],
+        "pusher's width": reframed(data[:pusher] + b"K\x07" + data[pusher + 3 :]),
+    }
+    for kind, changed in changes.items():
+        assert changed != data
+        memo: DecodeMemo = {}
+        warm(memo, data)
+        before = len(full_decodes)
+        stat = DECODER.decode(sign(changed), memo, KEY)
+        assert len(full_decodes) == before + 1, kind
+        assert stat == DECODER.decode(sign(changed)), kind
 
 
-def test_layout_memo_skips_the_walk(walks: list[bytes]) -> None:
-    """A cluster flipping between Idle and Working, its queues moving: two layouts, then
-    every pickle is admitted by one of them and never walked again."""
+def test_layouts_skip_the_walk_for_every_key(walks: list[bytes]) -> None:
+    """Clusters flipping between Idle and Working, their queues moving: two layouts, walked
+    once each; then every pickle, of any key, is admitted by one of them."""
     memo: DecodeMemo = {}
     records = [
         sign(stat_pickle(state(status=gettext_lazy(status), task_q_size=size)))
@@ -388,9 +416,9 @@ def test_layout_memo_skips_the_walk(walks: list[bytes]) -> None:
         for status in ("Idle", "Working")
     ]
     for n, raw in enumerate(records):
-        assert outcome(raw, memo) == outcome(raw)
-        assert len(walks) == min(n, 2)  # the first only walked; Working's, Idle's marked
-    assert len(memo[KEY].layouts) == 2
+        assert outcome(raw, memo, key=n % 3) == outcome(raw)
+        assert len(walks) == min(n + 1, 2)  # Idle's layout marked, then Working's
+    assert sum(map(len, record_memo._LAYOUTS.values())) == 2
 
 
 @pytest.mark.parametrize(
@@ -452,7 +480,7 @@ def test_hostile_records_on_a_warm_key(tmp_path: Path, full_decodes: list[bytes]
     for kind, pickled in hostile_pickles(marker):
         memo: DecodeMemo = {}
         warm(memo, data)
-        if any(layout.admits(pickled) for layout in memo[KEY].layouts):
+        if any(layout.admits(pickled) for layout in record_memo._LAYOUTS.get(len(pickled), [])):
             same_layout.append(kind)
         raw = sign(pickled)
         verdict = outcome(raw, memo)
@@ -490,20 +518,32 @@ SEQUENCE_BASES = [
     *(capture_pickle(name) for name in TEXT_CAPTURES),
     stat_pickle(state(), protocol=4),
     stat_pickle(state(tob=datetime(2026, 1, 2, 12, 0), timestamp=datetime(2026, 1, 2, 12, 30))),
-    py2_stat_pickle(py2_state()),  # protocol 2: never retimed, still memoized
+    py2_stat_pickle(py2_state()),  # protocol 2: GLOBAL, latin1 datetimes, signed BININT
+    *(make() for make, _ in CRAFTED.values()),  # values shared between keys, keys set twice
 ]
 
 
 @st.composite
 def rewrites(draw: Callable[..., Any], base: bytes) -> bytes:
-    """What may follow `base` on its key: another timestamp (valid or not), any bytes changed
-    (mostly in and around the timestamp), or another record altogether."""
-    kind = draw(st.sampled_from(["retimed", "retimed", "state bytes", "mutated", "other"]))
+    """What may follow `base` on its key: new values in its slots (valid or not, as a live
+    cluster's queue sizes, reincarnations and timestamp move), another timestamp, any bytes
+    changed (mostly in and around the slots), or another record altogether."""
+    kind = draw(st.sampled_from(["slots", "slots", "retimed", "state bytes", "mutated", "other"]))
     if kind == "other":
         return draw(st.sampled_from(SEQUENCE_BASES))
-    tail = base.rfind(b"\x8c\x09timestamp")
+    flow = analyse(base)
+    slots = flow.slots if flow is not None else ()
+    tail = base.rfind(b"\x8c\x09timestamp\x94h") + 16
+    retimable = tail > 16 and base[tail - 2 : tail] == b"C\x0a"
     data = bytearray(base)
-    if kind in ("retimed", "state bytes") and tail > 0:
+    if kind == "slots" and slots:
+        for slot in draw(st.lists(st.sampled_from(slots), min_size=1, max_size=4)):
+            if slot.width == 1 or draw(st.booleans()):
+                new = draw(st.binary(min_size=slot.width, max_size=slot.width))
+            else:  # a small number, as queue sizes are (little-endian)
+                new = draw(st.integers(0, 300)).to_bytes(slot.width, "little", signed=False)
+            data[slot.start : slot.start + slot.width] = new
+    elif kind in ("retimed", "state bytes") and retimable:
         if kind == "retimed":
             when = draw(
                 st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 1, 1))
@@ -513,16 +553,19 @@ def rewrites(draw: Callable[..., Any], base: bytes) -> bytes:
             state_bytes = draw(st.binary(min_size=10, max_size=10))
         data = bytearray(retimed(base, state_bytes))
     else:
-        near = st.integers(max(0, len(data) - 45), len(data) - 1)
+        near = [
+            st.integers(max(0, slot.start - 3), min(len(data) - 1, slot.start + slot.width + 2))
+            for slot in slots
+        ] or [st.integers(max(0, len(data) - 45), len(data) - 1)]
         for _ in range(draw(st.integers(1, 4))):
-            where = draw(st.one_of(near, near, st.integers(0, len(data) - 1)))
+            where = draw(st.one_of(*near, st.integers(0, len(data) - 1)))
             data[where] = draw(st.integers(0, 255))
         if draw(st.integers(0, 9)) == 0:
             del data[draw(st.integers(0, len(data) - 1))]
     return bytes(data)
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=500, deadline=None, database=None)
 @given(
     st.sampled_from(SEQUENCE_BASES).flatmap(
         lambda base: st.tuples(st.just(base), st.lists(rewrites(base), min_size=1, max_size=6))

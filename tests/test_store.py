@@ -207,7 +207,7 @@ async def test_watch_marks_and_unwatched_time(engine: AsyncEngine) -> None:
         later = await queries.gaps(conn, [SITE], T0, stopped + timedelta(hours=1))
     assert [(g.kind, g.started_at, g.ended_at) for g in soon] == [("redis", T0, None)]
     assert [(g.kind, g.started_at, g.ended_at) for g in later] == [
-        ("redis", T0, None),
+        ("redis", T0, stopped),  # its daemon stopped looking there
         ("unwatched", stopped, None),
     ]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -404,10 +404,21 @@ async def gaps(
         .order_by(g.c.started_at)
     )
     rows = [GapRow(*row) for row in await conn.execute(query)]
-    stopped = select(w.c.site, w.c.watched_at).where(
+    stopped_query = select(w.c.site, w.c.watched_at).where(
         w.c.site.in_(names), w.c.watched_at < end - STALE_AFTER
     )
-    for site, since in await conn.execute(stopped):
-        rows.append(GapRow(site, since, None, NOT_WATCHED_REASON, GapKind.UNWATCHED))
-    rows.sort(key=lambda gap: gap.started_at)
+    stopped = {site: since for site, since in await conn.execute(stopped_query)}
+    if stopped:
+        # An open gap ends where its daemon stopped looking; the unwatched one takes over.
+        rows = [
+            replace(gap, ended_at=max(gap.started_at, stopped[gap.site]))
+            if gap.ended_at is None and gap.site in stopped
+            else gap
+            for gap in rows
+        ]
+        rows += [
+            GapRow(site, since, None, NOT_WATCHED_REASON, GapKind.UNWATCHED)
+            for site, since in stopped.items()
+        ]
+        rows.sort(key=lambda gap: gap.started_at)
     return rows

@@ -1,0 +1,502 @@
+"""qwatch.pickle_flow: which bytes of a Stat pickle alone make one field, and the memo's use of it.
+
+- On real pickles: a slot for every number and datetime field; new bytes in a slot change,
+  under the real unpickler, that key's value and nothing else, into what the memo makes.
+- On crafted pickles that decode fine but share a value between keys, set a key twice,
+  reach the state dict through the memo, build twice, or change an opcode in the same
+  layout: no slot where the value is not the key's alone, and through the memo the same
+  verdict as without it, on the full decode.
+- Bytes the analysis never reads do not change it (the memo reuses it on that basis).
+"""
+
+from __future__ import annotations
+
+import pickle
+import pickletools
+import random
+import uuid
+from collections.abc import Callable, Hashable
+from datetime import UTC, datetime
+from typing import Any
+from unittest import mock
+
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+import qwatch.record_memo
+import qwatch.safe_pickle
+from qwatch import record_memo
+from qwatch.pickle_flow import DATETIME_KEYS, INT_KEYS, Flow, Slot, analyse
+from qwatch.record_memo import KeyMemo, _read
+from qwatch.safe_pickle import OpcodeLayout, stat_state
+from qwatch.stat import ClusterStat, DecodeError, DecodeMemo, Decoder
+from tests.test_stat import (
+    NAME,
+    ROTATED,
+    SECRET,
+    TEXT_CAPTURES,
+    py2_stat_pickle,
+    py2_state,
+    sign,
+    stat_pickle,
+    state,
+)
+from tests.test_stat_hostile import capture_pickle
+
+DECODER = Decoder(NAME, SECRET, fallback_keys=[ROTATED])
+KEY = "django_q:researchq:cluster:0a1b2c3d"
+TOB = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_shared_memo() -> None:
+    """Each test starts with no layouts or analyses shared from another."""
+    record_memo.forget_shared()
+
+
+def outcome(raw: bytes | str, memo: DecodeMemo | None = None, key: Hashable = KEY) -> Any:
+    try:
+        return DECODER.decode(raw, memo, key)
+    except DecodeError as err:
+        return err.reason
+
+
+# --- crafting pickles -----------------------------------------------------------------------
+
+
+def ops(data: bytes) -> list[tuple[str, Any, int]]:
+    return [(op.name, arg, pos) for op, arg, pos in pickletools.genops(data)]
+
+
+def reframed(data: bytes) -> bytes:
+    """A protocol 4+ pickle edited after its FRAME opcode, with the frame's length fixed."""
+    assert data[2] == pickle.FRAME[0]
+    return data[:3] + (len(data) - 11).to_bytes(8, "little") + data[11:]
+
+
+def value_at(data: bytes, key: str) -> int:
+    """Where the opcode pushing the state's value for `key` is (after the key and its MEMOIZE)."""
+    listing = ops(data)
+    for n, (name, arg, _) in enumerate(listing):
+        if name == "SHORT_BINUNICODE" and arg == key:
+            assert listing[n + 1][0] == "MEMOIZE"
+            return listing[n + 2][2]
+    raise AssertionError(key)
+
+
+def memo_index(data: bytes, at: int) -> int:
+    """The memo index the MEMOIZE right after the opcode at `at` gives."""
+    count = 0
+    listing = ops(data)
+    for n, (name, _, pos) in enumerate(listing):
+        if pos > at and name == "MEMOIZE":
+            assert listing[n - 1][2] == at or pos > at
+            return count
+        count += name == "MEMOIZE"
+    raise AssertionError(at)
+
+
+def edited(data: bytes, at: int, old: bytes, new: bytes) -> bytes:
+    assert data[at : at + len(old)] == old
+    return reframed(data[:at] + new + data[at + len(old) :])
+
+
+BASE = stat_pickle(state(tob=TOB), protocol=4)  # ends in SETITEMS, BUILD, STOP
+STATE_DICT = memo_index(BASE, BASE.index(b"}"))  # the EMPTY_DICT after NEWOBJ
+
+
+def duplicate_key() -> bytes:
+    """task_q_size set twice; the state holds the second."""
+    return reframed(BASE[:-3] + b"\x8c\x0btask_q_size\x94K\x07" + BASE[-3:])
+
+
+def shared_int() -> bytes:
+    """done_q_size's int memoized, and fetched again as task_q_size's value."""
+    done = value_at(BASE, "done_q_size")
+    data = edited(BASE, done, b"K\x00", b"K\x00\x94")
+    shared = memo_index(data, done)
+    return edited(data, value_at(data, "task_q_size"), b"K\x03", b"h" + bytes([shared]))
+
+
+def duplicated_int() -> bytes:
+    """done_q_size's int DUPed, the copy POPped."""
+    done = value_at(BASE, "done_q_size")
+    return edited(BASE, done, b"K\x00", b"K\x002" + b"0")
+
+
+def dict_through_memo() -> bytes:
+    """The state dict fetched again from the memo after SETITEMS, and another key set in it."""
+    extra = b"h" + bytes([STATE_DICT]) + b"\x8c\x05extraK\x09s0"
+    return reframed(BASE[:-2] + extra + BASE[-2:])
+
+
+def built_twice() -> bytes:
+    """BUILD again with the same dict, fetched from the memo."""
+    return reframed(BASE[:-1] + b"h" + bytes([STATE_DICT]) + b"b" + BASE[-1:])
+
+
+def shared_datetime() -> bytes:
+    """timestamp is tob, the same object: the pickler itself fetches it from the memo."""
+    return stat_pickle(state(tob=TOB, timestamp=TOB), protocol=4)
+
+
+def _timestamp_as(data: bytes, new: bytes) -> bytes:
+    at = value_at(data, "timestamp")
+    return reframed(data[:at] + new + data[-3:])  # the value ends where SETITEMS starts
+
+
+def shared_datetime_args() -> bytes:
+    """timestamp = datetime(*tob's argument tuple), that tuple fetched from the memo."""
+    tob_args = memo_index(BASE, BASE.index(b"\x86\x94R", value_at(BASE, "tob")))
+    datetime_class = memo_index(BASE, BASE.index(b"\x93", value_at(BASE, "tob")))
+    return _timestamp_as(BASE, bytes([104, datetime_class, 104, tob_args]) + b"R\x94")
+
+
+def shared_datetime_bytes() -> bytes:
+    """timestamp = datetime(<tob's 10 bytes, fetched from the memo>, <tz>)."""
+    tob = value_at(BASE, "tob")
+    datetime_class = memo_index(BASE, BASE.index(b"\x93", tob))
+    tob_bytes = memo_index(BASE, BASE.index(b"C\x0a", tob))
+    tz = memo_index(BASE, BASE.index(b"\x86\x94R", tob) - 2)  # the REDUCE before TUPLE2
+    return _timestamp_as(
+        BASE, bytes([104, datetime_class, 104, tob_bytes, 104, tz]) + b"\x86\x94R\x94"
+    )
+
+
+CRAFTED: dict[str, tuple[Callable[[], bytes], set[str]]] = {
+    # name: (pickle, the keys that must have no slot in it; "*": no analysis at all)
+    "duplicate key": (duplicate_key, {"*"}),
+    "shared int": (shared_int, {"task_q_size", "done_q_size"}),
+    "DUPed int": (duplicated_int, {"done_q_size"}),
+    "dict through the memo": (dict_through_memo, {"*"}),
+    "built twice": (built_twice, {"*"}),
+    "shared datetime": (shared_datetime, {"tob", "timestamp"}),
+    "shared datetime arguments": (shared_datetime_args, {"tob", "timestamp"}),
+    "shared datetime bytes": (shared_datetime_bytes, {"tob", "timestamp"}),
+}
+
+REAL = [
+    *(capture_pickle(name) for name in TEXT_CAPTURES),
+    BASE,
+    py2_stat_pickle(py2_state()),  # GLOBAL, SHORT_BINSTRING datetimes, BININT
+]
+
+
+@pytest.mark.parametrize("name", CRAFTED)
+def test_crafted_pickles_decode(name: str) -> None:
+    """Each crafted pickle is a record the full decode accepts: a base the memo could keep."""
+    assert isinstance(outcome(sign(CRAFTED[name][0]())), ClusterStat)
+
+
+def test_crafted_pickles_mean_what_they_say() -> None:
+    assert outcome(sign(duplicate_key())).task_q_size == 7
+    shared = outcome(sign(shared_int()))
+    assert shared.task_q_size == shared.done_q_size == 0
+    for name in ("shared datetime", "shared datetime arguments", "shared datetime bytes"):
+        stat = outcome(sign(CRAFTED[name][0]()))
+        assert stat.timestamp == stat.tob == TOB, name
+
+
+# --- the analysis ---------------------------------------------------------------------------
+
+
+def slot_keys(flow: Flow | None) -> set[str]:
+    assert flow is not None
+    return {slot.key for slot in flow.slots}
+
+
+@pytest.mark.parametrize("data", REAL, ids=[*TEXT_CAPTURES, "built", "python 2"])
+def test_a_slot_for_every_number_and_datetime_field(data: bytes) -> None:
+    fields = stat_state(data)
+    numbers = {key for key in INT_KEYS & fields.keys() if type(fields[key]) is int}
+    assert slot_keys(analyse(data)) == numbers | DATETIME_KEYS
+    # cluster_id is an int (the pid) before django-q 1.2, a UUID after.
+    assert ("cluster_id" in numbers) == (type(fields["cluster_id"]) is int)
+
+
+@pytest.mark.parametrize("name", CRAFTED)
+def test_no_slot_for_a_value_that_is_not_the_keys_alone(name: str) -> None:
+    make, without = CRAFTED[name]
+    data = make()
+    flow = analyse(data)
+    if without == {"*"}:
+        assert flow is None
+    else:
+        keys = slot_keys(flow)
+        assert not keys & without
+        fields = stat_state(data)
+        numbers = {key for key in INT_KEYS & fields.keys() if type(fields[key]) is int}
+        assert keys == (numbers | DATETIME_KEYS) - without  # the others still are
+
+
+def test_analysis_gives_up_on_what_it_does_not_follow() -> None:
+    tiny = [
+        b"\x80\x04.",  # nothing to return
+        b"\x80\x04K\x01(.",  # a MARK left open
+        b"\x80\x04}\x94(\x8c\x01aK\x01s.",  # SETITEM reaching below the MARK
+        b"\x80\x04h\x00.",  # BINGET of an unset memo index
+        b"\x80\x04K\x01q\x05.",  # BINPUT skipping memo indices
+        b"\x80\x04]\x94K\x01s.",  # SETITEM into a list
+        b"\x80\x04K\x01",  # no STOP
+        b"\x80\x04\x8c\x09ab.",  # a literal running past the end
+    ]
+    for data in tiny:
+        assert analyse(data) is None, data
+    assert analyse(b"\x80\x04K\x01.") is None  # no BUILD: not a Stat
+    assert analyse(BASE.replace(b"\x8c\x03pid", b"\x8c\x03\xff\xfe\xfd")) is None  # not UTF-8
+
+
+def slot_of(data: bytes, key: str) -> Slot:
+    flow = analyse(data)
+    assert flow is not None
+    return next(slot for slot in flow.slots if slot.key == key)
+
+
+def with_bytes(data: bytes, slot: Slot, new: bytes) -> bytes:
+    return data[: slot.start] + new + data[slot.start + slot.width :]
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(
+    st.sampled_from(REAL + [make() for make, _ in CRAFTED.values()]).flatmap(
+        lambda data: st.tuples(
+            st.just(data),
+            st.sampled_from((analyse(data) or Flow((), ())).slots or (None,)),
+            st.randoms(use_true_random=False),
+        )
+    )
+)
+def test_a_slot_changes_its_key_and_nothing_else(case: tuple[bytes, Slot | None, Any]) -> None:
+    """The claim itself, under the real unpickler: new bytes in a slot give the state with
+    that key's value replaced by what record_memo._read makes of them, all else equal."""
+    data, slot, rng = case
+    if slot is None:
+        return
+    before = stat_state(data)
+    new = bytes(rng.randrange(256) for _ in range(slot.width))
+    if rng.random() < 0.5 and slot.width == 10:  # mostly a valid datetime's state
+        new = datetime(rng.randrange(1, 10000), 12, 31, 23, 59).__reduce__()[1][0]
+    changed = with_bytes(data, slot, new)
+    tz = getattr(before[slot.key], "tzinfo", None)
+    try:
+        after = stat_state(changed)
+    except DecodeError:
+        with pytest.raises(Exception):  # noqa: B017 - what datetime() raises
+            _read(new, slot.kind, tz)
+        event("refused")
+        return
+    event(f"{slot.key} changed")
+    assert after[slot.key] == _read(new, slot.kind, tz)
+    assert type(after[slot.key]) is type(_read(new, slot.kind, tz))
+    assert {k: v for k, v in after.items() if k != slot.key} == {
+        k: v for k, v in before.items() if k != slot.key
+    }
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.sampled_from(REAL), st.randoms(use_true_random=False))
+def test_bytes_the_analysis_does_not_read_do_not_change_it(data: bytes, rng: Any) -> None:
+    """What the memo's reuse of an analysis rests on."""
+    flow = analyse(data)
+    assert flow is not None
+    ranges = [*flow.unread, *((slot.start, slot.width) for slot in flow.slots)]
+    changed = bytearray(data)
+    for _ in range(rng.randrange(1, 6)):
+        start, width = rng.choice(ranges)
+        changed[start + rng.randrange(width)] = rng.randrange(256)
+    assert analyse(bytes(changed)) == flow
+
+
+# --- through the memo -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def full_decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The pickles unpickled as Stats: each is a full decode, not the fast path."""
+    calls: list[bytes] = []
+    real = qwatch.safe_pickle.unpickle
+
+    def counting(data: bytes, unpickler: type) -> object:
+        if unpickler is qwatch.safe_pickle.RecordUnpickler:
+            calls.append(data)
+        return real(data, unpickler)
+
+    monkeypatch.setattr(qwatch.safe_pickle, "unpickle", counting)
+    return calls
+
+
+def agrees(memo: DecodeMemo, data: bytes) -> Any:
+    """Decode `data` through the memo and without: the same verdict; that verdict."""
+    raw = sign(data)
+    verdict = outcome(raw, memo)
+    assert verdict == outcome(raw)
+    return verdict
+
+
+def test_a_shared_value_is_decoded_in_full(full_decodes: list[bytes]) -> None:
+    """done_q_size's int is task_q_size's too: new bytes there change both, so no fast path."""
+    data = shared_int()
+    memo: DecodeMemo = {}
+    agrees(memo, data)
+    agrees(memo, data)
+    assert memo[KEY].bases  # analysed: the other fields are slots
+    done = value_at(data, "done_q_size") + 1
+    for value in (5, 0xFF):
+        before = len(full_decodes)
+        data = data[:done] + bytes([value]) + data[done + 1 :]
+        stat = agrees(memo, data)
+        assert stat.task_q_size == stat.done_q_size == value
+        assert len(full_decodes) == before + 2  # the memo's and the memo-less decode
+    # The fields that are theirs alone still take the fast path.
+    pusher = slot_of(data, "pusher")
+    before = len(full_decodes)
+    assert agrees(memo, with_bytes(data, pusher, b"\x10\x27")).pusher == 10000
+    assert len(full_decodes) == before + 1
+
+
+@pytest.mark.parametrize("name", CRAFTED)
+def test_crafted_pickles_through_the_memo(name: str) -> None:
+    """Every byte of each crafted pickle changed in turn (most such records are refused):
+    the memo's verdict is the memo-less one."""
+    data = CRAFTED[name][0]()
+    rng = random.Random(name)
+    memo: DecodeMemo = {}
+    agrees(memo, data)
+    agrees(memo, data)
+    for at in range(len(data)):
+        changed = bytearray(data)
+        changed[at] = rng.choice([changed[at] ^ 1, changed[at] ^ 0x80, rng.randrange(256)])
+        agrees(memo, bytes(changed))
+
+
+def test_an_opcode_changed_in_a_slots_place_is_decoded_in_full(full_decodes: list[bytes]) -> None:
+    """Same length, same slot bytes: a BININT1 made BINGET (same width) or BINPUT is a change
+    outside the slots, whatever it does to the types."""
+    memo: DecodeMemo = {}
+    agrees(memo, BASE)
+    agrees(memo, BASE)
+    task = value_at(BASE, "task_q_size")
+    for opcode in (b"h", b"q", b"K"):
+        for payload in (b"\x00", b"\x03", b"\x04"):
+            data = BASE[:task] + opcode + payload + BASE[task + 2 :]
+            before = len(full_decodes)
+            verdict = agrees(memo, data)
+            if opcode != b"K":
+                assert len(full_decodes) == before + 2, (opcode, payload, verdict)
+
+
+def test_a_negative_int_in_a_signed_slot_is_refused_as_the_full_decode_does() -> None:
+    data = py2_stat_pickle(py2_state())
+    memo: DecodeMemo = {}
+    agrees(memo, data)
+    agrees(memo, data)
+    task = slot_of(data, "task_q_size")
+    assert agrees(memo, with_bytes(data, task, b"\xff\xff\xff\xff")) == "bad field task_q_size"
+    assert agrees(memo, with_bytes(data, task, b"\x07\x00\x00\x00")).task_q_size == 7
+
+
+def test_a_slot_that_fails_its_check_falls_back_to_the_full_decode(
+    full_decodes: list[bytes],
+) -> None:
+    """Two bad fields at once: the reason is the full decode's (its first, in field order)."""
+    data = py2_stat_pickle(py2_state())
+    memo: DecodeMemo = {}
+    agrees(memo, data)
+    agrees(memo, data)
+    both = with_bytes(data, slot_of(data, "task_q_size"), b"\xff\xff\xff\xff")
+    both = with_bytes(both, slot_of(data, "sentinel"), b"\xfe\xff\xff\xff")
+    before = len(full_decodes)
+    assert agrees(memo, both) == "bad field sentinel"
+    assert len(full_decodes) == before + 2
+
+
+def test_analysis_is_reused_for_the_same_flow(full_decodes: list[bytes]) -> None:
+    """A worker replaced (its pid is a value, not a slot): decoded in full, but the key's
+    analysis is reused; then rewrites of the slots are fast again."""
+    data = capture_pickle("q2_url_tz_working.txt")
+    memo: DecodeMemo = {}
+    with mock.patch.object(
+        qwatch.record_memo, "analyse", wraps=qwatch.record_memo.analyse
+    ) as analysed:
+        agrees(memo, data)
+        agrees(memo, data)
+        assert analysed.call_count == 1
+        worker = data.index(b"]\x94(M") + 4  # the first worker's BININT2 payload
+        replaced = data[:worker] + b"\x99\x99" + data[worker + 2 :]
+        before = len(full_decodes)
+        assert agrees(memo, replaced).workers[0] == 0x9999
+        assert len(full_decodes) == before + 2
+        assert analysed.call_count == 1
+        assert len(memo[KEY].bases) == 1  # it replaced the base of the same flow
+        assert memo[KEY].bases[0].bits == int.from_bytes(replaced, "little")
+        busier = with_bytes(replaced, slot_of(replaced, "task_q_size"), b"\x21")
+        before = len(full_decodes)
+        assert agrees(memo, busier).task_q_size == 0x21
+        assert len(full_decodes) == before + 1  # only the memo-less decode
+        assert analysed.call_count == 1
+
+
+def test_a_key_keeps_a_base_per_flow(full_decodes: list[bytes]) -> None:
+    """A cluster flipping between Idle and Working, its queues moving: after one full
+    decode of each, every rewrite takes the fast path."""
+    memo: DecodeMemo = {}
+    records = [
+        stat_pickle(state(status=status, task_q_size=size, timestamp=TOB.replace(second=size)))
+        for size in range(3, 12)
+        for status in ("Idle", "Working")
+    ]
+    memo_decodes = 0
+    for data in records:
+        before = len(full_decodes)
+        agrees(memo, data)
+        memo_decodes += len(full_decodes) - before - 1
+    assert memo_decodes == 2  # the first Idle, the first Working
+    assert len(memo[KEY].bases) == 2
+
+
+def test_key_memo_keeps_nothing_it_cannot_analyse() -> None:
+    memo = KeyMemo()
+    data = duplicate_key()
+    memo.remember(data, OpcodeLayout.of(data), stat_state(data), outcome(sign(data)))
+    assert memo.bases == ()
+    assert memo.changes(data) is None
+
+
+def test_an_analysis_serves_every_key_of_the_same_flow(full_decodes: list[bytes]) -> None:
+    """Clusters on other hosts (same length), with other pids and ids: their pickles differ
+    only in values and unread text, so one analysis (and one walk) serves them all."""
+    records = [
+        stat_pickle(state(host=f"worker-{n}", pid=4000 + n, cluster_id=uuid.UUID(int=n << 64)))
+        for n in range(1, 6)
+    ]
+    assert len({len(data) for data in records}) == 1
+    memo: DecodeMemo = {}
+    with (
+        mock.patch.object(qwatch.record_memo, "analyse", wraps=analyse) as analysed,
+        mock.patch.object(OpcodeLayout, "of", wraps=OpcodeLayout.of) as walked,
+    ):
+        for n, data in enumerate(records):
+            assert outcome(sign(data), memo, key=n) == outcome(sign(data))
+            assert memo[n].bases
+        assert analysed.call_count == 1
+        assert walked.call_count == 1
+    # And each key's next rewrite takes the fast path.
+    for n, data in enumerate(records):
+        busier = with_bytes(data, slot_of(data, "task_q_size"), b"\x09")
+        before = len(full_decodes)
+        assert outcome(sign(busier), memo, key=n).task_q_size == 9
+        assert len(full_decodes) == before
+
+
+def test_shared_tables_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(record_memo, "_MAX_LENGTHS", 3)
+    monkeypatch.setattr(record_memo, "_LAYOUTS_PER_LENGTH", 2)
+    memo: DecodeMemo = {}
+    for n in range(1, 12):  # hosts of 11 lengths: 11 pickle lengths
+        assert isinstance(outcome(sign(stat_pickle(state(host="h" * n))), memo, key=n), ClusterStat)
+    assert len(record_memo._LAYOUTS) == 3
+    table: dict[int, list[int]] = {}
+    for item in range(5):
+        record_memo._remember(table, "key", item, 2, 3)
+    assert table == {"key": [4, 3]}
