@@ -26,8 +26,10 @@ from qwatch import timeline as tl
 from qwatch.store import migrate
 from qwatch.store.engine import create_engine
 from qwatch.store.models import Cluster, Gap, UTCDateTime
+from qwatch.store.writer import Batch, Writer
 from tests.test_history import PIDISH, A, B, C, D, Story, qwatch
 from tests.test_history import story_db as _story_db
+from tests.test_store import stat
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "reporting.md"
@@ -373,9 +375,6 @@ def test_views_and_history_count_time_without_a_daemon_as_unknown(
     """A cluster up 10 minutes, ended; 10 minutes later Redis fails, 10 more and the daemon
     stops (its last mark) and nobody watches for 2.5 h. Down is only the 10 minutes between
     the end and the outage: not the outage, not the time since the daemon stopped."""
-    from qwatch.store.writer import Batch, Writer
-    from tests.test_store import stat
-
     now = datetime.now(UTC).replace(microsecond=0)
     t0 = now - timedelta(hours=3)
     tob = t0 - timedelta(minutes=1)
