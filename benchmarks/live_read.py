@@ -120,7 +120,7 @@ async def measure(server: Any, n: int, quick: bool, busy: bool = False) -> dict[
     from django_q.status import Stat
 
     from qwatch.config import Site
-    from qwatch.redis_source import RedisSource
+    from qwatch.sources.redis import RedisSource
 
     client = redis.Redis.from_url(server.url)
     client.flushdb()

@@ -66,9 +66,8 @@ from qwatch.monitor.records import (
     StoreKind,
     TableHistory,
 )
-from qwatch.redis_source import Poll
-from qwatch.stat import ClusterStat
-from qwatch.timeline import EventRow, Run
+from qwatch.sources.redis import Poll
+from qwatch.values import ClusterStat, EventRow, Run
 
 TARGET_MS = 30.0
 MAIN_N = 200

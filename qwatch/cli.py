@@ -1,7 +1,8 @@
 """Command line: parse arguments, build settings, call one function per command.
 
-Errors a user can fix are one line on stderr: exit 2 for bad input or configuration,
-exit 1 when a server cannot be reached. A traceback is a bug.
+Every error qwatch means to raise is a `qwatch.errors.QwatchError`, caught once in `main`:
+one line on stderr and its class's exit code (2 bad input, configuration or schema; 1 a
+server unavailable). A traceback is a bug.
 """
 
 from __future__ import annotations
@@ -14,18 +15,11 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-from qwatch.config import ConfigError, Settings, load_settings, safe_url
+from qwatch.config import Settings, load_settings, safe_url
+from qwatch.errors import QwatchError, Unavailable
 
 log = logging.getLogger("qwatch")
 T = TypeVar("T")
-
-
-class UsageError(Exception):
-    """Bad input on the command line (exit 2)."""
-
-
-class Unavailable(Exception):
-    """A server qwatch needs cannot be reached (exit 1)."""
 
 
 def _settings_options(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +31,9 @@ def _settings_options(parser: argparse.ArgumentParser) -> None:
         help="read SECRET_KEY, TIME_ZONE and Q_CLUSTER from this Django settings module",
     )
     group.add_argument("--redis", metavar="URL", help="redis://, rediss:// or unix:// URL")
-    group.add_argument("--db", metavar="URL", help="history database URL (sqlite:/// or postgresql://)")
+    group.add_argument(
+        "--db", metavar="URL", help="history database URL (sqlite:/// or postgresql://)"
+    )
     group.add_argument("--name", help="Q_CLUSTER name of the site to watch")
     parser.add_argument(
         "--log-level",
@@ -79,14 +75,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     # Imported here, as every command imports what it uses: `history` and `report` never
     # touch Redis, and start faster for not loading its client and the record decoder.
     from qwatch import live
-    from qwatch.redis_source import RedisUnavailable
 
     settings = settings_from(args)
     settings.require_secret()
-    try:
-        polls = asyncio.run(live.read_all(settings))
-    except RedisUnavailable as exc:
-        raise Unavailable(str(exc)) from None
+    polls = asyncio.run(live.read_all(settings))
     print(live.as_json(polls) if args.json else live.as_table(polls))
     return 0
 
@@ -138,19 +130,15 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from qwatch import demo
 
-    try:
-        return asyncio.run(
-            demo.run_demo(
-                ui=not args.no_ui, duration_s=args.duration, restart_after_s=args.restart_after
-            )
+    return asyncio.run(
+        demo.run_demo(
+            ui=not args.no_ui, duration_s=args.duration, restart_after_s=args.restart_after
         )
-    except demo.DemoUnavailable as exc:
-        raise Unavailable(str(exc)) from None
+    )
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     from qwatch import history
-    from qwatch.store.queries import BadReference, NotReadable
 
     request = history.Request(
         ref=args.cluster,
@@ -161,43 +149,27 @@ def cmd_history(args: argparse.Namespace) -> int:
         fmt=args.format,
         site=args.name,  # only when given: the default site name may not be the stored one
     )
-    settings = settings_from(args)
-    try:
-        print(asyncio.run(history.run(settings, request)))
-    except (history.BadInput, BadReference) as exc:
-        raise UsageError(str(exc)) from None
-    except NotReadable as exc:
-        raise Unavailable(str(exc)) from None
+    print(asyncio.run(history.run(settings_from(args), request)))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from qwatch import reports
-    from qwatch.store.queries import NotReadable
 
     if args.report is None:
         print(reports.listing())
         return 0
     settings = settings_from(args)
-    try:
-        print(asyncio.run(reports.run(settings, args.report, args.since, args.until, args.format)))
-    except reports.BadReport as exc:
-        raise UsageError(str(exc)) from None
-    except NotReadable as exc:
-        raise Unavailable(str(exc)) from None
+    print(asyncio.run(reports.run(settings, args.report, args.since, args.until, args.format)))
     return 0
 
 
 def _run_store(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; a database that can't be reached or used is one line."""
+    """Run a command's coroutine that writes; a driver's error on the way becomes one line."""
     from sqlalchemy.exc import DBAPIError, OperationalError
-
-    from qwatch.store.migrate import SchemaError
 
     try:
         return asyncio.run(coro)
-    except SchemaError as exc:
-        raise UsageError(str(exc)) from None
     except (OperationalError, DBAPIError, OSError, TimeoutError) as exc:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise Unavailable(f"history database unavailable: {reason}") from None
@@ -282,11 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ConfigError, UsageError) as exc:
+    except QwatchError as exc:
         print(f"qwatch: {exc}", file=sys.stderr)
-        return 2
-    except Unavailable as exc:
-        print(f"qwatch: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -1,6 +1,6 @@
 """`qwatch daemon`: sample every site's live Stats into the history, on a fixed schedule.
 
-The loop only wires and times: Redis reads are `redis_source`, the diff into events is
+The loop only wires and times: Redis reads are `sources.redis`, the diff into events is
 `events`, per-minute rollups are `rollup`, and SQL is `store`. Writing happens in a task of
 its own behind a bounded buffer, and hour rollups and pruning in another, so neither a slow
 database nor maintenance ever delays a poll.
@@ -23,13 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qwatch.config import Settings, Site, safe_url
 from qwatch.events import SampleClock, Tracker, key_of
-from qwatch.redis_source import Poll, RedisSource, RedisUnavailable
 from qwatch.rollup import MinuteAccumulator
+from qwatch.sources.redis import Poll, RedisSource, RedisUnavailable
 from qwatch.store import maintenance, migrate
 from qwatch.store.engine import create_engine
 from qwatch.store.reads import tracker_seed, watched_at
 from qwatch.store.writer import Batch, StoreUnavailable, Writer
-from qwatch.timeline import STALE_AFTER
+from qwatch.values import STALE_AFTER
 
 log = logging.getLogger("qwatch.daemon")
 
@@ -113,9 +113,7 @@ class SiteLoop:
             batch = replace(batch, gap_close=batch.gap_close or since)
             if at - since > STALE_AFTER:
                 batch = replace(batch, unwatched=(since, at))
-        if batch is None and (
-            self.last_batch_at is None or at - self.last_batch_at >= HEARTBEAT
-        ):
+        if batch is None and (self.last_batch_at is None or at - self.last_batch_at >= HEARTBEAT):
             batch = Batch(self.site.name, at)
         if batch is not None:
             self.last_batch_at = batch.at

@@ -10,13 +10,15 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from qwatch.errors import UserError
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _PART = re.compile(r"(\d+)([smhdw])")
 _WHOLE = re.compile(r"(?:\d+[smhdw])+")
 HINT = "a duration like 90m, 2h, 7d or an ISO time like 2025-03-01T10:00"
 
 
-class DurationError(ValueError):
+class DurationError(UserError, ValueError):
     """Text that is neither a duration nor a time; the message says what was expected."""
 
 

@@ -17,16 +17,16 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from qwatch.stat import ClusterStat
+from qwatch.values import (
+    APPEARED,
+    KINDS,
+    REINCARNATED,
+    RESTARTED,
+    STATE_CHANGED,
+    VANISHED,
+    ClusterStat,
+)
 
-APPEARED = "appeared"
-RESTARTED = "restarted"
-STATE_CHANGED = "state_changed"
-REINCARNATED = "reincarnated"
-VANISHED = "vanished"
-
-# Events of one cluster in one poll come out in this order.
-KINDS = (APPEARED, RESTARTED, STATE_CHANGED, REINCARNATED, VANISHED)
 _KIND_ORDER = {kind: i for i, kind in enumerate(KINDS)}
 
 Key = tuple[str, datetime]  # (cluster_id, tob)

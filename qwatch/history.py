@@ -20,16 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from qwatch import timeline as tl
 from qwatch.config import Settings, safe_url
 from qwatch.durations import DurationError, label, parse_duration, parse_time
+from qwatch.errors import UserError
 from qwatch.fmt import hms, iso, table
 from qwatch.retention import Retention
 from qwatch.store import queries
-from qwatch.store.queries import GapRow, NotReadable, Selection
+from qwatch.store.queries import NotReadable, Selection
+from qwatch.values import GapRow
 
 DEFAULT_RANGE = timedelta(hours=24)
 FORMATS = ("table", "csv", "json")
 
 
-class BadInput(ValueError):
+class BadInput(UserError, ValueError):
     """A range, width or format that cannot be used; the message names the option."""
 
 

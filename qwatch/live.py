@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 from qwatch.config import Settings
 from qwatch.fmt import hms, iso, table
-from qwatch.redis_source import Poll, RedisSource
-from qwatch.stat import ClusterStat
+from qwatch.sources.redis import Poll, RedisSource
+from qwatch.values import ClusterStat
 
 COLUMNS = ("Host", "Id", "State", "Pool", "TQ", "RQ", "RC", "Up")
 

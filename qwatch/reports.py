@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from qwatch.config import Settings, safe_url
 from qwatch.durations import DurationError, parse_time
+from qwatch.errors import UserError
 from qwatch.fmt import hms, iso, table
 from qwatch.store import queries
 from qwatch.store.models import UTCDateTime
@@ -33,7 +34,7 @@ HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
 
-class BadReport(ValueError):
+class BadReport(UserError, ValueError):
     """An unknown report name or an unusable range; the message says which."""
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import reduce
 
-from qwatch.stat import STATES, ClusterStat
+from qwatch.values import STATES, ClusterStat
 
 MINUTE = timedelta(minutes=1)
 _ZERO = timedelta(0)

@@ -28,23 +28,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from typing import Any
 
 from qwatch.durations import label
+from qwatch.errors import UserError
 from qwatch.retention import Retention
-from qwatch.stat_types import STATES  # not qwatch.stat: the read side needs no Django
-
-STALE_AFTER = timedelta(minutes=2)  # the daemon refreshes a live run's last_seen far faster
-
-
-class GapKind(StrEnum):
-    """Why a site went unseen for a while (the `kind` of a row in the gaps table)."""
-
-    REDIS = "redis"  # the daemon ran but could not read Redis
-    UNWATCHED = "unwatched"  # no daemon sampled the site (its watch mark went stale)
+from qwatch.values import STATES, EventRow, Point, Run, Source, Span
 
 MAX_ROWS = 50  # the default bucket width keeps the table to this many rows
 MAX_BUCKETS = 10_000  # refuse an explicit width that would print more
@@ -57,26 +47,11 @@ NICE_WIDTHS = tuple(
 ) + tuple(timedelta(days=d) for d in (1, 2, 7, 14, 28))
 
 
-class PlanError(ValueError):
+class PlanError(UserError, ValueError):
     """A range or bucket width that cannot be shown; the message says why."""
 
 
 # --------------------------------------------------------------------------- spans
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Span:
-    start: datetime
-    end: datetime
-
-    @property
-    def seconds(self) -> float:
-        return max(0.0, (self.end - self.start).total_seconds())
-
-    def clip(self, window: Span) -> Span | None:
-        """The part inside `window`, or None when nothing of positive length is."""
-        start, end = max(self.start, window.start), min(self.end, window.end)
-        return Span(start, end) if start < end else None
 
 
 def union(spans: Iterable[Span]) -> list[Span]:
@@ -119,76 +94,7 @@ def total_s(spans: Iterable[Span]) -> float:
 # --------------------------------------------------------------------------- rows in
 
 
-@dataclass(frozen=True, slots=True)
-class Run:
-    """One cluster run: a row of the `clusters` table."""
-
-    pk: int
-    site: str
-    cluster_id: str
-    host: str
-    pid: int | None
-    tob: datetime  # the cluster's time of birth, by its own clock
-    first_seen: datetime
-    last_seen: datetime
-    ended_at: datetime | None
-    last_status: str | None
-
-    @property
-    def short_id(self) -> str:
-        """The last 8 characters, as qmonitor shows the id."""
-        return self.cluster_id[-8:]
-
-    def stale(self, now: datetime) -> bool:
-        """Open, and no longer refreshed: the daemon stopped watching at its last_seen."""
-        return self.ended_at is None and now - self.last_seen > STALE_AFTER
-
-    def up(self, now: datetime) -> Span:
-        if self.ended_at is not None:
-            end = self.ended_at
-        else:
-            end = self.last_seen if self.stale(now) else max(now, self.last_seen)
-        return Span(self.first_seen, max(end, self.first_seen))
-
-
-@dataclass(frozen=True, slots=True)
-class Point:
-    """Measurements of one run at one time: a sample (n=1) or a rollup row (n polls).
-
-    Sums rather than averages, so points add up: avg = sum / n.
-    """
-
-    cluster_pk: int
-    at: datetime  # the sample's time, or the rollup bucket's start
-    n: int
-    states: frozenset[str]  # the sample's status; a rollup's states with seconds > 0
-    pool: int  # smallest pool seen
-    tq_max: int
-    tq_sum: float
-    rq_max: int
-    rq_sum: float
-    rc: int  # reincarnations so far (the highest seen)
-    queued_max: int | None = None  # broker backlog; None when the daemon could not tell
-    queued_sum: float = 0.0
-    queued_n: int = 0  # polls that knew the backlog
-
-
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    at: datetime
-    cluster_pk: int
-    cluster_id: str
-    kind: str
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
 # --------------------------------------------------------------------------- plan
-
-
-class Source(StrEnum):
-    SAMPLES = "samples"
-    MINUTES = "rollup_minute"
-    HOURS = "rollup_hour"
 
 
 RESOLUTION = {

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from qwatch.stat import Decoder
+from qwatch.decode import Decoder
 from tests.plugins.qcluster import SECRET_KEY, wait_for
 from tests.plugins.qwatch_daemon import query, run_qwatch
 from tests.plugins.redis_server import redis_client
@@ -185,9 +185,10 @@ def test_two_daemons_one_sampler_and_a_takeover(
     assert time.monotonic() - started < 5
     # The takeover resumed the story: one cluster, appeared once, no duplicates.
     assert [k for _, k, _ in events(db)] == ["appeared"]
-    assert query(db, "SELECT count(*), count(DISTINCT sampled_at) FROM samples")[0] == (
-        len(query(db, "SELECT 1 FROM samples")),
-    ) * 2
+    assert (
+        query(db, "SELECT count(*), count(DISTINCT sampled_at) FROM samples")[0]
+        == (len(query(db, "SELECT 1 FROM samples")),) * 2
+    )
 
 
 def test_once_writes_one_poll_and_sigterm_flushes(

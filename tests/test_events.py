@@ -10,18 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qwatch.events import (
+from qwatch.events import Event, SampleClock, Tracker, key_of
+from qwatch.values import (
     APPEARED,
     REINCARNATED,
     RESTARTED,
     STATE_CHANGED,
+    STATES,
     VANISHED,
-    Event,
-    SampleClock,
-    Tracker,
-    key_of,
+    ClusterStat,
 )
-from qwatch.stat import STATES, ClusterStat
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 SITE = "shop"
@@ -288,9 +286,7 @@ def test_a_cluster_restarted_during_a_gap_pairs_as_usual():
 
 
 def test_seeded_live_clusters_are_not_reported_again():
-    tracker = Tracker(
-        SITE, live=[stat("a", status="Idle", rc=2), stat("b", ts=5.0)], gap_grace_s=0
-    )
+    tracker = Tracker(SITE, live=[stat("a", status="Idle", rc=2), stat("b", ts=5.0)], gap_grace_s=0)
     assert set(tracker.live) == {key_of(stat("a")), key_of(stat("b"))}
     events = tracker.observe([stat("a", status="Working", rc=2)], t(60))
     # b went while the daemon was down: when, nobody saw.

@@ -32,10 +32,10 @@ from qwatch import history
 from qwatch import timeline as tl
 from qwatch.cli import main
 from qwatch.rollup import MinuteRow
-from qwatch.stat import ClusterStat
 from qwatch.store import maintenance, migrate, queries
 from qwatch.store.engine import create_engine
 from qwatch.store.writer import Batch, Writer
+from qwatch.values import ClusterStat
 from tests.plugins.postgres_server import PostgresServer
 
 SITE = "shop"
@@ -484,7 +484,7 @@ def test_cli_empty_and_unmigrated_databases(
     if db_url.startswith("sqlite"):
         Path(db_url.split(":///", 1)[1]).touch()  # an empty file is an empty database
     code, _, err = qwatch(capsys, "history", "web-1", "--db", db_url)
-    assert code == 1 and "not migrated: run `qwatch db upgrade`" in err
+    assert code == 2 and "not migrated: run `qwatch db upgrade`" in err
 
     async def upgrade() -> None:
         engine = create_engine(db_url)

@@ -26,7 +26,7 @@ from qwatch.daemon import run_daemon
 from qwatch.monitor import refresh
 from qwatch.monitor.app import Monitor, create_monitor
 from qwatch.monitor.render import STYLE
-from qwatch.redis_source import RedisSource
+from qwatch.sources.redis import RedisSource
 from tests.plugins.qcluster import SECRET_KEY, DjangoProject
 from tests.plugins.redis_server import RedisServer, redis_client
 

@@ -21,10 +21,8 @@ from qwatch.monitor.records import (
 )
 from qwatch.monitor.spark import BLOCKS, level, slots, sparkline
 from qwatch.monitor.state import Focus, MonitorState, Source
-from qwatch.redis_source import Poll, Skipped
-from qwatch.stat import ClusterStat
-from qwatch.store.queries import GapRow
-from qwatch.timeline import EventRow, GapKind, Run
+from qwatch.sources.redis import Poll, Skipped
+from qwatch.values import ClusterStat, EventRow, GapKind, GapRow, Run
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 SITE = Site(

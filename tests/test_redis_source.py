@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
 from collections.abc import AsyncIterator, Hashable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from qwatch.config import RedisSettings, Site
-from qwatch.redis_source import Poll, RedisSource, RedisUnavailable, Skipped
-from qwatch.stat import ClusterStat, DecodeMemo, Decoder
+from qwatch.decode import DecodeMemo, Decoder
+from qwatch.sources.redis import Poll, RedisSource, RedisUnavailable, Skipped
+from qwatch.values import ClusterStat
+from tests.helpers import CAPTURE_ROTATED_SECRET, EXPECTED, PAYLOADS
+from tests.helpers import CAPTURE_SECRET as SECRET
+from tests.helpers import CAPTURE_SITE as NAME
 from tests.plugins.redis_server import RedisServer, RedisServerFactory, TLSFiles, redis_client
 
-FIXTURES = Path("/work/shared/fixtures")
-EXPECTED: dict[str, dict[str, object]] = json.loads((FIXTURES / "expected.json").read_text())
-SECRET = "research-secret-key-q2-0123456789abcdef"
-ROTATED = "rotated-new-secret-key-9876543210"
-NAME = "researchq"
+ROTATED = CAPTURE_ROTATED_SECRET
 PASSWORD = "s3cret-Pa55word"
 
 # The latest capture of each cluster: one record per key, as a live Redis would hold them.
@@ -38,7 +36,7 @@ CACHED = "q2_ormcache_idle.bin"
 
 
 def payload(name: str) -> bytes:
-    raw = (FIXTURES / "payloads" / name).read_bytes()
+    raw = (PAYLOADS / name).read_bytes()
     # A .txt capture is saved as a text line; the value in Redis had no line break.
     return raw.rstrip(b"\n") if name.endswith(".txt") else raw
 

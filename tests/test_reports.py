@@ -302,7 +302,7 @@ def test_cli_report_on_a_database_not_migrated(
     if db_url.startswith("sqlite"):
         Path(db_url.split(":///", 1)[1]).touch()
     code, _, err = qwatch(capsys, "report", "restarts", "--db", db_url)
-    assert code == 1 and "not migrated" in err and "Traceback" not in err
+    assert code == 2 and "not migrated" in err and "Traceback" not in err
 
 
 def test_views_go_with_a_downgrade(db_url: str) -> None:

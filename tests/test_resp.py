@@ -1,4 +1,4 @@
-"""The RESP reply parser (qwatch.resp) and the protocol it answers for (redis_source): pure,
+"""The RESP reply parser (qwatch.sources.resp) and the protocol it answers for (redis_source): pure,
 no server. A socket splits replies anywhere, so every reply must parse the same whatever
 the chunks; anything that is not a reply must fail every waiter at once."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,10 +14,10 @@ from asyncio_redis import ErrorReply
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qwatch.redis_source import _Protocol
-from qwatch.resp import ProtocolError, ReplyParser
+from qwatch.sources.redis import _Protocol
+from qwatch.sources.resp import ProtocolError, ReplyParser
+from tests.helpers import PAYLOADS
 
-PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "payloads"
 FUZZ = settings(max_examples=300, deadline=None, database=None)
 
 

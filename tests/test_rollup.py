@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qwatch.rollup import MinuteAccumulator, MinuteRow, hour_of, merge, minute_of
-from qwatch.stat import STATES, ClusterStat
+from qwatch.values import STATES, ClusterStat
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 IST = timezone(timedelta(hours=5, minutes=30))

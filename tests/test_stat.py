@@ -1,9 +1,8 @@
-"""The decoder against real captures (shared/fixtures) and records built here for the
+"""The decoder against real captures (tests/fixtures) and records built here for the
 variants the captures lack: every pickle protocol, Python 2 writers, django-q 0.5."""
 
 from __future__ import annotations
 
-import json
 import pickle
 import struct
 import subprocess
@@ -21,15 +20,13 @@ import pytest
 from django.core.signing import TimestampSigner
 from django.utils.translation import gettext_lazy
 
-from qwatch.stat import ClusterStat, DecodeError, Decoder, decode
+from qwatch.decode import DecodeError, Decoder, decode
+from qwatch.values import ClusterStat
+from tests.helpers import CAPTURE_ROTATED_SECRET as ROTATED
+from tests.helpers import CAPTURE_SECRET as SECRET
+from tests.helpers import CAPTURE_SITE as NAME
+from tests.helpers import EXPECTED, PAYLOADS
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-PAYLOADS = FIXTURES / "payloads"
-EXPECTED: dict[str, dict[str, Any]] = json.loads((FIXTURES / "expected.json").read_text())
-
-NAME = "researchq"
-SECRET = "research-secret-key-q2-0123456789abcdef"
-ROTATED = "rotated-new-secret-key-9876543210"  # signs q2_rotatedB_idle.txt
 NOTZ = "q2_url_notz_idle.txt"  # USE_TZ=False: naive datetimes
 TEXT_CAPTURES = sorted(name for name in EXPECTED if name.endswith(".txt"))  # not cache-wrapped
 
@@ -338,7 +335,7 @@ def test_fresh_interpreter_needs_no_settings_and_imports_nothing_named() -> None
         "import sys\n"
         "from pathlib import Path\n"
         "from django.conf import settings\n"
-        "from qwatch.stat import Decoder, DecodeError\n"
+        "from qwatch.decode import Decoder, DecodeError\n"
         "payloads = Path(sys.argv[1])\n"
         "decoder = Decoder('researchq', sys.argv[2], fallback_keys=[sys.argv[3]])\n"
         "for path in sorted(payloads.iterdir()):\n"

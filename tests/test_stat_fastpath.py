@@ -4,7 +4,7 @@
 - safe_pickle.OpcodeLayout (the opcode walk remembered per layout) against the walk;
 - record_memo.KeyMemo (a rewrite that changed only slots, bytes that alone make one field,
   rebuilt from those bytes) against a decoder that keeps no memo. Which bytes are slots
-  (qwatch.pickle_flow), and crafted pickles that share values, are tested in
+  (qwatch.decode.pickle_flow), and crafted pickles that share values, are tested in
   tests/test_stat_flow.py.
 """
 
@@ -23,13 +23,14 @@ from django.utils.translation import gettext_lazy
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-import qwatch.safe_pickle
-import qwatch.signature
-from qwatch import record_memo
-from qwatch.pickle_flow import analyse
-from qwatch.safe_pickle import OpcodeLayout, check_opcodes
-from qwatch.signature import MAX_TIMESTAMP_LEN, Verifier
-from qwatch.stat import ClusterStat, DecodeError, DecodeMemo, Decoder
+import qwatch.decode.safe_pickle
+import qwatch.decode.signature
+from qwatch.decode import DecodeError, DecodeMemo, Decoder
+from qwatch.decode import memo as record_memo
+from qwatch.decode.pickle_flow import analyse
+from qwatch.decode.safe_pickle import OpcodeLayout, check_opcodes
+from qwatch.decode.signature import MAX_TIMESTAMP_LEN, Verifier
+from qwatch.values import ClusterStat
 from tests.test_stat import (
     EXPECTED,
     NAME,
@@ -154,7 +155,7 @@ def test_signature_verdicts_are_djangos(
         verifier = Verifier(name, secret, fallbacks)
         assert set(verifier._fast) == {43, 27}  # the fast path is what is tested here
     else:  # as if Django derived its keys some other way
-        with mock.patch.object(qwatch.signature, "derive_hmac_keys", return_value=None):
+        with mock.patch.object(qwatch.decode.signature, "derive_hmac_keys", return_value=None):
             verifier = Verifier(name, secret, fallbacks)
         assert not verifier._fast
     ours = qwatch_verdict(verifier, text)
@@ -171,10 +172,10 @@ def test_signature_verdicts_are_djangos(
 
 def test_derived_keys_sign_as_django_does() -> None:
     for algorithm in ("sha256", "sha1"):
-        keys = qwatch.signature.derive_hmac_keys(NAME, [SECRET, ROTATED], algorithm)
+        keys = qwatch.decode.signature.derive_hmac_keys(NAME, [SECRET, ROTATED], algorithm)
         assert keys is not None
         for key, hmac_key in zip([SECRET, ROTATED], keys, strict=True):
-            ours = qwatch.signature.b64_signature(hmac_key, b"value:1xWyAG", algorithm)
+            ours = qwatch.decode.signature.b64_signature(hmac_key, b"value:1xWyAG", algorithm)
             signer = Signer(key=key, salt=NAME, algorithm=algorithm, fallback_keys=[])
             assert ours.decode() == signer.signature("value:1xWyAG")
 
@@ -184,7 +185,7 @@ def test_a_django_deriving_keys_otherwise_falls_back_to_its_signers() -> None:
         def signature(self, value: str | bytes, key: str | bytes | None = None) -> str:
             return "not what qwatch computes"
 
-    with mock.patch.object(qwatch.signature, "Signer", OtherSigner):
+    with mock.patch.object(qwatch.decode.signature, "Signer", OtherSigner):
         decoder = Decoder(NAME, SECRET, fallback_keys=[ROTATED])
     assert not decoder._verifier._fast
     for name in EXPECTED:  # every capture still verifies, through Django's TimestampSigner
@@ -575,7 +576,7 @@ def test_memo_never_changes_a_verdict(case: tuple[bytes, list[bytes]]) -> None:
     base, rest = case
     memo: DecodeMemo = {}
     with mock.patch.object(
-        qwatch.safe_pickle, "unpickle", wraps=qwatch.safe_pickle.unpickle
+        qwatch.decode.safe_pickle, "unpickle", wraps=qwatch.decode.safe_pickle.unpickle
     ) as unpickle:
         for data in [base, base, *rest, base]:
             raw = sign(data)

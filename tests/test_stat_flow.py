@@ -1,4 +1,5 @@
-"""qwatch.pickle_flow: which bytes of a Stat pickle alone make one field, and the memo's use of it.
+"""qwatch.decode.pickle_flow: which bytes of a Stat pickle alone make one field, and the memo's
+use of it.
 
 - On real pickles: a slot for every number and datetime field; new bytes in a slot change,
   under the real unpickler, that key's value and nothing else, into what the memo makes.
@@ -24,13 +25,14 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-import qwatch.record_memo
-import qwatch.safe_pickle
-from qwatch import record_memo
-from qwatch.pickle_flow import DATETIME_KEYS, INT_KEYS, Flow, Slot, analyse
-from qwatch.record_memo import KeyMemo, _read
-from qwatch.safe_pickle import OpcodeLayout, stat_state
-from qwatch.stat import ClusterStat, DecodeError, DecodeMemo, Decoder
+import qwatch.decode.memo
+import qwatch.decode.safe_pickle
+from qwatch.decode import DecodeError, DecodeMemo, Decoder
+from qwatch.decode import memo as record_memo
+from qwatch.decode.memo import KeyMemo, _read
+from qwatch.decode.pickle_flow import DATETIME_KEYS, INT_KEYS, Flow, Slot, analyse
+from qwatch.decode.safe_pickle import OpcodeLayout, stat_state
+from qwatch.values import ClusterStat
 from tests.test_stat import (
     NAME,
     ROTATED,
@@ -315,14 +317,14 @@ def test_bytes_the_analysis_does_not_read_do_not_change_it(data: bytes, rng: Any
 def full_decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """The pickles unpickled as Stats: each is a full decode, not the fast path."""
     calls: list[bytes] = []
-    real = qwatch.safe_pickle.unpickle
+    real = qwatch.decode.safe_pickle.unpickle
 
     def counting(data: bytes, unpickler: type) -> object:
-        if unpickler is qwatch.safe_pickle.RecordUnpickler:
+        if unpickler is qwatch.decode.safe_pickle.RecordUnpickler:
             calls.append(data)
         return real(data, unpickler)
 
-    monkeypatch.setattr(qwatch.safe_pickle, "unpickle", counting)
+    monkeypatch.setattr(qwatch.decode.safe_pickle, "unpickle", counting)
     return calls
 
 
@@ -417,7 +419,7 @@ def test_analysis_is_reused_for_the_same_flow(full_decodes: list[bytes]) -> None
     data = capture_pickle("q2_url_tz_working.txt")
     memo: DecodeMemo = {}
     with mock.patch.object(
-        qwatch.record_memo, "analyse", wraps=qwatch.record_memo.analyse
+        qwatch.decode.memo, "analyse", wraps=qwatch.decode.memo.analyse
     ) as analysed:
         agrees(memo, data)
         agrees(memo, data)
@@ -473,7 +475,7 @@ def test_an_analysis_serves_every_key_of_the_same_flow(full_decodes: list[bytes]
     assert len({len(data) for data in records}) == 1
     memo: DecodeMemo = {}
     with (
-        mock.patch.object(qwatch.record_memo, "analyse", wraps=analyse) as analysed,
+        mock.patch.object(qwatch.decode.memo, "analyse", wraps=analyse) as analysed,
         mock.patch.object(OpcodeLayout, "of", wraps=OpcodeLayout.of) as walked,
     ):
         for n, data in enumerate(records):

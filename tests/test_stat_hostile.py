@@ -22,9 +22,10 @@ from django.utils.translation import gettext_lazy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import qwatch.safe_pickle
-import qwatch.stat
-from qwatch.stat import STATES, ClusterStat, DecodeError, Decoder
+import qwatch.decode.record
+import qwatch.decode.safe_pickle
+from qwatch.decode import DecodeError, Decoder
+from qwatch.values import STATES, ClusterStat
 from tests.test_stat import (
     EXPECTED,
     NAME,
@@ -277,7 +278,7 @@ def _class_attributes() -> dict[tuple[str, str], dict[str, Any]]:
     """The attributes of every class a record can reach: real ones and stand-ins."""
     return {
         key: dict(vars(obj if isinstance(obj, type) else type(obj)))
-        for key, obj in qwatch.safe_pickle.ALLOWED_GLOBALS.items()
+        for key, obj in qwatch.decode.safe_pickle.ALLOWED_GLOBALS.items()
     }
 
 
@@ -372,7 +373,9 @@ def test_memo_index_cannot_allocate_gigabytes() -> None:
 
 def test_persistent_id_refused_by_the_unpickler_too() -> None:
     # The opcode walk already refuses persistent ids; the unpickler refuses them on its own.
-    unpickler = qwatch.safe_pickle.RecordUnpickler(io.BytesIO(whole(unicode_op("pid") + b"Q")))
+    unpickler = qwatch.decode.safe_pickle.RecordUnpickler(
+        io.BytesIO(whole(unicode_op("pid") + b"Q"))
+    )
     with pytest.raises(DecodeError, match=r"^forbidden persistent id$"):
         unpickler.load()
 
@@ -414,13 +417,13 @@ def test_decompression_bomb(megabytes: int) -> None:
 
 
 def test_pickle_just_over_the_bound() -> None:
-    data = whole(unicode_op("x" * qwatch.stat.MAX_PICKLE_BYTES))
+    data = whole(unicode_op("x" * qwatch.decode.record.MAX_PICKLE_BYTES))
     assert refused(sign_payload("." + _b64(zlib.compress(data)))) == "too large"
 
 
 def test_oversized_input() -> None:
-    assert refused("a" * (qwatch.stat.MAX_RECORD_BYTES + 1)) == "too large"
-    assert refused(b"a" * (qwatch.stat.MAX_RECORD_BYTES + 1)) == "too large"
+    assert refused("a" * (qwatch.decode.record.MAX_RECORD_BYTES + 1)) == "too large"
+    assert refused(b"a" * (qwatch.decode.record.MAX_RECORD_BYTES + 1)) == "too large"
 
 
 def _real_payload() -> str:

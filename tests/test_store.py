@@ -17,12 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qwatch.events import Event
 from qwatch.rollup import MinuteRow
-from qwatch.stat import ClusterStat
 from qwatch.store import migrate, queries
 from qwatch.store import models as m
 from qwatch.store.engine import create_engine, is_unavailable
 from qwatch.store.maintenance import Retention, prune, roll_up_hours
 from qwatch.store.writer import Batch, StoreUnavailable, Writer
+from qwatch.values import ClusterStat
 from tests.plugins.postgres_server import PostgresServer
 
 T0 = datetime(2025, 3, 1, 10, 58, tzinfo=UTC)

@@ -58,7 +58,7 @@ def point(pk: int, at: datetime, tq: int = 1, *, n: int = 1, **changes: object) 
 
 def test_states_are_the_decoders() -> None:
     # Kept apart so the read side never imports the decoder (and Django with it).
-    from qwatch.stat import STATES
+    from qwatch.values import STATES
 
     assert tl.STATES == STATES
 

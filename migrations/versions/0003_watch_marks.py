@@ -33,9 +33,7 @@ def upgrade() -> None:
         sa.Column("batch", sa.String(), nullable=False),
         sa.PrimaryKeyConstraint("site", name=op.f("pk_watches")),
     )
-    op.add_column(
-        "gaps", sa.Column("kind", sa.String(), server_default="redis", nullable=False)
-    )
+    op.add_column("gaps", sa.Column("kind", sa.String(), server_default="redis", nullable=False))
 
 
 def downgrade() -> None:

@@ -1,4 +1,4 @@
-"""ConfigError, and the checks on single values that several sources of settings share."""
+"""The checks on single values that several sources of settings share."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import math
 import zoneinfo
 from contextlib import suppress
 
-
-class ConfigError(Exception):
-    """A bad setting: one line naming the setting and what is wrong (never its secret value)."""
+from qwatch.errors import ConfigError
 
 
 def positive_seconds(value: object, setting: str) -> float:

@@ -27,7 +27,7 @@ from qwatch.monitor.layout import create_layout
 from qwatch.monitor.records import RANGES
 from qwatch.monitor.render import STYLE
 from qwatch.monitor.state import MonitorState
-from qwatch.redis_source import RedisSource
+from qwatch.sources.redis import RedisSource
 
 # How long a lone Esc waits to be sure it does not start an arrow key's sequence; the
 # default half second makes Esc feel stuck.

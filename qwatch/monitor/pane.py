@@ -16,10 +16,10 @@ from qwatch import timeline
 from qwatch.fmt import hms
 from qwatch.monitor.records import HostRaw
 from qwatch.monitor.spark import peak, sparkline
-from qwatch.timeline import EventRow, GapKind, Span
+from qwatch.values import EventRow, GapKind, Span
 
 if TYPE_CHECKING:
-    from qwatch.store.queries import GapRow
+    from qwatch.values import GapRow
 
 MAX_EVENT_LINES = 100
 _FLIP = frozenset({"Idle", "Working"})

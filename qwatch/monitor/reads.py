@@ -40,7 +40,7 @@ from qwatch.monitor.records import (
 )
 from qwatch.store import models as m
 from qwatch.store import queries
-from qwatch.timeline import EventRow, Span
+from qwatch.values import EventRow, Span
 
 MAX_EVENTS = 300  # newest events fetched for the pane; flips fold, so this is plenty
 C = m.Cluster.__table__.c

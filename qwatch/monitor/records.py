@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from qwatch.timeline import EventRow, Run
+from qwatch.values import EventRow, Run
 
 if TYPE_CHECKING:  # only a type here: keep SQLAlchemy out of the pure modules' imports
-    from qwatch.store.queries import GapRow
+    from qwatch.values import GapRow
 
 RunKey = tuple[str, str, datetime]  # (site, cluster_id, tob): one cluster run
 

@@ -13,10 +13,11 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from qwatch.errors import SchemaError
 from qwatch.monitor import pane, reads
 from qwatch.monitor.records import StoreInfo, StoreKind
 from qwatch.monitor.state import MonitorState
-from qwatch.redis_source import RedisReplyError, RedisSource, RedisUnavailable
+from qwatch.sources.redis import RedisReplyError, RedisSource, RedisUnavailable
 from qwatch.store import queries
 
 log = logging.getLogger("qwatch.monitor")
@@ -156,7 +157,7 @@ class StoreWatcher:
             # and the schema is this qwatch's; says what to do when not.
             try:
                 self.engine = await queries.open_reader(self.url)
-            except queries.NotReadable as exc:
+            except (queries.NotReadable, SchemaError) as exc:
                 self.state.set_store(StoreInfo(StoreKind.UNREADABLE, str(exc)))
                 return
         info = await reads.freshness(self.engine)

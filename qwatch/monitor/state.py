@@ -23,8 +23,8 @@ from qwatch.monitor.records import (
     TableHistory,
 )
 from qwatch.monitor.spark import sparkline
-from qwatch.redis_source import Poll
-from qwatch.stat import STATES
+from qwatch.sources.redis import Poll
+from qwatch.values import STATES
 
 SORT_KEYS = ("host", "id", "state", "pool", "tq", "rq", "rc", "up", "rc1h")
 DEFAULT_RANGE = "1h"

@@ -22,6 +22,8 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from qwatch.errors import SchemaError
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -35,10 +37,6 @@ class SchemaState(StrEnum):
     BEHIND = "behind"  # an older revision this code knows: upgrade
     CURRENT = "current"
     AHEAD = "ahead"  # a revision this code does not know: a newer qwatch wrote it
-
-
-class SchemaError(Exception):
-    """The database schema does not fit this qwatch; the message says what to do."""
 
 
 def script_location() -> Path:

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from qwatch.timeline import GapKind
+from qwatch.values import GapKind
 
 # Predictable constraint names, so a later revision can drop or alter them by name
 # (Alembic docs, "The Importance of Naming Constraints").

@@ -19,19 +19,20 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from qwatch.config import safe_url, sqlite_path
+from qwatch.errors import SchemaError, Unavailable, UserError
 from qwatch.store import migrate
 from qwatch.store import models as m
 from qwatch.store.engine import create_engine
-from qwatch.timeline import STALE_AFTER, EventRow, GapKind, Point, Run, Source, Span
+from qwatch.values import STALE_AFTER, EventRow, GapKind, GapRow, Point, Run, Source, Span
 
 MAX_CANDIDATES = 10  # listed in an "ambiguous" message
 
 
-class NotReadable(Exception):
+class NotReadable(Unavailable):
     """No history to read: no database, not migrated, or unreachable. One line, no secret."""
 
 
-class BadReference(LookupError):
+class BadReference(UserError, LookupError):
     """A cluster reference that names no cluster, or more than one."""
 
 
@@ -66,7 +67,8 @@ class Selection:
 
 
 async def open_reader(url: str) -> AsyncEngine:
-    """An engine on a migrated history database, or NotReadable saying what to do.
+    """An engine on a current history database; NotReadable (no database, unreachable) or
+    SchemaError (not migrated, older or newer) say what to do.
 
     A SQLite file that does not exist is reported, not created: reading never writes.
     """
@@ -87,12 +89,12 @@ async def open_reader(url: str) -> AsyncEngine:
         return engine
     await engine.dispose()
     if state is migrate.SchemaState.EMPTY:
-        raise NotReadable(f"the database {safe_url(url)} is not migrated: run `qwatch db upgrade`")
+        raise SchemaError(f"the database {safe_url(url)} is not migrated: run `qwatch db upgrade`")
     if state is migrate.SchemaState.BEHIND:
-        raise NotReadable(
+        raise SchemaError(
             f"the database {safe_url(url)} has an older schema: run `qwatch db upgrade`"
         )
-    raise NotReadable(
+    raise SchemaError(
         f"the database {safe_url(url)} has a schema newer than this qwatch: upgrade qwatch"
     )
 
@@ -367,18 +369,6 @@ async def events(
         EventRow(r.at, r.cluster_pk, r.cluster_id, r.kind, r.detail)
         for r in await conn.execute(query)
     ]
-
-
-@dataclass(frozen=True, slots=True)
-class GapRow:
-    site: str
-    started_at: datetime
-    ended_at: datetime | None  # None while still open
-    reason: str
-    kind: str = GapKind.REDIS
-
-    def span(self, now: datetime) -> Span:
-        return Span(self.started_at, self.ended_at or max(now, self.started_at))
 
 
 NOT_WATCHED_REASON = "no qwatch daemon is sampling this site"

@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from qwatch.stat import ClusterStat
 from qwatch.store.models import Cluster, Sample, Watch
+from qwatch.values import ClusterStat
 
 
 async def tracker_seed(

@@ -21,12 +21,12 @@ from sqlalchemy import ColumnElement, Float, case, cast, func, literal, select, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from qwatch.errors import Unavailable
 from qwatch.events import Event
 from qwatch.rollup import MinuteRow
-from qwatch.stat import ClusterStat
 from qwatch.store import models as m
 from qwatch.store.engine import is_unavailable
-from qwatch.timeline import GapKind
+from qwatch.values import ClusterStat, GapKind
 
 log = logging.getLogger("qwatch.store")
 
@@ -53,7 +53,7 @@ class Batch:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(Unavailable):
     """The database could not take a write; the batches stay queued, in order."""
 
 

@@ -231,4 +231,3 @@ def django_project_factory(
 @pytest.fixture
 def django_project(django_project_factory, redis_server) -> DjangoProject:
     return django_project_factory(redis_server.url)
-

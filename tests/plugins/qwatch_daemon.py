@@ -97,8 +97,14 @@ def daemon_factory(
         with log_path.open("wb") as out:
             process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "qwatch", "daemon",
-                    "--interval", str(interval), "--sample-every", str(sample_every),
+                    sys.executable,
+                    "-m",
+                    "qwatch",
+                    "daemon",
+                    "--interval",
+                    str(interval),
+                    "--sample-every",
+                    str(sample_every),
                 ],
                 env=qwatch_env(name, redis_url, db_url),
                 stdout=out,

@@ -8,7 +8,7 @@ A live cluster rewrites its record every 0.5 s, and most of it stays put:
   hosts and pids), so the walk runs about once per layout, not once per cluster.
 - everything but a few values: the timestamp, the queue sizes, now and then the
   reincarnations. A pickle that differs from one of its key's last fully decoded ones (a
-  "base") only in the base's slots (qwatch.pickle_flow: bytes that alone make one field's
+  "base") only in the base's slots (qwatch.decode.pickle_flow: bytes that alone make one field's
   value) is decoded from those bytes alone: the base's ClusterStat, with the fields whose
   bytes changed made again as the unpickler would make them, and checked again by the
   decoder. The analysis that finds the slots is shared by every pickle of the same flow,
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
-from qwatch.pickle_flow import DATETIME_BYTES, DATETIME_LATIN1, SINT, UINT, Flow, analyse
-from qwatch.safe_pickle import PY2_STR_ENCODING, OpcodeLayout
-from qwatch.stat_types import ClusterStat
+from qwatch.decode.pickle_flow import DATETIME_BYTES, DATETIME_LATIN1, SINT, UINT, Flow, analyse
+from qwatch.decode.safe_pickle import PY2_STR_ENCODING, OpcodeLayout
+from qwatch.values import ClusterStat
 
 _DATETIMES = (DATETIME_BYTES, DATETIME_LATIN1)
 # Two bases: a cluster flipping between Idle and Working has a pickle of each length.

@@ -1,6 +1,6 @@
 """Redis replies (RESP2) parsed from bytes as they arrive: pure, no I/O.
 
-redis_source's protocol feeds `ReplyParser` what the socket gives it, in chunks of any size,
+The Redis protocol (sources.redis) feeds `ReplyParser` what the socket gives it, in chunks of any size,
 instead of asyncio-redis' own reader. That one awaits a StreamReader for every line of a
 reply and hands arrays out item by item through futures: some 5 us per element, which was
 a third of reading a site's records (an MGET element each, a SCAN element each). This one
@@ -19,8 +19,10 @@ from typing import Any
 
 from asyncio_redis import ErrorReply
 
+from qwatch.errors import Unavailable
 
-class ProtocolError(Exception):
+
+class ProtocolError(Unavailable):
     """The server sent something that is not a Redis reply."""
 
 

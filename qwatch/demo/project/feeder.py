@@ -3,7 +3,7 @@
 Busy stretches outrun the workers, so the task queue fills (and TQ turns green at the
 queue limit) and then drains; every so often a task kills its worker.
 
-Run as `python -m qwatch.demo_project.feeder` with the demo's environment.
+Run as `python -m qwatch.demo.project.feeder` with the demo's environment.
 """
 
 import os
@@ -31,9 +31,9 @@ def main() -> None:
     while True:
         sent += 1
         if sent % DIE_EVERY == 0:
-            async_task("qwatch.demo_project.tasks.die")
+            async_task("qwatch.demo.project.tasks.die")
         else:
-            async_task("qwatch.demo_project.tasks.nap", round(rng.uniform(0.2, 1.4), 2))
+            async_task("qwatch.demo.project.tasks.nap", round(rng.uniform(0.2, 1.4), 2))
         busy = (time.monotonic() - started) % (BUSY_S + QUIET_S) < BUSY_S
         time.sleep(1.0 / (BUSY_PER_S if busy else QUIET_PER_S))
 

@@ -24,8 +24,10 @@ from asyncio_redis.encoders import BytesEncoder
 from asyncio_redis.protocol import _NoTransaction
 
 from qwatch.config import RedisSettings, Site
-from qwatch.resp import ProtocolError, ReplyParser
-from qwatch.stat import ClusterStat, DecodeError, DecodeMemo, Decoder
+from qwatch.decode import DecodeError, DecodeMemo, Decoder
+from qwatch.errors import Unavailable
+from qwatch.sources.resp import ProtocolError, ReplyParser
+from qwatch.values import ClusterStat
 
 SCAN_COUNT = 1000
 MGET_BATCH = 500
@@ -53,7 +55,7 @@ return 0
 """
 
 
-class RedisUnavailable(Exception):
+class RedisUnavailable(Unavailable):
     """Refused, timed out, unauthorised or dropped.
 
     The message is one line naming the address and the reason, never the password.
@@ -92,7 +94,7 @@ class Poll:
 
 
 class _Protocol(asyncio_redis.RedisProtocol):
-    """asyncio-redis' protocol, answered by our own reply parser (qwatch.resp, much faster
+    """asyncio-redis' protocol, answered by our own reply parser (qwatch.sources.resp, much faster
     than its reader); it fails fast on garbage and says when it is closed."""
 
     def __init__(self) -> None:

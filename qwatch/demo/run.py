@@ -1,4 +1,4 @@
-"""`qwatch demo`: qwatch at work in one command, on a machine with nothing set up.
+"""The demo: qwatch at work in one command, on a machine with nothing set up.
 
 It starts, in a temporary directory: a throwaway redis-server on a free port, two real
 django-q2 clusters (two sites) each fed a stream of tasks (some kill their worker, so
@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwatch.config import DaemonSettings, RedisSettings, Settings, Site
-from qwatch.demo_processes import Child, answers_ping, free_port, spawn
+from qwatch.demo.processes import Child, answers_ping, free_port, spawn
+from qwatch.errors import Unavailable
 
 log = logging.getLogger("qwatch.demo")
 
-SETTINGS_MODULE = "qwatch.demo_project.settings"
-FEEDER_MODULE = "qwatch.demo_project.feeder"
+SETTINGS_MODULE = "qwatch.demo.project.settings"
+FEEDER_MODULE = "qwatch.demo.project.feeder"
 REDIS_START_TIMEOUT_S = 10.0
 MIGRATE_TIMEOUT_S = 120.0
 # Leaving the demo: its history is about to be deleted, so a clean stop matters less than
@@ -52,7 +53,7 @@ class DemoSite:
 SITES = (DemoSite("orders", 2, 4, 0.0), DemoSite("emails", 3, 6, 20.0))
 
 
-class DemoUnavailable(Exception):
+class DemoUnavailable(Unavailable):
     """Something the demo needs is missing; the message says how to get it."""
 
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from django.core.signing import BASE62_ALPHABET, BadSignature, Signer, TimestampSigner
 from django.utils.encoding import force_bytes
 
-from qwatch.stat_types import DecodeError
+from qwatch.errors import DecodeError
 
 # Signature length -> hash: Django >= 3.1 signs with sha256, older Django (or
 # DEFAULT_HASHING_ALGORITHM = 'sha1') with sha1; both in unpadded base64.

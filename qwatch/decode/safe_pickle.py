@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any, NoReturn
 from uuid import UUID
 
-from qwatch.stat_types import DecodeError
+from qwatch.errors import DecodeError
 
 # --- stand-ins for the globals a record may name -------------------------------------------
 

@@ -40,7 +40,7 @@ import pickle
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
-from qwatch.safe_pickle import ALLOWED_GLOBALS, PY2_STR_ENCODING
+from qwatch.decode.safe_pickle import ALLOWED_GLOBALS, PY2_STR_ENCODING
 
 # The state keys a slot may be found for: the ClusterStat fields an int or a datetime makes.
 INT_KEYS: Final = frozenset(

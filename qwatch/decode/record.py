@@ -1,14 +1,15 @@
 """Django Q status records: the `ClusterStat` value and the decoder (pure, no I/O).
 
 A record is `"." + b64url(zlib(pickle(Stat))) + ":" + base62(time) + ":" + signature`, written
-by Django's `TimestampSigner` (see shared/fixtures/README.md). `Decoder` takes it apart
+by Django's `TimestampSigner` (tests/fixtures/README.md has real captures). `Decoder` takes it apart
 layer by layer, any of which may refuse it with a DecodeError: the raw value (a str, or
-Django's cache pickle of one), the signature (qwatch.signature), base64 and bounded zlib,
-the pickle (qwatch.safe_pickle: nothing in a record is ever imported, called or executed,
+Django's cache pickle of one), the signature (qwatch.decode.signature), base64 and bounded zlib,
+the pickle (qwatch.decode.safe_pickle: nothing in a record is ever imported, called or executed,
 whoever signed it), then every field. A poll loop may pass a per-key memo
-(qwatch.record_memo) that spares work a rewrite does not need; the verdicts are the same.
+(qwatch.decode.memo) that spares work a rewrite does not need; the verdicts are the same.
 
-STATES, ClusterStat and DecodeError are defined in qwatch.stat_types; import them from here.
+ClusterStat and STATES are `qwatch.values`' and DecodeError is `qwatch.errors'`, so that the
+read side can name them without importing Django or the decoder.
 """
 
 from __future__ import annotations
@@ -23,23 +24,12 @@ from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from qwatch.pickle_flow import DATETIME_KEYS, INT_KEYS
-from qwatch.record_memo import DecodeMemo, KeyMemo, layout_of
-from qwatch.safe_pickle import CacheUnpickler, check_opcodes, load, stat_state
-from qwatch.signature import Verifier, b64decode
-from qwatch.stat_types import STATES, ClusterStat, DecodeError
-
-__all__ = [
-    "MAX_PICKLE_BYTES",
-    "MAX_RECORD_BYTES",
-    "STATES",
-    "ClusterStat",
-    "DecodeError",
-    "DecodeMemo",
-    "Decoder",
-    "KeyMemo",
-    "decode",
-]
+from qwatch.decode.memo import DecodeMemo, KeyMemo, layout_of
+from qwatch.decode.pickle_flow import DATETIME_KEYS, INT_KEYS
+from qwatch.decode.safe_pickle import CacheUnpickler, check_opcodes, load, stat_state
+from qwatch.decode.signature import Verifier, b64decode
+from qwatch.errors import DecodeError
+from qwatch.values import STATES, ClusterStat
 
 # A real record is under 2 KB; anything near these is hostile or broken.
 MAX_RECORD_BYTES = 64 * 1024
@@ -152,7 +142,7 @@ def _workers(state: dict[Any, Any]) -> tuple[int, ...]:
     return tuple(value)
 
 
-# The check `Decoder._stat` makes of each field an int makes (record_memo's int slots).
+# The check `Decoder._stat` makes of each field an int makes (the memo's int slots).
 _INT_FIELD_CHECKS: dict[str, Callable[[object, str], object]] = {
     "cluster_id": _cluster_id_value,
     "pid": _pid,
@@ -202,7 +192,7 @@ class Decoder:
         A caller that reads the same keys again and again (a poll loop) passes a `memo` it
         keeps, and the `key` the record was read from: a pickle that differs from one of
         that key's previous ones only in bytes that alone make a field (its timestamp, queue
-        sizes, reincarnations: qwatch.pickle_flow) is then decoded from those bytes alone,
+        sizes, reincarnations: qwatch.decode.pickle_flow) is then decoded from those bytes alone,
         and one laid out like an earlier one (of any key) skips the opcode walk. Same
         verdicts either way; the signature is verified every time.
         """
