@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from qwatch.config import Settings, load_settings, safe_url
 from qwatch.errors import QwatchError, Unavailable
+from qwatch.output import FORMATS
 
 log = logging.getLogger("qwatch")
 T = TypeVar("T")
@@ -43,6 +44,15 @@ def _settings_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _zone_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tz",
+        metavar="ZONE",
+        help="show times in UTC (default), local (this machine's zone) or an IANA zone "
+        "like Europe/Paris; CSV and JSON stay UTC",
+    )
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -57,7 +67,7 @@ def _range_options(parser: argparse.ArgumentParser, default: str) -> None:
     when = "a duration before now (90m, 2h, 7d) or an ISO time (UTC unless it says otherwise)"
     parser.add_argument("--since", metavar="TIME", help=f"{when}; default {default} ago")
     parser.add_argument("--until", metavar="TIME", help=f"{when}; default now")
-    parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    parser.add_argument("--format", choices=FORMATS, default="table")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -67,6 +77,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         redis_url=args.redis,
         database_url=args.db,
         name=args.name,
+        display_time_zone=getattr(args, "tz", None),  # only the commands that print times
         environ=os.environ,
     )
 
@@ -183,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="print the live clusters once")
     status.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    _zone_option(status)
     status.set_defaults(func=cmd_status)
 
     daemon = commands.add_parser("daemon", help="sample the live clusters into the history")
@@ -201,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.set_defaults(func=cmd_db)
 
     monitor = commands.add_parser("monitor", help="full-screen live table with history")
+    _zone_option(monitor)
     monitor.set_defaults(func=cmd_monitor)
 
     history = commands.add_parser(
@@ -212,11 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     _range_options(history, "24h")
     history.add_argument("--every", metavar="WIDTH", help="bucket width, e.g. 5m, 1h, 1d")
     history.add_argument("--events", action="store_true", help="list the events only")
+    _zone_option(history)
     history.set_defaults(func=cmd_history)
 
     report = commands.add_parser("report", help="list the SQL report views, or run one")
     report.add_argument("report", nargs="?", help="the view to run (omit to list them)")
     _range_options(report, "7d")
+    _zone_option(report)
     report.set_defaults(func=cmd_report)
 
     for sub in commands.choices.values():

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qwatch.config import Settings, Site, safe_url
 from qwatch.events import SampleClock, Tracker, key_of
+from qwatch.retry import backoff
 from qwatch.rollup import MinuteAccumulator
 from qwatch.sources.redis import Poll, RedisSource, RedisUnavailable
 from qwatch.store import maintenance, migrate
@@ -137,7 +138,7 @@ class SiteLoop:
 
     def _failed(self, exc: RedisUnavailable, now: float) -> Batch | None:
         self.failures += 1
-        delay = min(REDIS_BACKOFF_MAX_S, self.interval_s * 2 ** (self.failures - 1))
+        delay = backoff(self.failures, self.interval_s, REDIS_BACKOFF_MAX_S)
         self.retry_at = now + delay
         if self.outage_since is not None:
             return None
@@ -303,7 +304,7 @@ class Daemon:
                         self.writer.pending,
                         self.writer.dropped,
                     )
-                await asyncio.sleep(min(DB_BACKOFF_MAX_S, self.interval_s * 2 ** (failures - 1)))
+                await asyncio.sleep(backoff(failures, self.interval_s, DB_BACKOFF_MAX_S))
                 self._wrote.set()
 
     async def _maintenance_loop(self) -> None:

@@ -2,7 +2,8 @@
 
 `90m`, `2h`, `7d`, `1w`, `1h30m` are durations; `--since 2h` means two hours before now.
 Anything else must be an ISO 8601 time (`2025-03-01`, `2025-03-01T10:00`, `…+02:00`, `…Z`);
-one without an offset is UTC, because everything qwatch stores is UTC.
+one without an offset is UTC, because everything qwatch stores is UTC. Only input lives
+here: durations and times are written out by `qwatch.fmt` (`fmt.duration` reads back here).
 """
 
 from __future__ import annotations
@@ -48,16 +49,3 @@ def parse_time(text: str, now: datetime) -> datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
-
-
-def label(span: timedelta) -> str:
-    """The shortest text parse_duration reads back as `span`: 30m, 1h, 1h30m, 7d, 45s."""
-    seconds = int(span.total_seconds())
-    if seconds <= 0:
-        return "0s"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        count, seconds = divmod(seconds, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts)

@@ -10,7 +10,8 @@
     └── DecodeError             one record refused: counted and skipped, never reaches the CLI
 
 The leaves live beside the code that raises them; this module imports nothing, so every
-layer (the pure ones included) can subclass the tree.
+layer (the pure ones included) can subclass the tree. `one_line` is how any exception,
+ours or a driver's, is put in a message or a log line.
 """
 
 from __future__ import annotations
@@ -48,3 +49,17 @@ class DecodeError(QwatchError, ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def one_line(error: BaseException, *, with_type: bool = False) -> str:
+    """An exception as one short line for a message: the driver's own error where
+    SQLAlchemy wraps one (`orig`), its first line, at most 200 characters; the class name
+    when it says nothing, or first with `with_type` (`OperationalError: database is locked`).
+    """
+    inner = getattr(error, "orig", None) or error
+    lines = str(inner).strip().splitlines()
+    text = " ".join(lines[0].split())[:200] if lines else ""
+    name = type(inner).__name__
+    if with_type:
+        return f"{name}: {text}" if text else name
+    return text or name

@@ -7,9 +7,6 @@ typo is reported even when no database is there.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,18 +14,19 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from qwatch import output, wording
 from qwatch import timeline as tl
 from qwatch.config import Settings, safe_url
-from qwatch.durations import DurationError, label, parse_duration, parse_time
+from qwatch.durations import DurationError, parse_duration, parse_time
 from qwatch.errors import UserError
-from qwatch.fmt import hms, iso, table
+from qwatch.fmt import UTC_ZONE, Zone, days_hms, duration, hms, iso, short_id, when
 from qwatch.retention import Retention
 from qwatch.store import queries
 from qwatch.store.queries import NotReadable, Selection
-from qwatch.values import GapRow
+from qwatch.values import EventRow, GapRow, Run
 
 DEFAULT_RANGE = timedelta(hours=24)
-FORMATS = ("table", "csv", "json")
+FORMATS = output.FORMATS
 
 
 class BadInput(UserError, ValueError):
@@ -52,9 +50,9 @@ class Request:
 class History:
     selection: Selection
     plan: tl.Plan
-    runs: tuple[tl.Run, ...]  # the selection's runs that overlap the range, oldest first
+    runs: tuple[Run, ...]  # the selection's runs that overlap the range, oldest first
     buckets: list[tl.Bucket]
-    events: list[tl.EventRow]
+    events: list[EventRow]
     gaps: list[GapRow]
     summary: tl.Summary
 
@@ -115,23 +113,26 @@ async def run(settings: Settings, request: Request, now: datetime | None = None)
         if not await queries.has_history(conn):
             raise NotReadable(f"no history yet in {safe_url(url)}: start `qwatch daemon`")
         history = await read(conn, request.ref, plan, now, request.site)
-    return render(history, request.fmt, events_only=request.events_only)
+    return render(history, request.fmt, events_only=request.events_only, zone=settings.display_zone)
 
 
 # --------------------------------------------------------------------------- rendering
 
 
-def render(history: History, fmt: str, *, events_only: bool = False) -> str:
+def render(history: History, fmt: str, *, events_only: bool = False, zone: Zone = UTC_ZONE) -> str:
+    """Tables show times in `zone`; CSV and JSON always in UTC."""
     if fmt == "json":
         return as_json(history, events_only=events_only)
     if fmt == "csv":
         return events_csv(history.events) if events_only else buckets_csv(history.buckets)
     if events_only:
-        return f"{title(history)}\n{events_table(history.events)}"
-    return "\n".join([title(history), buckets_table(history), "", summary_text(history)])
+        return f"{title(history, zone)}\n{events_table(history.events, zone)}"
+    return "\n".join(
+        [title(history, zone), buckets_table(history, zone), "", summary_text(history, zone)]
+    )
 
 
-def title(history: History) -> str:
+def title(history: History, zone: Zone = UTC_ZONE) -> str:
     """Two lines: what was selected, then the range (80 columns even for a full UUID)."""
     sel, plan = history.selection, history.plan
     if sel.kind == "host":
@@ -141,13 +142,11 @@ def title(history: History) -> str:
         run = sel.runs[0]
         what = f"cluster {run.cluster_id} on {run.host}"
     same_year = plan.since.year == plan.until.year
-    span = f"{_when(plan.since, full=True)} - {_when(plan.until, full=not same_year)} UTC"
-    return f"{what}\n{span}, every {label(plan.every)}, from {plan.source}"
-
-
-def _when(at: datetime, *, full: bool = False, seconds: bool = False) -> str:
-    fmt = "%Y-%m-%d %H:%M" if full else "%m-%d %H:%M"
-    return at.astimezone(UTC).strftime(fmt + (":%S" if seconds else ""))
+    since = when(plan.since, zone)
+    until = when(plan.until, zone, date="day" if same_year else "year")
+    return (
+        f"{what}\n{since} - {until} {zone.name}, every {duration(plan.every)}, from {plan.source}"
+    )
 
 
 _SHORT_STATES = {"Starting": "Strt", "Idle": "Idle", "Working": "Work", "Stopping": "Stpg",
@@ -162,19 +161,10 @@ def _state(bucket: tl.Bucket) -> str:
     return text
 
 
-def _uptime(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    days, rest = divmod(int(seconds), 86400)
-    if not days:
-        return hms(rest)
-    return f"{days}d{rest // 3600:02d}:{rest % 3600 // 60:02d}"
-
-
 def _cluster(bucket: tl.Bucket) -> str:
     if not bucket.cluster_ids:
         return "-"
-    newest = bucket.cluster_ids[-1][-8:]
+    newest = short_id(bucket.cluster_ids[-1])
     return newest + ("+" if len(bucket.cluster_ids) > 1 else "")  # a restart in the bucket
 
 
@@ -182,12 +172,12 @@ def _num(value: int | float | None) -> str:
     return "-" if value is None else str(value)
 
 
-def buckets_table(history: History) -> str:
+def buckets_table(history: History, zone: Zone = UTC_ZONE) -> str:
     """One row per bucket; TQ, RQ and backlog are the bucket's highest values."""
     seconds = history.plan.every < timedelta(minutes=1)
     rows = [
         (
-            _when(b.span.start, seconds=seconds),
+            when(b.span.start, zone, date="day", seconds=seconds),
             _cluster(b),
             _state(b),
             _num(b.pool),
@@ -195,15 +185,25 @@ def buckets_table(history: History) -> str:
             _num(b.rq_max),
             _num(b.queued_max),
             _num(b.rc),
-            _uptime(b.uptime_s),
+            days_hms(b.uptime_s),
         )
         for b in history.buckets
     ]
-    headers = ("time", "cluster", "state", "pool", "TQ", "RQ", "backlog", "RC", "uptime")
-    return table(headers, rows, right={3, 4, 5, 6, 7, 8})
+    headers = (
+        zone.header("time"),
+        "cluster",
+        "state",
+        "pool",
+        "TQ",
+        "RQ",
+        "backlog",
+        "RC",
+        "uptime",
+    )
+    return output.table(headers, rows, right={3, 4, 5, 6, 7, 8})
 
 
-def summary_text(history: History) -> str:
+def summary_text(history: History, zone: Zone = UTC_ZONE) -> str:
     s = history.summary
     a = s.availability
     lines = []
@@ -218,7 +218,7 @@ def summary_text(history: History) -> str:
     down = (
         "none"
         if longest is None
-        else f"{hms(longest.seconds)} from {_when(longest.start, seconds=True)}"
+        else f"{hms(longest.seconds)} from {when(longest.start, zone, date='day', seconds=True)}"
     )
     tq = "-" if s.tq_mean is None else f"mean {s.tq_mean:.2f}, max {s.tq_max}"
     lines += [
@@ -230,31 +230,19 @@ def summary_text(history: History) -> str:
     return "\n".join(f"{name:<15} {text}" for name, text in lines)
 
 
-def describe(event: tl.EventRow) -> str:
-    """An event's detail in a few words."""
-    d = event.detail
-    if event.kind == "appeared":
-        return f"as {d.get('status', '?')}" + (" (back after a lapse)" if d.get("returned") else "")
-    if event.kind == "state_changed":
-        return f"{d.get('from', '?')} -> {d.get('to', '?')}"
-    if event.kind == "reincarnated":
-        return f"+{d.get('by', '?')} (total {d.get('total', '?')})"
-    if event.kind == "restarted":
-        previous = str(d.get("previous", "?"))[-8:]
-        downtime = d.get("downtime_s")
-        down = hms(downtime) if isinstance(downtime, int | float) else "?"
-        return f"after {previous}, down {down}"
-    if event.kind == "vanished":
-        gap = " during a Redis gap" if d.get("during_gap") else ""
-        return f"last {d.get('last_status', '?')}{gap}"
-    return json.dumps(d, sort_keys=True, separators=(",", ":"))
-
-
-def events_table(events: Sequence[tl.EventRow]) -> str:
+def events_table(events: Sequence[EventRow], zone: Zone = UTC_ZONE) -> str:
     if not events:
         return "no events in this range"
-    rows = [(_when(e.at, seconds=True), e.cluster_id[-8:], e.kind, describe(e)) for e in events]
-    return table(("time", "cluster", "event", "detail"), rows, right=set())
+    rows = [
+        (
+            when(e.at, zone, date="day", seconds=True),
+            short_id(e.cluster_id),
+            e.kind,
+            wording.detail(e),
+        )
+        for e in events
+    ]
+    return output.table((zone.header("time"), "cluster", "event", "detail"), rows, right=set())
 
 
 def _r(value: float | None, places: int = 3) -> float | None:
@@ -284,7 +272,7 @@ def bucket_json(b: tl.Bucket) -> dict[str, Any]:
     }
 
 
-def run_json(r: tl.Run) -> dict[str, Any]:
+def run_json(r: Run) -> dict[str, Any]:
     return {
         "cluster_id": r.cluster_id,
         "site": r.site,
@@ -298,7 +286,7 @@ def run_json(r: tl.Run) -> dict[str, Any]:
     }
 
 
-def event_json(e: tl.EventRow) -> dict[str, Any]:
+def event_json(e: EventRow) -> dict[str, Any]:
     return {"at": iso(e.at), "cluster_id": e.cluster_id, "kind": e.kind, "detail": e.detail}
 
 
@@ -345,7 +333,7 @@ def as_json(history: History, *, events_only: bool = False) -> str:
     document["events"] = [event_json(e) for e in history.events]
     if not events_only:
         document["summary"] = summary_json(history)
-    return json.dumps(document, indent=2)
+    return output.json(document)
 
 
 BUCKET_COLUMNS = (
@@ -354,22 +342,17 @@ BUCKET_COLUMNS = (
 )  # fmt: skip
 
 
+def _bucket_csv(b: tl.Bucket) -> list[object]:
+    row = bucket_json(b)
+    row["cluster_ids"] = " ".join(b.cluster_ids)
+    row["states"] = " ".join(b.states)
+    return [row[c] for c in BUCKET_COLUMNS]
+
+
 def buckets_csv(buckets: Sequence[tl.Bucket]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(BUCKET_COLUMNS)
-    for b in buckets:
-        row = bucket_json(b)
-        row["cluster_ids"] = " ".join(b.cluster_ids)
-        row["states"] = " ".join(b.states)
-        writer.writerow(["" if row[c] is None else row[c] for c in BUCKET_COLUMNS])
-    return out.getvalue().rstrip("\n")
+    return output.csv(BUCKET_COLUMNS, (_bucket_csv(b) for b in buckets))
 
 
-def events_csv(events: Sequence[tl.EventRow]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(("at", "cluster_id", "kind", "detail"))
-    for e in events:
-        writer.writerow((iso(e.at), e.cluster_id, e.kind, json.dumps(e.detail, sort_keys=True)))
-    return out.getvalue().rstrip("\n")
+def events_csv(events: Sequence[EventRow]) -> str:
+    rows = ((iso(e.at), e.cluster_id, e.kind, output.json_cell(e.detail)) for e in events)
+    return output.csv(("at", "cluster_id", "kind", "detail"), rows)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from qwatch import output
 from qwatch.config import Settings
-from qwatch.fmt import hms, iso, table
+from qwatch.fmt import hms, iso
 from qwatch.sources.redis import Poll, RedisSource
 from qwatch.values import ClusterStat
 
@@ -45,13 +45,12 @@ def cluster_json(stat: ClusterStat) -> dict[str, object]:
 
 
 def as_json(polls: Sequence[Poll]) -> str:
-    return json.dumps(
+    return output.json(
         {
             "clusters": [cluster_json(s) for poll in polls for s in poll.clusters],
             "queued": {key: n for poll in polls for key, n in poll.queued.items()},
             "skipped": [{"key": s.key, "reason": s.reason} for poll in polls for s in poll.skipped],
-        },
-        indent=2,
+        }
     )
 
 
@@ -75,7 +74,7 @@ def as_table(polls: Sequence[Poll], now: datetime | None = None) -> str:
             ]
             rows.append([poll.site, *row] if several else row)
     offset = 1 if several else 0
-    body = table(headers, rows, right={offset + i for i in (3, 4, 5, 6, 7)})
+    body = output.table(headers, rows, right={offset + i for i in (3, 4, 5, 6, 7)})
     return "\n".join([body, *footer(polls)])
 
 

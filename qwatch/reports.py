@@ -9,9 +9,6 @@ print them. docs/reporting.md describes every column.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,17 +16,18 @@ from typing import Any
 from sqlalchemy import Float, Integer, String, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from qwatch import output
 from qwatch.config import Settings, safe_url
 from qwatch.durations import DurationError, parse_time
 from qwatch.errors import UserError
-from qwatch.fmt import hms, iso, table
+from qwatch.fmt import UTC_ZONE, Zone, day, hms, iso, when
 from qwatch.store import queries
 from qwatch.store.models import UTCDateTime
 from qwatch.store.queries import NotReadable
 from qwatch.timeline import floor
 
 DEFAULT_RANGE = timedelta(days=7)
-FORMATS = ("table", "csv", "json")
+FORMATS = output.FORMATS
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
@@ -146,7 +144,7 @@ REPORTS = {
 def listing() -> str:
     rows = [(r.name, r.about) for r in REPORTS.values()]
     return (
-        table(("report", "what"), rows, right=set())
+        output.table(("report", "what"), rows, right=set())
         + "\n\nrun one: qwatch report NAME [--since 7d] [--until TIME] [--format table|csv|json]"
     )
 
@@ -213,7 +211,7 @@ async def run(
         if not await queries.has_history(conn):
             raise NotReadable(f"no history yet in {safe_url(url)}: start `qwatch daemon`")
         found = await rows(conn, report, start, end)
-    return render(report, found, start, end, fmt)
+    return render(report, found, start, end, fmt, settings.display_zone)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -227,12 +225,13 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _cell(report: Report, column: str, value: Any) -> str:
+def _cell(report: Report, column: str, value: Any, zone: Zone) -> str:
     if value is None:
         return "-"
     if isinstance(value, datetime):
-        fmt = "%Y-%m-%d" if report.grain == DAY else "%Y-%m-%d %H:%M:%S"
-        return value.astimezone(UTC).strftime(fmt)
+        if report.grain == DAY:  # the view's days are UTC days, whatever the display zone
+            return day(value)
+        return when(value, zone, seconds=True)
     if column == "availability":
         return f"{value:.2%}"
     if column.endswith("_s"):
@@ -242,30 +241,38 @@ def _cell(report: Report, column: str, value: Any) -> str:
     return str(value)
 
 
+def _header(report: Report, column: str, zone: Zone) -> str:
+    """A time column's name with the zone its cells are in: `hour (UTC)`."""
+    if not isinstance(report.columns[column], UTCDateTime):
+        return column
+    return UTC_ZONE.header(column) if report.grain == DAY else zone.header(column)
+
+
 def render(
-    report: Report, found: list[dict[str, Any]], since: datetime, until: datetime, fmt: str
+    report: Report,
+    found: list[dict[str, Any]],
+    since: datetime,
+    until: datetime,
+    fmt: str,
+    zone: Zone = UTC_ZONE,
 ) -> str:
+    """Tables show times in `zone` (a daily report's days stay UTC days); CSV and JSON UTC."""
     columns = list(report.columns)
     if fmt == "json":
-        return json.dumps(
+        return output.json(
             {
                 "report": report.name,
                 "since": iso(since),
                 "until": iso(until),
                 "rows": [{k: _json_value(v) for k, v in row.items()} for row in found],
-            },
-            indent=2,
+            }
         )
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns)
-        for row in found:
-            writer.writerow(["" if row[c] is None else _json_value(row[c]) for c in columns])
-        return out.getvalue().rstrip("\n")
-    head = f"{report.name}: {since:%Y-%m-%d %H:%M} - {until:%Y-%m-%d %H:%M} UTC"
+        return output.csv(columns, ([_json_value(row[c]) for c in columns] for row in found))
+    head = f"{report.name}: {when(since, zone)} - {when(until, zone)} {zone.name}"
     if not found:
         return f"{head}\nno rows in this range"
     numeric = {i for i, c in enumerate(columns) if isinstance(report.columns[c], Integer | Float)}
-    cells = [[_cell(report, c, row[c]) for c in columns] for row in found]
-    return f"{head}\n{table(columns, cells, right=numeric)}"
+    cells = [[_cell(report, c, row[c], zone) for c in columns] for row in found]
+    headers = [_header(report, c, zone) for c in columns]
+    return f"{head}\n{output.table(headers, cells, right=numeric)}"

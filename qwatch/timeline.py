@@ -31,8 +31,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from qwatch.durations import label
 from qwatch.errors import UserError
+from qwatch.fmt import duration, when_in
 from qwatch.retention import Retention
 from qwatch.values import STATES, EventRow, Point, Run, Source, Span
 
@@ -162,9 +162,9 @@ def plan(
     """
     kept = kept or Retention()
     if since >= until:
-        raise PlanError(f"--since ({_show(since)}) must be before --until ({_show(until)})")
+        raise PlanError(f"--since ({when_in(since)}) must be before --until ({when_in(until)})")
     if since >= now:
-        raise PlanError(f"the range starts in the future ({_show(since)}, now is {_show(now)})")
+        raise PlanError(f"the range starts in the future ({when_in(since)}, now is {when_in(now)})")
     until = min(until, now)
     length = until - since
     reach = {
@@ -183,7 +183,7 @@ def plan(
         raise PlanError("--every must be a whole number of seconds, 1s or more")
     if length / every > MAX_BUCKETS:
         raise PlanError(
-            f"--every {label(every)} over {label(length)} makes {math.ceil(length / every)} "
+            f"--every {duration(every)} over {duration(length)} makes {math.ceil(length / every)} "
             f"rows; use a width that makes at most {MAX_BUCKETS}"
         )
     for source in order:
@@ -192,17 +192,13 @@ def plan(
     kept_for = kept.minutes if every % RESOLUTION[Source.MINUTES] == timedelta(0) else kept.samples
     coarsest = next(s for s in _ORDER if reach[s])
     raise PlanError(
-        f"--every {label(every)}: rows that fine are kept for {label(kept_for)} and this "
-        f"range starts before that; use a multiple of {label(RESOLUTION[coarsest])}"
+        f"--every {duration(every)}: rows that fine are kept for {duration(kept_for)} and this "
+        f"range starts before that; use a multiple of {duration(RESOLUTION[coarsest])}"
     )
 
 
 def _round_up(width: timedelta, resolution: timedelta) -> timedelta:
     return -(-width // resolution) * resolution
-
-
-def _show(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 # --------------------------------------------------------------------------- availability

@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from qwatch.fmt import short_id
+
 STATES = ("Starting", "Idle", "Working", "Stopping", "Stopped")
 
 
@@ -42,7 +44,7 @@ class ClusterStat:
     @property
     def short_id(self) -> str:
         """The last 8 characters, as Django Q's qmonitor shows the id."""
-        return self.cluster_id[-8:]
+        return short_id(self.cluster_id)
 
 
 # Event kinds, as stored in events.kind.
@@ -105,7 +107,7 @@ class Run:
     @property
     def short_id(self) -> str:
         """The last 8 characters, as qmonitor shows the id."""
-        return self.cluster_id[-8:]
+        return short_id(self.cluster_id)
 
     def stale(self, now: datetime) -> bool:
         """Open, and no longer refreshed: the daemon stopped watching at its last_seen."""

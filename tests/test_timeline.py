@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from qwatch import timeline as tl
-from qwatch.durations import DurationError, label, parse_duration, parse_time
+from qwatch.durations import DurationError, parse_duration, parse_time
 
 T0 = datetime(2025, 3, 3, tzinfo=UTC)  # a Monday
 NOW = T0 + timedelta(days=10)
@@ -341,13 +341,3 @@ def test_parse_time(text: str, moment: datetime) -> None:
 def test_parse_time_refuses() -> None:
     with pytest.raises(DurationError, match="ISO time like"):
         parse_time("yesterday", NOW)
-
-
-@pytest.mark.parametrize(
-    ("span_", "text"), [(30 * M, "30m"), (H, "1h"), (90 * M, "1h30m"), (7 * D, "7d"),
-                        (45 * S, "45s"), (timedelta(0), "0s")],
-)  # fmt: skip
-def test_label_reads_back(span_: timedelta, text: str) -> None:
-    assert label(span_) == text
-    if span_:
-        assert parse_duration(text) == span_

@@ -10,7 +10,7 @@ from typing import Any
 
 from qwatch.config.database_url import async_database_url, default_database_url
 from qwatch.config.django_project import site_from_django
-from qwatch.config.settings import RedisSettings, Settings, Site
+from qwatch.config.settings import DEFAULT_DISPLAY_TIME_ZONE, RedisSettings, Settings, Site
 from qwatch.config.toml_file import (
     SITE_KEYS,
     TOP_KEYS,
@@ -20,7 +20,7 @@ from qwatch.config.toml_file import (
     find_config,
     read_toml,
 )
-from qwatch.config.values import ConfigError, check_time_zone
+from qwatch.config.values import ConfigError, check_display_zone, check_time_zone
 
 
 def _overrides(
@@ -67,6 +67,7 @@ def load_settings(
     redis_url: str | None = None,
     database_url: str | None = None,
     name: str | None = None,
+    display_time_zone: str | None = None,
     environ: Mapping[str, str] = os.environ,
     cwd: Path | None = None,
 ) -> Settings:
@@ -140,5 +141,20 @@ def load_settings(
             db_url, db_setting = value, setting
     async_database_url(db_url, setting=db_setting)
 
+    zone = DEFAULT_DISPLAY_TIME_ZONE
+    for setting, value in (
+        (f"{label}: display_time_zone", document.get("display_time_zone")),
+        ("QWATCH_DISPLAY_TIME_ZONE", environ.get("QWATCH_DISPLAY_TIME_ZONE") or None),
+        ("--tz", display_time_zone),
+    ):
+        if value is not None:
+            zone = check_display_zone(value, setting)
+
     daemon = daemon_from_table(document.get("daemon", {}), label)
-    return Settings(sites=tuple(sites), database_url=db_url, daemon=daemon, config_file=path)
+    return Settings(
+        sites=tuple(sites),
+        database_url=db_url,
+        daemon=daemon,
+        config_file=path,
+        display_time_zone=zone,
+    )

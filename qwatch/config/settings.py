@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from qwatch import fmt
 from qwatch.config.database_url import default_database_url
 from qwatch.config.redis_url import fields_from_kwargs, parse_redis_url
 from qwatch.config.values import ConfigError, is_int, positive_seconds
@@ -16,6 +17,7 @@ from qwatch.retention import KEEP_HOURS_DAYS, KEEP_MINUTES_DAYS, KEEP_SAMPLES_DA
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_NAME = "default"
 DEFAULT_TIME_ZONE = "UTC"
+DEFAULT_DISPLAY_TIME_ZONE = "UTC"  # what tables and the monitor show; CSV and JSON are UTC
 STAT_TTL_S = 3.0  # Django Q writes each Stat with a 3 s expiry
 SECRET_HINT = "QWATCH_SECRET_KEY, qwatch.toml secret_key, or --django-settings"
 
@@ -129,6 +131,12 @@ class Settings:
     database_url: str = field(default_factory=default_database_url)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     config_file: Path | None = None  # the TOML file read, if any
+    display_time_zone: str = DEFAULT_DISPLAY_TIME_ZONE  # UTC, local or an IANA name
+
+    @property
+    def display_zone(self) -> fmt.Zone:
+        """The zone every command shows times in (checked when the settings were loaded)."""
+        return fmt.zone(self.display_time_zone)
 
     def __post_init__(self) -> None:
         if not self.sites:

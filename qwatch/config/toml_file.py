@@ -37,7 +37,13 @@ SITE_KEYS = {
     "queue_limit": "count",
     "django_settings": "name",
 }
-TOP_KEYS = {**SITE_KEYS, "database_url": "name", "daemon": "table", "sites": "sites"}
+TOP_KEYS = {
+    **SITE_KEYS,
+    "database_url": "name",
+    "display_time_zone": "name",
+    "daemon": "table",
+    "sites": "sites",
+}
 _DAEMON_KEYS = {
     "interval": ("seconds", "interval_s"),
     "sample_every": ("seconds", "sample_every_s"),

@@ -6,6 +6,7 @@ import math
 import zoneinfo
 from contextlib import suppress
 
+from qwatch import fmt
 from qwatch.errors import ConfigError
 
 
@@ -33,4 +34,13 @@ def check_time_zone(value: str, setting: str) -> str:
         zoneinfo.ZoneInfo(value)
     except Exception:  # not found, malformed key, a directory of the database…
         raise ConfigError(f"{setting}: unknown time zone {value!r}") from None
+    return value
+
+
+def check_display_zone(value: str, setting: str) -> str:
+    """The zone times are shown in: UTC, local (the machine's zone) or an IANA name."""
+    try:
+        fmt.zone(value)
+    except ValueError as exc:
+        raise ConfigError(f"{setting}: {exc}") from None
     return value

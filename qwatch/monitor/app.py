@@ -87,6 +87,7 @@ def create_monitor(
         # Three missed samples (and a margin for the write) mean the daemon is not running.
         stale_after_s=3 * settings.daemon.sample_every_s + 5,
         clock=clock or (lambda: datetime.now(UTC)),
+        zone=settings.display_zone,
     )
     if range_label is not None:
         state.range_index = [r.label for r in RANGES].index(range_label)

@@ -52,12 +52,12 @@ class LinesControl(UIControl):
         return UIContent(get_line=lambda i: lines[i], line_count=len(lines), show_cursor=False)
 
 
-def _one_line(fragments: Callable[[], Line], style: str = "") -> Window:
+def _line_window(fragments: Callable[[], Line], style: str = "") -> Window:
     return Window(FormattedTextControl(fragments), height=1, style=style)
 
 
 def title_bar(state: MonitorState) -> Container:
-    return _one_line(lambda: render.title(state), style="class:title.bar")
+    return _line_window(lambda: render.title(state), style="class:title.bar")
 
 
 def banner_bar(state: MonitorState, now: Callable[[], datetime]) -> Container:
@@ -112,7 +112,7 @@ def status_bar(state: MonitorState, now: Callable[[], datetime]) -> Container:
 
 def help_float(state: MonitorState) -> Float:
     lines = render.help_lines()
-    width = max(sum(len(text) for _, text in line) for line in lines) + 1
+    width = max(sum(len(fragment[1]) for fragment in line) for line in lines) + 1
     window = Window(
         LinesControl(lambda w, h: lines), width=width, height=len(lines), style="class:help"
     )

@@ -12,11 +12,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from qwatch import timeline
-from qwatch.fmt import hms
+from qwatch import timeline, wording
 from qwatch.monitor.records import HostRaw
 from qwatch.monitor.spark import peak, sparkline
-from qwatch.values import EventRow, GapKind, Span
+from qwatch.values import EventRow, Span
 
 if TYPE_CHECKING:
     from qwatch.values import GapRow
@@ -101,20 +100,16 @@ def event_lines(
         if _is_flip(event):
             last = lines[-1] if lines else None
             count = last.count + 1 if last is not None and last.kind == "flips" else 1
-            text = describe(event) if count == 1 else f"Idle ⇄ Working, {count} changes"
+            text = wording.sentence(event) if count == 1 else wording.flips(count)
             line = EventLine(event.at, "flips", text, count)
             if count > 1:
                 lines[-1] = replace(line, at=lines[-1].at)
             else:
                 lines.append(line)
             continue
-        lines.append(EventLine(event.at, event.kind, describe(event)))
+        lines.append(EventLine(event.at, event.kind, wording.sentence(event)))
     for gap in gaps:
-        length = hms(((gap.ended_at or now) - gap.started_at).total_seconds())
-        state = "" if gap.ended_at else ", still"
-        what = "Not sampled" if gap.kind == GapKind.UNWATCHED else "Redis unreachable"
-        text = f"{what} {length}{state}: {gap.reason}"
-        lines.append(EventLine(gap.started_at, "gap", text))
+        lines.append(EventLine(gap.started_at, "gap", wording.gap(gap, now)))
     lines.sort(key=lambda line: line.at, reverse=True)
     return lines
 
@@ -125,28 +120,3 @@ def _is_flip(event: EventRow) -> bool:
         and event.detail.get("from") in _FLIP
         and event.detail.get("to") in _FLIP
     )
-
-
-def describe(event: EventRow) -> str:
-    d = event.detail
-    short = event.cluster_id[-8:]
-    if event.kind == "restarted":
-        previous = str(d.get("previous", ""))[-8:]
-        down = _number(d.get("downtime_s"))
-        after = f", down {hms(down)}" if down is not None else ""
-        return f"restarted as {short} (was {previous}{after})"
-    if event.kind == "vanished":
-        gap = " during a Redis outage" if d.get("during_gap") else ""
-        return f"{short} vanished{gap}, last {d.get('last_status', '?')}"
-    if event.kind == "state_changed":
-        return f"{short} {d.get('from', '?')} → {d.get('to', '?')}"
-    if event.kind == "reincarnated":
-        return f"{short} +{d.get('by', '?')} reincarnated (total {d.get('total', '?')})"
-    if event.kind == "appeared":
-        again = " again" if d.get("returned") else ""
-        return f"{short} appeared{again}, {d.get('status', '?')}"
-    return f"{short} {event.kind}"
-
-
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

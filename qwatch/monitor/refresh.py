@@ -13,10 +13,11 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from qwatch.errors import SchemaError
+from qwatch.errors import SchemaError, one_line
 from qwatch.monitor import pane, reads
 from qwatch.monitor.records import StoreInfo, StoreKind
 from qwatch.monitor.state import MonitorState
+from qwatch.retry import backoff
 from qwatch.sources.redis import RedisReplyError, RedisSource, RedisUnavailable
 from qwatch.store import queries
 
@@ -72,7 +73,7 @@ async def watch_redis(
             message = f"Redis {site.redis.address}: {type(exc).__name__}: {exc}"
             state.set_redis_error(site.name, message, state.clock())
         invalidate()
-        delay = every_s if not failures else min(REDIS_RETRY_MAX_S, every_s * 2 ** (failures - 1))
+        delay = backoff(failures, every_s, REDIS_RETRY_MAX_S)
         await asyncio.sleep(max(0.0, delay - (loop.time() - started)))
 
 
@@ -144,7 +145,7 @@ class StoreWatcher:
                 await self._read()
         except Exception as exc:  # TimeoutError included: keep what was read, say why
             await self._drop_engine()  # open afresh (and check again) next round
-            reason = "no answer" if isinstance(exc, TimeoutError) else _one_line(exc)
+            reason = "no answer" if isinstance(exc, TimeoutError) else one_line(exc, with_type=True)
             self.state.set_store(
                 StoreInfo(StoreKind.ERROR, reason, newest_sample=self.state.store.newest_sample)
             )
@@ -191,8 +192,3 @@ def _due(
     read_at = last[-1]
     assert isinstance(read_at, float)
     return now - read_at >= every
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__

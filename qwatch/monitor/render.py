@@ -15,7 +15,7 @@ from datetime import datetime
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.styles import Style
 
-from qwatch.fmt import hms
+from qwatch.fmt import ago, hms, when
 from qwatch.monitor.columns import SEPARATOR, Column, cell, fit_columns
 from qwatch.monitor.pane import HostHistory
 from qwatch.monitor.records import StoreKind
@@ -68,20 +68,6 @@ STYLE = Style.from_dict(
 )
 
 
-def ago(seconds: float) -> str:
-    """A short age: 12s, 3m, 5h, 2d."""
-    s = max(0, int(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size:
-            return f"{s // size}{unit}"
-    return f"{s}s"
-
-
-def local_time(moment: datetime, with_date: bool) -> str:
-    local = moment.astimezone()
-    return local.strftime("%m-%d %H:%M" if with_date else "%H:%M:%S")
-
-
 # --- top lines ---------------------------------------------------------------------------
 
 
@@ -103,7 +89,7 @@ def title(state: MonitorState) -> Line:
 
 def banner(state: MonitorState, now: datetime) -> list[Line]:
     """One red line per site whose Redis is failing: the reason and for how long."""
-    lines = []
+    lines: list[Line] = []
     for live in state.sites.values():
         if live.error is None:
             continue
@@ -273,12 +259,18 @@ def pane(state: MonitorState, width: int, height: int, now: datetime) -> list[Li
     state.pane_scroll = max(0, min(state.pane_scroll, max(0, len(events) - room)))
     shown = events[state.pane_scroll : state.pane_scroll + room]
     more = f" ({state.pane_scroll + 1}-{state.pane_scroll + len(shown)} of {len(events)})"
-    lines.append([("class:pane.label", " Events, newest first" + (more if events else ": none"))])
+    heading = f" Events ({state.zone.name}), newest first" + (more if events else ": none")
+    lines.append([("class:pane.label", heading)])
     with_date = state.range.seconds > 24 * 3600
     for event in shown:
+        shown_at = (
+            when(event.at, state.zone, date="day")
+            if with_date
+            else when(event.at, state.zone, date="none", seconds=True)
+        )
         lines.append(
             [
-                ("class:event.time", f" {local_time(event.at, with_date)} "),
+                ("class:event.time", f" {shown_at} "),
                 (f"class:event.{event.kind}", event.text[: max(0, width - 12)]),
             ]
         )

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from qwatch.config import Site
+from qwatch.fmt import UTC_ZONE, Zone, short_id
 from qwatch.monitor.pane import HostHistory
 from qwatch.monitor.records import (
     RANGES,
@@ -71,7 +72,7 @@ class Row:
 
     @property
     def short_id(self) -> str:
-        return self.cluster_id[-8:]
+        return short_id(self.cluster_id)
 
     def uptime_at(self, now: datetime) -> float | None:
         """Up at `now`: the record's own uptime (the writer's clock) plus the time since."""
@@ -138,6 +139,7 @@ class MonitorState:
     # The newest sample older than this says the daemon has stopped (3 of its samples).
     stale_after_s: float = 35.0
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    zone: Zone = UTC_ZONE  # the zone event times are shown in (display_time_zone)
     store: StoreInfo = field(default_factory=StoreInfo)
     table_history: TableHistory | None = None
     pane: HostHistory | None = None
@@ -373,10 +375,11 @@ class MonitorState:
             live = self.sites.get(run.site)
             if live is None or run.key in live_keys:
                 continue
-            polled = live.poll is not None
-            if not polled and run.ended_at is not None:
+            poll = live.poll
+            polled = poll is not None
+            if poll is None and run.ended_at is not None:
                 continue  # before the first poll, show only what was running
-            if polled and run.ended_at is None and run.last_seen > live.poll.at - RECORD_TTL:
+            if poll is not None and run.ended_at is None and run.last_seen > poll.at - RECORD_TTL:
                 continue  # the daemon saw it after our last poll: new, or just gone
             gone_at = (run.ended_at or run.last_seen) if polled else None
             rows.append(

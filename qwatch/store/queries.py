@@ -19,7 +19,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from qwatch.config import safe_url, sqlite_path
-from qwatch.errors import SchemaError, Unavailable, UserError
+from qwatch.errors import SchemaError, Unavailable, UserError, one_line
+from qwatch.fmt import when
 from qwatch.store import migrate
 from qwatch.store import models as m
 from qwatch.store.engine import create_engine
@@ -82,7 +83,7 @@ async def open_reader(url: str) -> AsyncEngine:
         await engine.dispose()
         if _unreachable(error):
             raise NotReadable(
-                f"cannot read the history database {safe_url(url)}: {_one_line(error)}"
+                f"cannot read the history database {safe_url(url)}: {one_line(error)}"
             ) from None
         raise
     if state is migrate.SchemaState.CURRENT:
@@ -107,9 +108,7 @@ async def reader(url: str) -> AsyncIterator[AsyncConnection]:
         async with engine.connect() as conn:
             yield conn
     except (OSError, TimeoutError, sa_exc.OperationalError, sa_exc.InterfaceError) as error:
-        raise NotReadable(
-            f"lost the history database {safe_url(url)}: {_one_line(error)}"
-        ) from None
+        raise NotReadable(f"lost the history database {safe_url(url)}: {one_line(error)}") from None
     finally:
         await engine.dispose()
 
@@ -123,12 +122,6 @@ def _unreachable(error: BaseException) -> bool:
         return True
     # asyncpg raises its own errors (bad database name, password) while connecting.
     return type(error).__module__.startswith("asyncpg")
-
-
-def _one_line(error: BaseException) -> str:
-    inner = getattr(error, "orig", None) or error
-    lines = str(inner).strip().splitlines()
-    return lines[0] if lines else type(inner).__name__
 
 
 async def has_history(conn: AsyncConnection) -> bool:
@@ -223,16 +216,12 @@ def _one(ref: str, runs: list[Run], within: Span | None) -> Run:
     lines = [f"{ref!r} matches {len(runs)} clusters ({hint}):"]
     for r in runs[:MAX_CANDIDATES]:
         lines.append(
-            f"  {r.cluster_id}  host {r.host}  first seen {_minute(r.first_seen)}"
-            f"  last seen {_minute(r.ended_at or r.last_seen)}"
+            f"  {r.cluster_id}  host {r.host}  first seen {when(r.first_seen)}"
+            f"  last seen {when(r.ended_at or r.last_seen)}"
         )
     if len(runs) > MAX_CANDIDATES:
         lines.append(f"  … and {len(runs) - MAX_CANDIDATES} more")
     raise AmbiguousCluster("\n".join(lines), runs)
-
-
-def _minute(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d %H:%M")
 
 
 async def _unknown_message(conn: AsyncConnection, ref: str, site: str | None) -> str:

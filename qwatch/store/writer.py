@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Float, case, cast, func, literal, select, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from qwatch.errors import Unavailable
+from qwatch.errors import Unavailable, one_line
 from qwatch.events import Event
 from qwatch.rollup import MinuteRow
 from qwatch.store import models as m
@@ -152,7 +152,7 @@ class Writer:
             log.warning(
                 "history database unavailable (%s): buffering up to %d polls (%d queued, "
                 "%d written before the failure)",
-                _one_line(error),
+                one_line(error, with_type=True),
                 self._max,
                 len(self._queue),
                 written,
@@ -434,8 +434,3 @@ def _sample_row(pk: int, stat: ClusterStat, queued: int | None, at: datetime) ->
         "uptime_s": stat.uptime_s,
         "queued": queued,
     }
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"

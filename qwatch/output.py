@@ -1,0 +1,48 @@
+"""Rows out as a text table, CSV or JSON: the one writer of `status`, `history` and `report`.
+
+Cells arrive formatted (`qwatch.fmt`); this module only lays them out. CSV leaves an empty
+cell for None; JSON is indented two spaces. Neither ends with a newline: `print` adds it.
+"""
+
+from __future__ import annotations
+
+import csv as _csv
+import io
+import json as _json
+from collections.abc import Iterable, Sequence
+
+FORMATS = ("table", "csv", "json")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: set[int]) -> str:
+    """Columns padded to their widest cell; `right` holds the indexes of numeric columns."""
+    cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in r] for r in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        parts = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def csv(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A header line, then one line per row; None is an empty cell."""
+    out = io.StringIO()
+    writer = _csv.writer(out, lineterminator="\n")
+    writer.writerow(headers)
+    for row in rows:
+        writer.writerow(["" if cell is None else cell for cell in row])
+    return out.getvalue().rstrip("\n")
+
+
+def json(document: object) -> str:
+    """One JSON document, indented for people and still one parse for programs."""
+    return _json.dumps(document, indent=2)
+
+
+def json_cell(value: object) -> str:
+    """A nested value (an event's detail) as compact JSON with sorted keys, for one CSV cell."""
+    return _json.dumps(value, sort_keys=True)
