@@ -24,6 +24,7 @@ def _isolated_env(
         "QWATCH_SECRET_KEY",
         "QWATCH_SECRET_KEY_FALLBACKS",
         "QWATCH_TIME_ZONE",
+        "QWATCH_DISPLAY_TIME_ZONE",
         "DJANGO_SETTINGS_MODULE",
     ):
         monkeypatch.delenv(name, raising=False)

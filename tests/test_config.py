@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from qwatch.cli import main
 from qwatch.config import (
     ConfigError,
     DaemonSettings,
@@ -387,6 +388,54 @@ def test_each_layer_overrides_the_one_below(tmp_path: Path) -> None:
     assert (flag_site.name, flag_site.redis.host, flag_site.redis.db) == ("flag", "flag", 3)
     assert flag_site.secret_key == "env-key"  # no flag for it: the environment still counts
     assert flags.database_url == "postgresql://db/qwatch"
+
+
+def test_display_time_zone_layers(tmp_path: Path) -> None:
+    assert load(tmp_path).display_time_zone == "UTC"  # the default: every command in UTC
+    assert load(tmp_path).display_zone.name == "UTC"
+    write(tmp_path / "qwatch.toml", 'display_time_zone = "Europe/Paris"\n')
+    assert load(tmp_path).display_time_zone == "Europe/Paris"
+    environ = {"QWATCH_DISPLAY_TIME_ZONE": "local"}
+    assert load(tmp_path, environ).display_time_zone == "local"
+    assert load(tmp_path, environ).display_zone.tz is None  # the machine's zone
+    assert load(tmp_path, environ, display_time_zone="Asia/Tokyo").display_time_zone == (
+        "Asia/Tokyo"
+    )
+    assert load(tmp_path, {"QWATCH_DISPLAY_TIME_ZONE": ""}).display_time_zone == "Europe/Paris"
+
+
+def test_bad_display_time_zone_names_the_setting(tmp_path: Path) -> None:
+    hint = "(UTC, local, or an IANA name like Europe/Paris)"
+    assert error_of(lambda: load(tmp_path, display_time_zone="Mars/Base")) == (
+        f"--tz: unknown time zone 'Mars/Base' {hint}"
+    )
+    environ = {"QWATCH_DISPLAY_TIME_ZONE": "Nowhere"}
+    assert error_of(lambda: load(tmp_path, environ)) == (
+        f"QWATCH_DISPLAY_TIME_ZONE: unknown time zone 'Nowhere' {hint}"
+    )
+    write(tmp_path / "qwatch.toml", 'display_time_zone = "CEST+2"\n')
+    assert error_of(lambda: load(tmp_path)).startswith(
+        "qwatch.toml: display_time_zone: unknown time zone 'CEST+2'"
+    )
+    write(tmp_path / "qwatch.toml", "display_time_zone = 2\n")
+    assert error_of(lambda: load(tmp_path)) == (
+        "qwatch.toml: display_time_zone must be a non-empty string"
+    )
+    write(tmp_path / "qwatch.toml", '[[sites]]\nname = "a"\ndisplay_time_zone = "UTC"\n')
+    assert "unknown setting 'sites[0].display_time_zone'" in error_of(lambda: load(tmp_path))
+
+
+def test_bad_tz_flag_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for command in ("status", "history web-1", "report restarts", "monitor"):
+        code = main([*command.split(), "--tz", "Mars/Base"])
+        out, err = capsys.readouterr()
+        assert (code, out) == (2, ""), command
+        assert (
+            err.startswith("qwatch: --tz: unknown time zone 'Mars/Base'") and err.count("\n") == 1
+        )
 
 
 def test_empty_environment_variables_count_as_unset(tmp_path: Path) -> None:

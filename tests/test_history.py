@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -456,6 +457,37 @@ def test_cli_table_csv_json(
     assert code == 0 and "no events" in out
     code, out, _ = qwatch(capsys, "history", "web-1", *rng, "--events", "--format", "csv")
     assert code == 0 and out.splitlines()[0] == "at,cluster_id,kind,detail"
+
+
+def test_cli_tables_say_their_zone_and_machine_output_stays_utc(
+    story_db: tuple[str, Story], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, s = story_db
+    rng = ["--since", s.h(24).isoformat(), "--until", s.h(48).isoformat(), "--db", url]
+    code, out, _ = qwatch(capsys, "history", "web-1", *rng, "--every", "1h")
+    lines = out.splitlines()
+    assert code == 0 and lines[1].startswith(s.h(24).strftime("%Y-%m-%d %H:%M"))
+    assert " UTC, every 1h" in lines[1] and lines[2].startswith("time (UTC)  ")
+    assert lines[3].startswith(s.h(24).strftime("%m-%d %H:%M"))
+
+    tokyo = ZoneInfo("Asia/Tokyo")
+    code, out, _ = qwatch(capsys, "history", "web-1", *rng, "--every", "1h", "--tz", "Asia/Tokyo")
+    lines = out.splitlines()
+    assert code == 0 and lines[1].startswith(s.h(24).astimezone(tokyo).strftime("%Y-%m-%d %H:%M"))
+    assert " Asia/Tokyo, every 1h" in lines[1] and lines[2].startswith("time (Asia/Tokyo)  ")
+    assert lines[3].startswith(s.h(24).astimezone(tokyo).strftime("%m-%d %H:%M"))
+
+    code, out, _ = qwatch(capsys, "history", "web-1", *rng, "--events", "--tz", "Asia/Tokyo")
+    assert code == 0 and out.splitlines()[2].split()[:4] == [
+        "time",
+        "(Asia/Tokyo)",
+        "cluster",
+        "event",
+    ]
+
+    for fmt in ("csv", "json"):  # machine output is UTC whatever the display zone
+        args = ["history", "web-1", *rng, "--format", fmt]
+        assert qwatch(capsys, *args, "--tz", "Asia/Tokyo") == qwatch(capsys, *args)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from qwatch import fmt
 from qwatch.config import RedisSettings, Site
 from qwatch.monitor import pane, render
 from qwatch.monitor.columns import HOST_MIN, cell, fit_columns
@@ -557,6 +558,22 @@ def test_idle_working_flips_fold_into_one_line() -> None:
         "Idle ⇄ Working, 3 changes",
     ]
     assert lines[1].at == at(1)
+
+
+@pytest.mark.parametrize(
+    ("zone", "shown"), [(fmt.UTC_ZONE, "11:35:00"), (fmt.zone("Asia/Tokyo"), "20:35:00")]
+)
+def test_pane_event_times_are_in_the_display_zone_and_say_it(zone: fmt.Zone, shown: str) -> None:
+    state = make_state(stat(), zone=zone)  # UTC unless display_time_zone says otherwise
+    raw = HostRaw(
+        "shop", "web-1", "1h", *RANGES[1].window(NOW, 30)[:2], NOW, 30,
+        (run(1, "run2aaaa", seen=50, last=0, ended=None),),
+        events=(event(25, "reincarnated", by=1, total=1),),
+    )  # fmt: skip
+    state.set_pane(pane.build(raw))
+    lines = [text_of(line) for line in render.pane(state, 100, 20, NOW)]
+    assert f" Events ({zone.name}), newest first" in lines[6]
+    assert lines[7].startswith(f" {shown} run2aaaa +1 reincarnated")
 
 
 def test_range_windows_end_on_a_slot_boundary() -> None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import bindparam, insert, text
@@ -294,6 +295,31 @@ def test_cli_lists_and_runs_reports(
     assert code == 2 and "no report named 'nope'" in err and out == ""
     code, _, err = qwatch(capsys, "report", "restarts", "--since", "soon", "--db", url)
     assert code == 2 and "--since: cannot read 'soon'" in err
+
+
+def test_cli_report_tables_say_their_zone(
+    story_db: tuple[str, Story], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, s = story_db
+    rng = ["--since", s.h(0).isoformat(), "--until", s.h(72).isoformat(), "--db", url]
+    code, out, _ = qwatch(capsys, "report", "hourly_reincarnations", *rng)
+    head, header, first = out.splitlines()[:3]
+    assert code == 0 and head.endswith(" UTC") and "hour (UTC)" in header
+    assert s.h(5).strftime("%Y-%m-%d %H:%M:%S") in first
+
+    tokyo = ZoneInfo("Asia/Tokyo")
+    code, out, _ = qwatch(capsys, "report", "hourly_reincarnations", *rng, "--tz", "Asia/Tokyo")
+    head, header, first = out.splitlines()[:3]
+    assert code == 0 and head.endswith(" Asia/Tokyo") and "hour (Asia/Tokyo)" in header
+    assert s.h(5).astimezone(tokyo).strftime("%Y-%m-%d %H:%M:%S") in first
+
+    # A daily report's days are UTC days: shown as such whatever the display zone.
+    code, out, _ = qwatch(capsys, "report", "daily_availability", *rng, "--tz", "Asia/Tokyo")
+    assert code == 0 and "day (UTC)" in out.splitlines()[1]
+    assert s.h(0).strftime("%Y-%m-%d") in out.splitlines()[2]
+
+    args = ["report", "restarts", *rng, "--format", "json"]
+    assert qwatch(capsys, *args, "--tz", "Asia/Tokyo") == qwatch(capsys, *args)
 
 
 def test_cli_report_on_a_database_not_migrated(
