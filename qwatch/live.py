@@ -1,4 +1,8 @@
-"""`qwatch status`: one read of every configured site, as a table or JSON."""
+"""`qwatch status`: one read of every configured site, as a table or JSON (its times in UTC).
+
+The table shows no time of day, only uptimes, so `--tz` changes nothing here yet; it is
+accepted like on every command that prints times.
+"""
 
 from __future__ import annotations
 
