@@ -142,13 +142,14 @@ def load_settings(
     async_database_url(db_url, setting=db_setting)
 
     zone = DEFAULT_DISPLAY_TIME_ZONE
-    for setting, value in (
+    zone_layers: list[tuple[str, str | None]] = [
         (f"{label}: display_time_zone", document.get("display_time_zone")),
         ("QWATCH_DISPLAY_TIME_ZONE", environ.get("QWATCH_DISPLAY_TIME_ZONE") or None),
         ("--tz", display_time_zone),
-    ):
-        if value is not None:
-            zone = check_display_zone(value, setting)
+    ]
+    for zone_setting, chosen in zone_layers:
+        if chosen is not None:
+            zone = check_display_zone(chosen, zone_setting)
 
     daemon = daemon_from_table(document.get("daemon", {}), label)
     return Settings(
