@@ -6,7 +6,7 @@ import math
 import zoneinfo
 from contextlib import suppress
 
-from qwatch.errors import ConfigError
+from qwatch.errors import ConfigError as ConfigError  # re-exported: the config modules raise it
 
 
 def positive_seconds(value: object, setting: str) -> float:
