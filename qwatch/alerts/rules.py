@@ -320,7 +320,7 @@ class Evaluator:
                 "held_s": (at - since).total_seconds(),
             }
             if TAKES[key.rule] == ("for",):
-                details["for_s"] = threshold.for_s
+                details["for_s"] = float(threshold.for_s)
             summary = summary_of(key.rule, self.site, details)
             current = self._firing.get(key)
             if current is not None:  # still firing: the numbers move, nothing is sent
