@@ -214,6 +214,11 @@ def test_slack_format_and_zero_repeat(tmp_path: Path) -> None:
             'notify[0].headers must be a table of strings (name = "value")',
         ),
         (
+            "[[notify]]\nkind = 'webhook'\nurl = 'https://h/'\n"
+            f'headers = {{ Authorization = "Bearer {SENTINEL}\\r\\nX-Evil: 1" }}\n',
+            "notify[0].headers: 'Authorization' is not a valid header line",
+        ),
+        (
             "[[notify]]\nkind = 'webhook'\nurl = 'https://h/'\nargv = ['x']\n",
             "unknown setting notify[0].argv (notify[0] takes kind, url, format, headers)",
         ),

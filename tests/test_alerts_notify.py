@@ -278,3 +278,12 @@ async def test_deliver_all_to_several_targets(receiver: Receiver, tmp_path: Path
 
 def test_backoff_delay() -> None:
     assert [backoff_delay(n) for n in (1, 2, 3, 4, 5, 6, 7)] == [1, 2, 4, 8, 16, 30, 30]
+
+
+async def test_a_surprise_is_an_outcome_not_an_exception(receiver: Receiver) -> None:
+    # the configuration refuses such a header; built directly, aiohttp refuses to send it
+    target = WebhookTarget(url=receiver.url, headers=(("X-Token", f"{SENTINEL}\r\nX-Evil: 1"),))
+    outcome = await deliver(target, MESSAGE, backoff=quick)
+    assert not outcome.ok and outcome.attempts == 1
+    assert outcome.error is not None and outcome.error.startswith("unexpected ")
+    assert SENTINEL not in repr(outcome) and receiver.requests == []

@@ -151,6 +151,9 @@ async def deliver(
             error = failed.reason
             if not failed.retry:
                 break
+        except Exception as exc:  # a surprise must not end the caller's delivery task
+            error = f"unexpected {type(exc).__name__}"
+            break
         else:
             return Outcome(target.label, True, attempt, None, time.monotonic() - started)
         if attempt < attempts:

@@ -172,6 +172,10 @@ def _webhook(table: Mapping[str, Any], where: str) -> WebhookTarget:
         isinstance(k, str) and k and isinstance(v, str) for k, v in headers.items()
     ):
         raise ConfigError(f'{where}.headers must be a table of strings (name = "value")')
+    for name, value in headers.items():
+        if any(c in name + value for c in "\r\n\0") or not name.isascii() or " " in name:
+            # the name only: the value is likely a token
+            raise ConfigError(f"{where}.headers: {name!r} is not a valid header line")
     assert isinstance(url, str)  # split_url accepted it
     return WebhookTarget(url=url, format=fmt, headers=tuple(headers.items()))
 
