@@ -105,6 +105,7 @@ def test_the_issue_example(tmp_path: Path) -> None:
         ("smtp://mail.internal", ("mail.internal", 587, "starttls", None, None)),
         ("smtp://relay:25?starttls=false", ("relay", 25, "none", None, None)),
         ("smtps://a%40b:p%3Aw@[::1]:2465", ("::1", 2465, "tls", "a@b", "p:w")),
+        ("smtps://h?ssl_ca_certs=/etc/ca%20s.pem", ("h", 465, "tls", None, None)),
     ],
 )
 def test_smtp_url_forms(tmp_path: Path, url: str, expected: tuple[object, ...]) -> None:
@@ -241,7 +242,7 @@ def test_slack_format_and_zero_repeat(tmp_path: Path) -> None:
         ),
         (
             "[[notify]]\nkind = 'email'\nsmtp_url = 'smtp://h?tls=1'\nto = 'a@b'\n",
-            "notify[0].smtp_url: unknown option 'tls' (starttls)",
+            "notify[0].smtp_url: unknown option 'tls' (starttls, ssl_ca_certs)",
         ),
         (
             "[[notify]]\nkind = 'email'\nsmtp_url = 'smtp://h'\nto = []\n",
@@ -261,3 +262,13 @@ def test_bad_settings_are_one_line_naming_the_setting(
     tmp_path: Path, text: str, message: str
 ) -> None:
     assert error_of(tmp_path, text) == message
+
+
+def test_smtp_private_ca(tmp_path: Path) -> None:
+    text = '[[notify]]\nkind = "email"\nsmtp_url = "smtps://h?ssl_ca_certs=/etc/ca%20s.pem"\n'
+    [email] = load(tmp_path, text + 'to = "a@example.com"\n').alerts.targets
+    assert isinstance(email, EmailTarget) and email.ca_certs == "/etc/ca s.pem"
+    plain = '[[notify]]\nkind = "email"\nsmtp_url = "smtp://h?starttls=false&ssl_ca_certs=/c"\n'
+    assert error_of(tmp_path, plain + 'to = "a@b"\n') == (
+        "notify[0].smtp_url: ssl_ca_certs needs TLS (smtps://, or drop starttls=false)"
+    )

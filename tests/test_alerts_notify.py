@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
@@ -22,7 +24,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from qwatch.alerts.notify import Outcome, backoff_delay, deliver, deliver_all
 from qwatch.alerts.payloads import Message
 from qwatch.alerts.rules import Alert
-from qwatch.config import CommandTarget, EmailTarget, WebhookTarget
+from qwatch.config import CommandTarget, EmailTarget, WebhookTarget, load_settings
 from tests.plugins.redis_server import free_port
 
 SENTINEL = "Sentinel-7f3a"
@@ -266,6 +268,78 @@ async def test_email_logs_in(smtp_server: tuple[Mailbox, int]) -> None:
     assert outcome.error == "SMTPAuthenticationError 535"
     assert len(mailbox.messages) == 1
     assert SENTINEL not in repr(good) and SENTINEL not in good.label
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl), its own CA."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+@pytest.mark.parametrize("scheme", ["smtp", "smtps"])
+async def test_email_over_tls_with_a_login(
+    scheme: str, certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """STARTTLS (smtp://) or TLS from the start (smtps://), configured as a user would,
+    against a server that refuses a login before TLS."""
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    mailbox, port = Mailbox(), free_port()
+    tls: dict[str, Any] = {"tls_context": context, "require_starttls": True}
+    if scheme == "smtps":
+        # aiosmtpd counts only STARTTLS as TLS before AUTH; smtps:// is TLS from the start
+        tls = {"ssl_context": context, "auth_require_tls": False}
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=mailbox.authenticate,
+        **tls,
+    )
+    controller.start()
+    try:
+        (tmp_path / "qwatch.toml").write_text(
+            "[[notify]]\nkind = 'email'\n"
+            f"smtp_url = '{scheme}://qwatch:{SENTINEL}@127.0.0.1:{port}?ssl_ca_certs={cert}'\n"
+            "to = 'oncall@example.com'\n"
+        )
+        [target] = load_settings(environ={}, cwd=tmp_path).alerts.targets
+        assert isinstance(target, EmailTarget)
+        assert target.security == ("starttls" if scheme == "smtp" else "tls")
+        outcome = await deliver(target, MESSAGE, attempts=1)
+    finally:
+        controller.stop()
+    assert outcome.ok, outcome
+    assert mailbox.logins == [(b"qwatch", SENTINEL.encode())]
+    assert len(mailbox.messages) == 1
+
+
+async def test_an_untrusted_certificate_is_refused(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    mailbox, port = Mailbox(), free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port, ssl_context=context)
+    controller.start()
+    try:
+        target = EmailTarget(host="127.0.0.1", port=port, to=("a@example.com",), security="tls")
+        outcome = await deliver(target, MESSAGE, attempts=1)
+    finally:
+        controller.stop()
+    assert not outcome.ok and mailbox.messages == []
 
 
 async def test_deliver_all_to_several_targets(receiver: Receiver, tmp_path: Path) -> None:

@@ -110,6 +110,7 @@ async def _email(target: EmailTarget, message: Message, timeout_s: float) -> Non
             password=target.password,
             use_tls=target.security == "tls",
             start_tls=target.security == "starttls",
+            cert_bundle=target.ca_certs,
             timeout=timeout_s,
         )
     except aiosmtplib.SMTPResponseException as exc:

@@ -95,6 +95,7 @@ class EmailTarget:
     security: str = "starttls"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    ca_certs: str | None = None  # ?ssl_ca_certs=/path: a private CA instead of the system's
     kind = "email"
 
     @property
@@ -200,15 +201,21 @@ def _email(table: Mapping[str, Any], where: str) -> EmailTarget:
     if hostport is None:
         raise ConfigError(f"{setting}: cannot read its host and port")
     options = dict(pair.partition("=")[::2] for pair in query.split("&") if pair)
-    unknown = set(options) - {"starttls"}
+    unknown = set(options) - {"starttls", "ssl_ca_certs"}
     if unknown:
-        raise ConfigError(f"{setting}: unknown option {sorted(unknown)[0]!r} (starttls)")
+        shown = sorted(unknown)[0]
+        raise ConfigError(f"{setting}: unknown option {shown!r} (starttls, ssl_ca_certs)")
+    ca_certs = unquote(options["ssl_ca_certs"]) if "ssl_ca_certs" in options else None
+    if ca_certs == "":
+        raise ConfigError(f"{setting}: ssl_ca_certs must name a file")
     security = "tls" if scheme == "smtps" else "starttls"
     if "starttls" in options:
         if scheme == "smtps" or options["starttls"].lower() not in ("true", "false"):
             raise ConfigError(f"{setting}: starttls=true|false applies to smtp:// only")
         if options["starttls"].lower() == "false":
             security = "none"
+    if security == "none" and ca_certs is not None:
+        raise ConfigError(f"{setting}: ssl_ca_certs needs TLS (smtps://, or drop starttls=false)")
     username = password = None
     if userinfo:
         user, colon, secret = userinfo.partition(":")
@@ -234,6 +241,7 @@ def _email(table: Mapping[str, Any], where: str) -> EmailTarget:
         security=security,
         username=username or None,
         password=password,
+        ca_certs=ca_certs,
     )
 
 
