@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +17,27 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from qwatch.store import migrate
 from qwatch.store.engine import create_engine
 from qwatch.store.migrate import SchemaError, SchemaState
-from qwatch.store.models import Base
+from qwatch.store.models import Alert, Base, Silence
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = {"clusters", "samples", "events", "gaps", "rollup_minute", "rollup_hour"}
+TABLES = {
+    "clusters",
+    "samples",
+    "events",
+    "gaps",
+    "rollup_minute",
+    "rollup_hour",
+    "alerts",
+    "silences",
+}
 
 
 @pytest.fixture
@@ -88,6 +99,62 @@ async def test_upgrade_and_downgrade(engine: AsyncEngine) -> None:
 
 
 async def test_models_match_the_revisions(engine: AsyncEngine) -> None:
+    await migrate.upgrade(engine)
+    assert await _diff(engine) == []
+
+
+async def test_alerts_and_silences_tables(engine: AsyncEngine) -> None:
+    """0005: the alerts and silences tables, up and down, and a row of each through the models."""
+    await migrate.upgrade(engine, "0004_daily_availability_by_day")
+    assert not {"alerts", "silences"} & await _tables(engine)
+    await migrate.upgrade(engine)
+    assert {"alerts", "silences"} <= await _tables(engine)
+
+    started = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    alert = {
+        "rule": "cluster_down",
+        "site": "shop",
+        "subject": "web1",
+        "host": "web1",
+        "cluster_id": None,
+        "severity": "critical",
+        "summary": "shop: no live cluster on web1 for 1m; start qcluster there",
+        "details": {"held_s": 60.0, "since": "2026-12-01T08:59:00+00:00"},
+        "started_at": started,
+    }
+    async with AsyncSession(engine) as session:
+        session.add(Alert(**alert, last_notified_at=started, last_notified_status="firing"))
+        session.add(
+            Silence(
+                rule="all",
+                site="shop",
+                host=None,
+                until=started + timedelta(hours=2),
+                reason="kernel upgrade",
+                created_at=started,
+            )
+        )
+        await session.commit()
+    async with AsyncSession(engine) as session:
+        [row] = (await session.scalars(select(Alert))).all()
+        assert (row.rule, row.site, row.subject, row.resolved_at) == (
+            "cluster_down",
+            "shop",
+            "web1",
+            None,
+        )
+        assert row.details == alert["details"] and row.started_at == started
+        assert row.last_notified_status == "firing"
+        [silence] = (await session.scalars(select(Silence))).all()
+        assert silence.until == started + timedelta(hours=2) and silence.site == "shop"
+    async with AsyncSession(engine) as session:
+        session.add(Alert(**alert))  # the same alert start again: refused
+        with pytest.raises(IntegrityError):
+            await session.commit()
+
+    await migrate.downgrade(engine, "0004_daily_availability_by_day")
+    tables = await _tables(engine)
+    assert not {"alerts", "silences"} & tables and {"clusters", "events", "gaps"} <= tables
     await migrate.upgrade(engine)
     assert await _diff(engine) == []
 

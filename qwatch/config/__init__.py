@@ -12,12 +12,20 @@ Modules, each with one job:
     urls            splitting scheme://… URLs; safe_url masks their passwords
     redis_url       Redis fields from a URL or redis-py keyword arguments
     database_url    the history database URL: default, async driver form, SQLite file
+    alerts          [alerts] and [[notify]]: AlertSettings, the notification targets
     settings        the frozen dataclasses: RedisSettings, Site, DaemonSettings, Settings
     toml_file       qwatch.toml: find, read, type-check, apply
     django_project  a Site from a Django project's settings module
     load            load_settings: the layers put together
 """
 
+from qwatch.config.alerts import (
+    AlertSettings,
+    CommandTarget,
+    EmailTarget,
+    Target,
+    WebhookTarget,
+)
 from qwatch.config.database_url import async_database_url, default_database_url, sqlite_path
 from qwatch.config.django_project import DJANGO_DEFAULT_TIME_ZONE as DJANGO_DEFAULT_TIME_ZONE
 from qwatch.config.django_project import site_from_django
@@ -33,11 +41,16 @@ from qwatch.config.values import ConfigError
 
 __all__ = [
     "DEFAULT_REDIS_URL",
+    "AlertSettings",
+    "CommandTarget",
     "ConfigError",
     "DaemonSettings",
+    "EmailTarget",
     "RedisSettings",
     "Settings",
     "Site",
+    "Target",
+    "WebhookTarget",
     "async_database_url",
     "default_database_url",
     "load_settings",

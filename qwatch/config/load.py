@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from qwatch.config.alerts import alerts_from_document
 from qwatch.config.database_url import async_database_url, default_database_url
 from qwatch.config.django_project import site_from_django
 from qwatch.config.settings import DEFAULT_DISPLAY_TIME_ZONE, RedisSettings, Settings, Site
@@ -57,7 +58,9 @@ def _apply_override(site: Site, setting: str, key: str, value: str) -> Site:
         return replace(site, secret_key_fallbacks=keys)
     if key == "time_zone":
         return replace(site, time_zone=check_time_zone(value, setting))
-    return replace(site, **{key: value})
+    if key == "secret_key":
+        return replace(site, secret_key=value)
+    return replace(site, name=value)
 
 
 def load_settings(
@@ -132,11 +135,12 @@ def load_settings(
         seen.add(site.name)
 
     db_url, db_setting = default_database_url(), "database_url"
-    for setting, value in (
+    candidates: tuple[tuple[str, Any], ...] = (
         (f"{label}: database_url", document.get("database_url")),
         ("QWATCH_DATABASE_URL", environ.get("QWATCH_DATABASE_URL") or None),
         ("--db", database_url),
-    ):
+    )
+    for setting, value in candidates:
         if value is not None:
             db_url, db_setting = value, setting
     async_database_url(db_url, setting=db_setting)
@@ -152,10 +156,16 @@ def load_settings(
             zone = check_display_zone(chosen, zone_setting)
 
     daemon = daemon_from_table(document.get("daemon", {}), label)
+<<<<<<< HEAD
     return Settings(
         sites=tuple(sites),
         database_url=db_url,
         daemon=daemon,
         config_file=path,
         display_time_zone=zone,
+=======
+    alerts = alerts_from_document(document.get("alerts", {}), document.get("notify", []), label)
+    return Settings(
+        sites=tuple(sites), database_url=db_url, daemon=daemon, alerts=alerts, config_file=path
+>>>>>>> alerts
     )

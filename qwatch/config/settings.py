@@ -8,7 +8,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+<<<<<<< HEAD
 from qwatch import fmt
+=======
+from qwatch.config.alerts import AlertSettings
+>>>>>>> alerts
 from qwatch.config.database_url import default_database_url
 from qwatch.config.redis_url import fields_from_kwargs, parse_redis_url
 from qwatch.config.values import ConfigError, is_int, positive_seconds
@@ -103,7 +107,11 @@ class DaemonSettings:
 
     def __post_init__(self) -> None:
         # Messages use the [daemon] keys people write in qwatch.toml.
-        for key, value in (("interval", self.interval_s), ("sample_every", self.sample_every_s)):
+        knobs: tuple[tuple[str, object], ...] = (
+            ("interval", self.interval_s),
+            ("sample_every", self.sample_every_s),
+        )
+        for key, value in knobs:
             if isinstance(value, str):  # positive_seconds would parse it; the field is a number
                 raise ConfigError(f"daemon.{key} must be a number of seconds")
             positive_seconds(value, f"daemon.{key}")
@@ -130,6 +138,7 @@ class Settings:
     sites: tuple[Site, ...]
     database_url: str = field(default_factory=default_database_url)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
     config_file: Path | None = None  # the TOML file read, if any
     display_time_zone: str = DEFAULT_DISPLAY_TIME_ZONE  # UTC, local or an IANA name
 

@@ -42,7 +42,9 @@ TOP_KEYS = {
     "database_url": "name",
     "display_time_zone": "name",
     "daemon": "table",
-    "sites": "sites",
+    "sites": "tables",
+    "alerts": "table",
+    "notify": "tables",
 }
 _DAEMON_KEYS = {
     "interval": ("seconds", "interval_s"),
@@ -85,10 +87,10 @@ def check_table(table: Mapping[str, Any], kinds: Mapping[str, str], where: str, 
         kind = kinds[key]
         if kind == "table" and not isinstance(value, dict):
             raise ConfigError(f"{label}: {where}{key} must be a table ([{key}])")
-        if kind == "sites" and not (
+        if kind == "tables" and not (
             isinstance(value, list) and all(isinstance(s, dict) for s in value)
         ):
-            raise ConfigError(f"{label}: {where}{key} must be an array of tables ([[sites]])")
+            raise ConfigError(f"{label}: {where}{key} must be an array of tables ([[{key}]])")
         if kind in _KINDS:
             check, expected = _KINDS[kind]
             if not check(value):

@@ -7,7 +7,7 @@ import zoneinfo
 from contextlib import suppress
 
 from qwatch import fmt
-from qwatch.errors import ConfigError
+from qwatch.errors import ConfigError as ConfigError  # re-exported: the config modules raise it
 
 
 def positive_seconds(value: object, setting: str) -> float:

@@ -236,3 +236,53 @@ STATE_SECONDS: dict[str, str] = {
     "Stopping": "stopping_s",
     "Stopped": "stopped_s",
 }
+
+
+class Alert(Base):
+    """One alert, from firing to resolved: its identity is (rule, site, subject).
+
+    `subject` is the host, the cluster id or "" (site-wide rules); `host` and `cluster_id`
+    are the labels a notification carries. A row with no resolved_at is firing. The
+    notification columns let a restarted or taken-over daemon resume without sending
+    again what was sent: the last status sent (firing or resolved) and when.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        # One row per alert start; a replayed batch must not record it twice.
+        UniqueConstraint("rule", "site", "subject", "started_at"),
+        Index(None, "started_at"),
+        Index(None, "resolved_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule: Mapped[str] = mapped_column(String)
+    site: Mapped[str] = mapped_column(String)
+    subject: Mapped[str] = mapped_column(String)
+    host: Mapped[str | None] = mapped_column(String)
+    cluster_id: Mapped[str | None] = mapped_column(String)
+    severity: Mapped[str] = mapped_column(String)
+    summary: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONText())
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # None while firing
+    last_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_notified_status: Mapped[str | None] = mapped_column(String)  # firing | resolved
+
+
+class Silence(Base):
+    """Maintenance: alerts matching it still record, nothing is sent until `until`.
+
+    `rule` is a rule name or "all"; a NULL site or host matches every site or host.
+    """
+
+    __tablename__ = "silences"
+    __table_args__ = (Index(None, "until"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule: Mapped[str] = mapped_column(String)
+    site: Mapped[str | None] = mapped_column(String)
+    host: Mapped[str | None] = mapped_column(String)
+    until: Mapped[datetime] = mapped_column(UTCDateTime())
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

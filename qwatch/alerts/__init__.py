@@ -1,0 +1,10 @@
+"""Alerts: rules over each poll, the messages they become, and the targets they go to.
+
+Modules, each with one job:
+    rules      pure: one site's polls and events in, alerts firing and resolved out
+    payloads   pure: the bodies sent (Alertmanager webhook, Slack text, command env, email)
+    notify     I/O: delivery to webhook, command and email targets, with timeouts and retries
+
+Not yet wired into the daemon (docs/alerts.md). Importing this package imports nothing
+heavy: `notify` (aiohttp, aiosmtplib) is imported only by whoever sends.
+"""
