@@ -27,7 +27,7 @@ from qwatch.alerts.payloads import (
     slack_body,
 )
 from qwatch.config.alerts import CommandTarget, EmailTarget, Target, WebhookTarget
-from qwatch.durations import label
+from qwatch.fmt import duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,5 +184,5 @@ async def deliver_all(
 def label_seconds(seconds: float) -> str:
     """10.0 -> '10s'; below a second, as a decimal."""
     if seconds >= 1 and float(seconds).is_integer():
-        return label(timedelta(seconds=seconds))
+        return duration(timedelta(seconds=seconds))
     return f"{seconds:g}s"

@@ -23,7 +23,7 @@ from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from qwatch.alerts.rules import CRITICAL, Alert
-from qwatch.durations import label
+from qwatch.fmt import duration
 
 FIRING = "firing"
 RESOLVED = "resolved"
@@ -112,7 +112,7 @@ def line_of(alert: Alert) -> str:
     if alert.firing:
         return f"[FIRING] {alert.rule} ({alert.severity}) {alert.summary}"
     assert alert.ended_at is not None
-    lasted = label(alert.ended_at - alert.started_at)
+    lasted = duration(alert.ended_at - alert.started_at)
     return f"[RESOLVED] {alert.rule} after {lasted}: {alert.summary}"
 
 

@@ -32,8 +32,8 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from qwatch.durations import label
 from qwatch.events import DEFAULT_GAP_GRACE_S
+from qwatch.fmt import duration
 from qwatch.values import REINCARNATED, RESTARTED, ClusterStat
 
 CLUSTER_DOWN = "cluster_down"
@@ -185,20 +185,20 @@ def _iso(moment: datetime) -> str:
 def summary_of(rule: str, site: str, details: Mapping[str, Any]) -> str:
     """The one line for people, from the alert's numbers."""
     d = details
-    held = label(timedelta(seconds=d.get("held_s", 0)))
+    held = duration(timedelta(seconds=d.get("held_s", 0)))
     if rule == CLUSTER_DOWN:
         return (
             f"{site}: no live cluster on {d['host']} for {held}; "
             "start qcluster there or check its supervisor"
         )
     if rule == RESTART_LOOP:
-        window = label(timedelta(seconds=d["window_s"]))
+        window = duration(timedelta(seconds=d["window_s"]))
         return (
             f"{site}: the cluster on {d['host']} restarted {d['restarts']} times within "
             f"{window}; it is crash-looping, read its log"
         )
     if rule == REINCARNATION_STORM:
-        window = label(timedelta(seconds=d["window_s"]))
+        window = duration(timedelta(seconds=d["window_s"]))
         return (
             f"{site}: {d['reincarnations']} worker reincarnations on {d['host']} within "
             f"{window}; tasks are killing workers (timeouts, memory, crashes)"

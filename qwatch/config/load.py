@@ -156,16 +156,12 @@ def load_settings(
             zone = check_display_zone(chosen, zone_setting)
 
     daemon = daemon_from_table(document.get("daemon", {}), label)
-<<<<<<< HEAD
+    alerts = alerts_from_document(document.get("alerts", {}), document.get("notify", []), label)
     return Settings(
         sites=tuple(sites),
         database_url=db_url,
         daemon=daemon,
+        alerts=alerts,
         config_file=path,
         display_time_zone=zone,
-=======
-    alerts = alerts_from_document(document.get("alerts", {}), document.get("notify", []), label)
-    return Settings(
-        sites=tuple(sites), database_url=db_url, daemon=daemon, alerts=alerts, config_file=path
->>>>>>> alerts
     )

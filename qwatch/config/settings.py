@@ -8,11 +8,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-<<<<<<< HEAD
 from qwatch import fmt
-=======
 from qwatch.config.alerts import AlertSettings
->>>>>>> alerts
 from qwatch.config.database_url import default_database_url
 from qwatch.config.redis_url import fields_from_kwargs, parse_redis_url
 from qwatch.config.values import ConfigError, is_int, positive_seconds
