@@ -1,10 +1,13 @@
 """The async engine for a history database URL: SQLite (embedded default) or PostgreSQL.
 
-A PostgreSQL URL's libpq options become asyncpg's connect arguments.
+A SQLite history is private: the file (and so its -wal and -shm, which SQLite creates
+with the database file's mode) is made 0600, and any directory made for it 0700. A
+PostgreSQL URL's libpq options become asyncpg's connect arguments.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
 from pathlib import Path
@@ -45,7 +48,7 @@ def create_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
 def _sqlite_engine(url: URL, *, echo: bool) -> AsyncEngine:
     database = url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        make_private_file(Path(database).expanduser())
     engine = create_async_engine(url, echo=echo)
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -62,6 +65,17 @@ def _sqlite_engine(url: URL, *, echo: bool) -> AsyncEngine:
             cursor.close()
 
     return engine
+
+
+def make_private_file(path: Path) -> None:
+    """Create `path` empty and 0600 (an empty file is an empty SQLite database), and each
+    missing directory above it 0700; an existing file or directory is left as it is."""
+    missing = [parent for parent in path.parents if not parent.exists()]
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it first
+            directory.mkdir(mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _postgres_engine(url: URL, *, echo: bool) -> AsyncEngine:
