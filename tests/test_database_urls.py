@@ -18,7 +18,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import text
 
-from qwatch.config import ConfigError, async_database_url, postgres_options
+from qwatch.config import ConfigError, PostgresOptions, async_database_url, postgres_options
 from qwatch.store.engine import PG_CONNECT_TIMEOUT_S, create_engine, postgres_connect_args
 from tests.helpers import write_small_history
 from tests.plugins.postgres_server import PostgresServer
@@ -74,7 +74,7 @@ def test_a_root_certificate_makes_a_verifying_context(tls_files: TLSFiles) -> No
     [
         ("sslmode=sometimes", "--db: sslmode must be one of disable, allow, prefer, require"),
         ("sslcompression=1", "--db: unsupported option 'sslcompression' (qwatch reads sslmode"),
-        ("password=hunter2", "--db: unsupported option 'password'"),
+        ("sslpassword=hunter2", "--db: unsupported option 'sslpassword'"),
         ("connect_timeout=soon", "--db: connect_timeout must be a positive number of seconds"),
         ("connect_timeout=0", "--db: connect_timeout must be a positive number of seconds"),
         ("options=-x", "--db: options must be server settings: -c name=value"),
@@ -89,9 +89,12 @@ def test_bad_options_are_named(query: str, message: str) -> None:
     assert "hunter2" not in str(caught.value)
 
 
-def test_sqlite_urls_and_host_are_left_to_the_driver() -> None:
+def test_sqlite_urls_and_connection_parameters_are_left_to_the_driver() -> None:
     assert async_database_url("sqlite:///h.db?timeout=5") == "sqlite+aiosqlite:///h.db?timeout=5"
-    postgres_options({"host": "/run/postgresql"})  # SQLAlchemy's asyncpg dialect reads it
+    # Named alike by libpq and asyncpg (SQLAlchemy's asyncpg dialect reads `host` itself).
+    url = "postgresql:///history?host=/run/postgresql&port=5433&user=qw&password=pw"
+    assert async_database_url(url) == url.replace("postgresql:", "postgresql+asyncpg:")
+    assert postgres_options({"host": "/run/postgresql", "port": "5433"}) == PostgresOptions()
 
 
 def test_an_unknown_option_is_one_line_exit_2_in_every_command(tmp_path: Path) -> None:
@@ -102,7 +105,7 @@ def test_an_unknown_option_is_one_line_exit_2_in_every_command(tmp_path: Path) -
         assert done.stderr == (
             "qwatch: QWATCH_DATABASE_URL: unsupported option 'sslcompression' "
             "(qwatch reads sslmode, sslrootcert, connect_timeout, application_name, options, "
-            "target_session_attrs and host)\n"
+            "target_session_attrs, host, port, user, password)\n"
         )
 
 
@@ -142,6 +145,12 @@ def test_tls_with_sslmode_require_and_verify_full(
         done = run_qwatch("history", "5ma11c1u", name="shop", redis_url=NO_REDIS, db_url=url)
         assert done.returncode == 0, done.stderr
         assert "cluster 5ma11c1u-0000-4000-8000-000000000001 on web-1" in done.stdout
+
+    # A unix socket (no TLS there: the server trusts local connections) by `?host=`.
+    socket_dir = quote(str(tls_postgres.base))
+    by_socket = f"postgresql://postgres@/history?host={socket_dir}&port={tls_postgres.port}"
+    done = run_qwatch("history", "5ma11c1u", name="shop", redis_url=NO_REDIS, db_url=by_socket)
+    assert done.returncode == 0 and "on web-1" in done.stdout, done.stderr
 
     # The server refuses plain connections: sslmode=disable cannot read it.
     done = run_qwatch(

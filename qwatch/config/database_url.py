@@ -56,8 +56,9 @@ def async_database_url(url: str, *, setting: str = "database URL") -> str:
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 TARGET_SESSION_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
-# Read by SQLAlchemy's asyncpg dialect itself (`?host=/run/postgresql` for a unix socket).
-_PASSED_THROUGH = ("host",)
+# Named alike by libpq and asyncpg, so passed on as they are (`?host=/run/postgresql`
+# for a unix socket is read by SQLAlchemy's asyncpg dialect itself).
+_PASSED_THROUGH = ("host", "port", "user", "password")
 LIBPQ_OPTIONS = (
     "sslmode",
     "sslrootcert",
@@ -94,7 +95,7 @@ def postgres_options(
         if key not in LIBPQ_OPTIONS:
             raise ConfigError(
                 f"{setting}: unsupported option {key!r} "
-                f"(qwatch reads {', '.join(LIBPQ_OPTIONS)} and host)"
+                f"(qwatch reads {', '.join((*LIBPQ_OPTIONS, *_PASSED_THROUGH))})"
             )
         if not isinstance(value, str):
             raise ConfigError(f"{setting}: option {key!r} is given more than once")
