@@ -6,7 +6,9 @@ Two ways in:
 - the `alembic` CLI from a checkout: no loop runs yet, so this builds its own engine from
   `-x url=…`, QWATCH_DATABASE_URL, `sqlalchemy.url` in alembic.ini or else qwatch's default
   SQLite file, and uses asyncio.run.
-Kept generic: later revisions (views, new columns) need nothing here.
+Kept generic: later revisions (views, new columns) need nothing here. The revision is
+kept in qwatch's own table (qwatch.store.migrate.VERSION_TABLE), never another Alembic
+user's `alembic_version`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy.types import TypeDecorator
 
 from qwatch.config import default_database_url
 from qwatch.store.engine import create_engine
+from qwatch.store.migrate import VERSION_TABLE
 from qwatch.store.models import Base
 
 config = context.config
@@ -44,6 +47,7 @@ def _configure(**kwargs: Any) -> None:
         # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
         render_as_batch=True,
         render_item=_render_item,
+        version_table=VERSION_TABLE,
         **kwargs,
     )
 

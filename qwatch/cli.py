@@ -70,6 +70,14 @@ def _range_options(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--format", choices=FORMATS, default="table")
 
 
+def _foreign_tables_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-foreign-tables",
+        action="store_true",
+        help="let the first migration add qwatch's tables to a database holding others'",
+    )
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(
         config_path=args.config,
@@ -106,7 +114,14 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     if overrides:
         settings = settings.with_daemon(**overrides)
     settings.require_secret()
-    return _run_store(run_daemon(settings, once=args.once, migrate=not args.no_migrate))
+    return _run_store(
+        run_daemon(
+            settings,
+            once=args.once,
+            migrate=not args.no_migrate,
+            allow_foreign_tables=args.allow_foreign_tables,
+        )
+    )
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -119,7 +134,7 @@ def cmd_db(args: argparse.Namespace) -> int:
         engine = create_engine(url)
         try:
             if args.action == "upgrade":
-                await migrate.upgrade(engine)
+                await migrate.upgrade(engine, allow_foreign_tables=args.allow_foreign_tables)
             revision = await migrate.current(engine)
             state = await migrate.check(engine)
         finally:
@@ -206,10 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument(
         "--no-migrate", action="store_true", help="refuse to start on an older schema"
     )
+    _foreign_tables_option(daemon)
     daemon.set_defaults(func=cmd_daemon)
 
     db = commands.add_parser("db", help="the history database's schema")
     db.add_argument("action", choices=["upgrade", "current"])
+    _foreign_tables_option(db)
     db.set_defaults(func=cmd_db)
 
     monitor = commands.add_parser("monitor", help="full-screen live table with history")

@@ -239,8 +239,10 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._wrote = asyncio.Event()
 
-    async def run(self, migrate_schema: bool = True) -> None:
-        await migrate.ensure(self.engine, migrate=migrate_schema)
+    async def run(self, migrate_schema: bool = True, allow_foreign_tables: bool = False) -> None:
+        await migrate.ensure(
+            self.engine, migrate=migrate_schema, allow_foreign_tables=allow_foreign_tables
+        )
         log.info(
             "qwatch daemon: %d site(s), history in %s, poll every %.1f s, sample every %.0f s",
             len(self.sites),
@@ -349,6 +351,7 @@ async def run_daemon(
     *,
     once: bool = False,
     migrate: bool = True,
+    allow_foreign_tables: bool = False,
     stop: asyncio.Event | None = None,
 ) -> int:
     """Run until `stop` is set, or until SIGTERM/SIGINT when no `stop` is given."""
@@ -360,7 +363,7 @@ async def run_daemon(
     else:
         watcher = asyncio.create_task(_stop_when(stop, daemon))
     try:
-        await daemon.run(migrate_schema=migrate)
+        await daemon.run(migrate_schema=migrate, allow_foreign_tables=allow_foreign_tables)
     finally:
         if watcher is not None:
             watcher.cancel()

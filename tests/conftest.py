@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 pytest_plugins = [
+    "tests.plugins.tls",
     "tests.plugins.redis_server",
     "tests.plugins.postgres_server",
     "tests.plugins.qcluster",

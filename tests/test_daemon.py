@@ -226,7 +226,7 @@ def test_schema_versions_are_checked(redis_server, tmp_path):
 
     # And now a revision this code has never heard of.
     with sqlite3.connect(tmp_path / "history.sqlite3") as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+        conn.execute("UPDATE qwatch_alembic_version SET version_num = '9999_from_the_future'")
     newer = run_qwatch("daemon", "--once", **args)
     assert newer.returncode == 2
     assert "newer than this qwatch" in newer.stderr

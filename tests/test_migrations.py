@@ -54,7 +54,9 @@ async def _tables(engine: AsyncEngine) -> set[str]:
 
 async def _diff(engine: AsyncEngine) -> list[Any]:
     def compare(conn: Connection) -> list[Any]:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        # As migrations/env.py configures it: the version table is Alembic's, not a model's.
+        opts = {"compare_type": True, "version_table": migrate.VERSION_TABLE}
+        context = MigrationContext.configure(conn, opts=opts)
         return list(compare_metadata(context, Base.metadata))
 
     async with engine.connect() as conn:
@@ -192,7 +194,7 @@ async def test_check_states(
 async def test_unknown_revision_is_ahead(engine: AsyncEngine) -> None:
     await migrate.upgrade(engine)
     async with engine.begin() as conn:
-        await conn.execute(text("UPDATE alembic_version SET version_num = 'ffff_future'"))
+        await conn.execute(text("UPDATE qwatch_alembic_version SET version_num = 'ffff_future'"))
     assert await migrate.check(engine) is SchemaState.AHEAD
     assert await migrate.current(engine) == "ffff_future"
     with pytest.raises(SchemaError, match="ffff_future, newer than this qwatch"):
@@ -215,7 +217,7 @@ def test_alembic_cli_from_checkout(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     with sqlite3.connect(database) as conn:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-        (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        (version,) = conn.execute("SELECT version_num FROM qwatch_alembic_version").fetchone()
     assert names >= TABLES
     assert version == migrate.head()
 

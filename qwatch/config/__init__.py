@@ -11,7 +11,8 @@ Modules, each with one job:
     values          ConfigError and the value checks several sources share
     urls            splitting scheme://… URLs; safe_url masks their passwords
     redis_url       Redis fields from a URL or redis-py keyword arguments
-    database_url    the history database URL: default, async driver form, SQLite file
+    database_url    the history database URL: default, async driver form, SQLite file,
+                    a PostgreSQL URL's libpq options (sslmode, connect_timeout, …)
     alerts          [alerts] and [[notify]]: AlertSettings, the notification targets
     settings        the frozen dataclasses: RedisSettings, Site, DaemonSettings, Settings
     toml_file       qwatch.toml: find, read, type-check, apply
@@ -26,7 +27,14 @@ from qwatch.config.alerts import (
     Target,
     WebhookTarget,
 )
-from qwatch.config.database_url import async_database_url, default_database_url, sqlite_path
+from qwatch.config.database_url import LIBPQ_OPTIONS as LIBPQ_OPTIONS
+from qwatch.config.database_url import (
+    PostgresOptions,
+    async_database_url,
+    default_database_url,
+    postgres_options,
+    sqlite_path,
+)
 from qwatch.config.django_project import DJANGO_DEFAULT_TIME_ZONE as DJANGO_DEFAULT_TIME_ZONE
 from qwatch.config.django_project import site_from_django
 from qwatch.config.load import load_settings
@@ -37,7 +45,7 @@ from qwatch.config.settings import SECRET_HINT as SECRET_HINT
 from qwatch.config.settings import STAT_TTL_S as STAT_TTL_S
 from qwatch.config.toml_file import CONFIG_FILE_NAME as CONFIG_FILE_NAME
 from qwatch.config.urls import safe_url
-from qwatch.config.values import ConfigError
+from qwatch.errors import ConfigError
 
 __all__ = [
     "DEFAULT_REDIS_URL",
@@ -46,6 +54,7 @@ __all__ = [
     "ConfigError",
     "DaemonSettings",
     "EmailTarget",
+    "PostgresOptions",
     "RedisSettings",
     "Settings",
     "Site",
@@ -54,6 +63,7 @@ __all__ = [
     "async_database_url",
     "default_database_url",
     "load_settings",
+    "postgres_options",
     "safe_url",
     "site_from_django",
     "sqlite_path",

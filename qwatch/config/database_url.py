@@ -1,13 +1,21 @@
-"""The history database URL: its default, and the async driver URL SQLAlchemy is given."""
+"""The history database URL: its default, the async driver URL SQLAlchemy is given, and
+the libpq options of a PostgreSQL URL read into what the asyncpg driver takes instead.
+
+Users write PostgreSQL URLs for libpq (`?sslmode=require&connect_timeout=10`); asyncpg
+has other names for the same things and refuses libpq's. `postgres_options` reads them
+(pure: no file is opened here); qwatch.store.engine turns them into connect arguments.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
 
 from qwatch.config.urls import safe_url, split_url
-from qwatch.config.values import ConfigError
+from qwatch.errors import ConfigError
 
 
 def default_database_url() -> str:
@@ -38,10 +46,139 @@ def async_database_url(url: str, *, setting: str = "database URL") -> str:
     from sqlalchemy.engine import make_url  # only here: SQLAlchemy is slow to import
 
     try:
-        make_url(converted)
+        parsed = make_url(converted)
     except Exception:  # its messages quote the whole URL, password included
         raise ConfigError(f"{setting}: cannot parse {safe_url(url)}") from None
+    if parsed.get_backend_name() == "postgresql":
+        postgres_options(parsed.query, setting=setting)
     return converted
+
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+TARGET_SESSION_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
+# Named alike by libpq and asyncpg, so passed on as they are (`?host=/run/postgresql`
+# for a unix socket is read by SQLAlchemy's asyncpg dialect itself).
+_PASSED_THROUGH = ("host", "port", "user", "password")
+LIBPQ_OPTIONS = (
+    "sslmode",
+    "sslrootcert",
+    "connect_timeout",
+    "application_name",
+    "options",
+    "target_session_attrs",
+)
+
+
+@dataclass(frozen=True)
+class PostgresOptions:
+    """A PostgreSQL URL's libpq options, checked; None where the URL does not say."""
+
+    sslmode: str | None = None
+    sslrootcert: str | None = None  # a CA file, or "system" for the system's CAs
+    connect_timeout: float | None = None
+    application_name: str | None = None
+    settings: tuple[tuple[str, str], ...] = ()  # `options=-c name=value …`, in order
+    target_session_attrs: str | None = None
+
+
+def postgres_options(
+    query: Mapping[str, str | Sequence[str]], *, setting: str = "database URL"
+) -> PostgresOptions:
+    """The libpq options in a URL's query; anything else is one ConfigError naming it.
+
+    Values are checked, never echoed: a URL may carry a secret where an option should be.
+    """
+    values: dict[str, str] = {}
+    for key, value in query.items():
+        if key in _PASSED_THROUGH:
+            continue
+        if key not in LIBPQ_OPTIONS:
+            raise ConfigError(
+                f"{setting}: unsupported option {key!r} "
+                f"(qwatch reads {', '.join((*LIBPQ_OPTIONS, *_PASSED_THROUGH))})"
+            )
+        if not isinstance(value, str):
+            raise ConfigError(f"{setting}: option {key!r} is given more than once")
+        values[key] = value
+    sslmode = values.get("sslmode")
+    if sslmode is not None and sslmode not in SSL_MODES:
+        raise ConfigError(f"{setting}: sslmode must be one of {', '.join(SSL_MODES)}")
+    sslrootcert = values.get("sslrootcert")
+    if sslrootcert == "":
+        raise ConfigError(f"{setting}: sslrootcert must name a CA certificate file")
+    attrs = values.get("target_session_attrs")
+    if attrs is not None and attrs not in TARGET_SESSION_ATTRS:
+        raise ConfigError(
+            f"{setting}: target_session_attrs must be one of {', '.join(TARGET_SESSION_ATTRS)}"
+        )
+    return PostgresOptions(
+        sslmode=sslmode,
+        sslrootcert=sslrootcert,
+        connect_timeout=_timeout(values.get("connect_timeout"), setting),
+        application_name=values.get("application_name"),
+        settings=_server_settings(values.get("options"), setting),
+        target_session_attrs=attrs,
+    )
+
+
+def _timeout(value: str | None, setting: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 86400:  # libpq's 0 (wait forever) too: every wait is bounded
+        raise ConfigError(f"{setting}: connect_timeout must be a positive number of seconds")
+    return seconds
+
+
+def _server_settings(options: str | None, setting: str) -> tuple[tuple[str, str], ...]:
+    """libpq's `options` (`-c name=value`, `-cname=value` or `--name=value`, split on
+    whitespace, a backslash escaping the next character) as (name, value) pairs."""
+    if options is None:
+        return ()
+    words = _split_options(options)
+    pairs: list[tuple[str, str]] = []
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word == "-c" and index + 1 < len(words):
+            assignment = words[index + 1]
+            index += 2
+        elif word.startswith(("-c", "--")) and len(word) > 2:  # -cname=value, --name=value
+            assignment, index = word[2:], index + 1
+        else:
+            assignment = ""
+        name, equals, value = assignment.partition("=")
+        if not equals or not name or any(c.isspace() for c in name):
+            raise ConfigError(
+                f"{setting}: options must be server settings: -c name=value (e.g. "
+                "options=-csearch_path%3Dqwatch)"
+            )
+        pairs.append((name.replace("-", "_"), value))
+    return tuple(pairs)
+
+
+def _split_options(text: str) -> list[str]:
+    words: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char.isspace():
+            if current:
+                words.append("".join(current))
+                current = []
+        else:
+            current.append(char)
+    if current:
+        words.append("".join(current))
+    return words
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -1,7 +1,15 @@
-"""The async engine for a history database URL: SQLite (embedded default) or PostgreSQL."""
+"""The async engine for a history database URL: SQLite (embedded default) or PostgreSQL.
+
+A SQLite history is private: the file (and so its -wal and -shm, which SQLite creates
+with the database file's mode) is made 0600, and any directory made for it 0700. A
+PostgreSQL URL's libpq options become asyncpg's connect arguments.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +18,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from qwatch.config import async_database_url
+from qwatch.config import ConfigError, PostgresOptions, async_database_url, postgres_options
+from qwatch.config.database_url import LIBPQ_OPTIONS
 
 # Every wait on PostgreSQL is bounded, so a dead or hung server surfaces as an error the
 # writer can buffer through instead of a daemon that silently stops.
@@ -26,7 +35,8 @@ def create_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
     """An AsyncEngine for `url`, with the per-backend settings qwatch relies on.
 
     sqlite:/// and postgresql:// URLs are mapped to their async drivers (aiosqlite,
-    asyncpg); an unsupported scheme raises qwatch.config.ConfigError.
+    asyncpg); an unsupported scheme, an unknown URL option or a CA file that will not
+    load raises qwatch.config.ConfigError.
     """
     text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
     parsed = make_url(async_database_url(text))
@@ -38,7 +48,7 @@ def create_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
 def _sqlite_engine(url: URL, *, echo: bool) -> AsyncEngine:
     database = url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        make_private_file(Path(database).expanduser())
     engine = create_async_engine(url, echo=echo)
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -57,18 +67,64 @@ def _sqlite_engine(url: URL, *, echo: bool) -> AsyncEngine:
     return engine
 
 
+def make_private_file(path: Path) -> None:
+    """Create `path` empty and 0600 (an empty file is an empty SQLite database), and each
+    missing directory above it 0700; an existing file or directory is left as it is."""
+    missing = [parent for parent in path.parents if not parent.exists()]
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it first
+            directory.mkdir(mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def _postgres_engine(url: URL, *, echo: bool) -> AsyncEngine:
+    options = postgres_options(url.query)
     return create_async_engine(
-        url,
+        url.difference_update_query(LIBPQ_OPTIONS),
         echo=echo,
         pool_pre_ping=True,
-        connect_args={
-            "timeout": PG_CONNECT_TIMEOUT_S,
-            "command_timeout": PG_COMMAND_TIMEOUT_S,
-            # date_trunc and casts to date follow the session zone; pin it to UTC.
-            "server_settings": {"application_name": "qwatch", "timezone": "UTC"},
-        },
+        connect_args=postgres_connect_args(options),
     )
+
+
+def postgres_connect_args(options: PostgresOptions) -> dict[str, Any]:
+    """asyncpg's connect() keywords for a URL's libpq options, over qwatch's defaults."""
+    server_settings = {"application_name": options.application_name or "qwatch"}
+    server_settings.update(options.settings)
+    # date_trunc and casts to date follow the session zone: qwatch pins it to UTC.
+    server_settings["timezone"] = "UTC"
+    args: dict[str, Any] = {
+        "timeout": options.connect_timeout or PG_CONNECT_TIMEOUT_S,
+        "command_timeout": PG_COMMAND_TIMEOUT_S,
+        "server_settings": server_settings,
+    }
+    if options.sslmode is not None or options.sslrootcert is not None:
+        args["ssl"] = _ssl(options.sslmode or "prefer", options.sslrootcert)
+    if options.target_session_attrs is not None:
+        args["target_session_attrs"] = options.target_session_attrs
+    return args
+
+
+def _ssl(mode: str, rootcert: str | None) -> str | ssl.SSLContext:
+    """libpq's sslmode as asyncpg's `ssl`. Without sslrootcert asyncpg reads a mode the
+    way libpq does (PGSSLROOTCERT, ~/.postgresql/root.crt); with one, the modes that
+    check certificates get a context verifying against it (libpq: `require` with a root
+    certificate verifies it, as verify-ca does)."""
+    if rootcert is None or mode in ("disable", "allow", "prefer"):
+        return mode
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = mode == "verify-full"
+    context.verify_mode = ssl.CERT_REQUIRED
+    try:
+        if rootcert == "system":
+            context.load_default_certs()
+        else:
+            context.load_verify_locations(cafile=os.path.expanduser(rootcert))
+    except (OSError, ssl.SSLError) as error:
+        reason = error.strerror or str(error).splitlines()[0]
+        raise ConfigError(f"database URL: sslrootcert {rootcert} will not load: {reason}") from None
+    return context
 
 
 # SQLSTATE classes that say "try again later": connection, resources, operator

@@ -1,7 +1,8 @@
 """A real, throwaway PostgreSQL server for tests, and the `db_url` fixture over both engines.
 
 PostgreSQL refuses to run as root, so under root initdb and postgres run as the
-`postgres` system user, in a temp dir that user owns.
+`postgres` system user, in a temp dir that user owns. A server made with `tls=` serves
+TLS only (`hostssl` rules), with a certificate from tests.plugins.tls.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.plugins.tls import TLSFiles
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
@@ -55,11 +58,12 @@ class PostgresServer:
     """One postgres process on 127.0.0.1:`port`, trust auth, data in a temp dir.
 
     stop() and start() again keep the port and the data, so a test can take the database
-    away and bring it back.
+    away and bring it back. With `tls`, only TLS connections are accepted.
     """
 
-    def __init__(self, bin_dir: Path, port: int | None = None) -> None:
+    def __init__(self, bin_dir: Path, port: int | None = None, tls: TLSFiles | None = None) -> None:
         self.bin_dir = bin_dir
+        self.tls = tls
         self.port = port or free_port()
         # Not under pytest's tmp_path: that lives in a root-only 0700 directory.
         self.base = Path(tempfile.mkdtemp(prefix="qwatch-pg-"))
@@ -75,6 +79,20 @@ class PostgresServer:
                 *("-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"),
             ],
             timeout=120,
+        )
+        if tls is not None:
+            self._serve_tls_only(tls)
+
+    def _serve_tls_only(self, tls: TLSFiles) -> None:
+        # The server reads its key only when the postgres user owns it, mode 0600.
+        for source, name in ((tls.cert, "server.crt"), (tls.key, "server.key")):
+            target = self.data_dir / name
+            shutil.copyfile(source, target)
+            target.chmod(0o600)
+            if self._as_root:
+                shutil.chown(target, RUN_AS, RUN_AS)
+        (self.data_dir / "pg_hba.conf").write_text(
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n"
         )
 
     @property
@@ -104,6 +122,8 @@ class PostgresServer:
             "-c",
             "fsync=off",
         ]
+        if self.tls is not None:
+            command += ["-c", "ssl=on"]  # server.crt and server.key in the data directory
         with self.log_path.open("ab") as log:
             # Its own session: Ctrl-C on pytest must not reach the server before teardown.
             self._proc = subprocess.Popen(
@@ -184,11 +204,11 @@ class PostgresServer:
         return done.stdout
 
 
-def _new_server() -> PostgresServer:
+def _new_server(tls: TLSFiles | None = None) -> PostgresServer:
     bin_dir = find_bin_dir()
     if bin_dir is None:
         pytest.skip("PostgreSQL binaries not found (set QWATCH_PG_BIN)")
-    server = PostgresServer(bin_dir)
+    server = PostgresServer(bin_dir, tls=tls)
     try:
         server.start()
     except BaseException:
@@ -216,12 +236,13 @@ def pg_url(postgres_server: PostgresServer) -> Iterator[str]:
 
 
 @pytest.fixture
-def postgres_server_factory() -> Iterator[Callable[[], PostgresServer]]:
-    """Servers of the test's own, to stop and start (outage tests); all removed after."""
+def postgres_server_factory() -> Iterator[Callable[..., PostgresServer]]:
+    """Servers of the test's own, to stop and start (outage tests) or serving TLS only
+    (`make(tls=tls_files)`); all removed after."""
     servers: list[PostgresServer] = []
 
-    def make() -> PostgresServer:
-        server = _new_server()
+    def make(tls: TLSFiles | None = None) -> PostgresServer:
+        server = _new_server(tls)
         servers.append(server)
         return server
 

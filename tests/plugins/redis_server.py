@@ -1,4 +1,5 @@
-"""Real `redis-server` processes for tests: plain, password, ACL user, unix socket, TLS.
+"""Real `redis-server` processes for tests: plain, password, ACL user, unix socket, TLS
+(with the certificates of tests.plugins.tls).
 
 Each server runs on a free loopback port with its own data dir, persists nothing, and is
 stopped by its pid at teardown. `stop()` then `start()` brings it back on the same port,
@@ -14,7 +15,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -22,63 +22,13 @@ import pytest
 import redis
 
 from qwatch.config import RedisSettings
+from tests.plugins.tls import TLSFiles
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 # sockaddr_un holds 108 bytes; pytest's tmp paths can be longer than that.
 _MAX_UNIX_PATH = 100
-
-
-@dataclass(frozen=True)
-class TLSFiles:
-    """A throwaway CA and the server and client certificates it signed (PEM paths)."""
-
-    ca: Path
-    cert: Path  # server: CN localhost, SAN DNS:localhost, IP:127.0.0.1
-    key: Path
-    client_cert: Path
-    client_key: Path
-
-
-def make_tls_files(directory: Path) -> TLSFiles:
-    """Make a CA and two leaf certificates with the `openssl` command line."""
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
-
-    curve = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    openssl(
-        "req", "-x509", *curve, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-        "-subj", "/CN=qwatch test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    for name, usage, san in (
-        ("server", "serverAuth", "subjectAltName=DNS:localhost,IP:127.0.0.1\n"),
-        ("client", "clientAuth", ""),
-    ):
-        (directory / f"{name}.ext").write_text(
-            "basicConstraints=CA:FALSE\n"
-            "keyUsage=critical,digitalSignature,keyAgreement\n"
-            f"extendedKeyUsage={usage}\n"
-            "authorityKeyIdentifier=keyid\n" + san
-        )
-        openssl(
-            "req", *curve, "-keyout", f"{name}.key", "-out", f"{name}.csr",
-            "-subj", f"/CN={'localhost' if name == 'server' else 'qwatch test client'}",
-        )  # fmt: skip
-        openssl(
-            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", "-extfile", f"{name}.ext",
-        )  # fmt: skip
-    return TLSFiles(
-        ca=directory / "ca.crt",
-        cert=directory / "server.crt",
-        key=directory / "server.key",
-        client_cert=directory / "client.crt",
-        client_key=directory / "client.key",
-    )
 
 
 def free_port() -> int:
@@ -354,11 +304,6 @@ def redis_server_factory(
 def redis_server(redis_server_factory: RedisServerFactory) -> RedisServer:
     """A fresh plain redis-server on loopback, no password, stopped after the test."""
     return redis_server_factory()
-
-
-@pytest.fixture(scope="session")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
