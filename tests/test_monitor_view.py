@@ -23,6 +23,7 @@ from qwatch.monitor.spark import BLOCKS, level, slots, sparkline
 from qwatch.monitor.state import Focus, MonitorState, Source
 from qwatch.sources.redis import Poll, Skipped
 from qwatch.values import ClusterStat, EventRow, GapKind, GapRow, Run
+from tests.helpers import cluster_stat
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 SITE = Site(
@@ -46,21 +47,18 @@ def stat(
     site: str = "shop",
 ) -> ClusterStat:
     tob = NOW - timedelta(seconds=up_s)
-    return ClusterStat(
+    return cluster_stat(
+        cluster_id,
         name=site,
-        cluster_id=cluster_id,
         host=host,
         pid=100,
-        sentinel=101,
-        monitor=102,
-        pusher=103,
-        workers=tuple(range(pool)),
         status=status,
-        task_q_size=tq,
-        done_q_size=rq,
-        reincarnations=rc,
+        tq=tq,
+        rq=rq,
+        rc=rc,
         tob=tob,
         timestamp=NOW,
+        workers=tuple(range(pool)),
     )
 
 

@@ -14,7 +14,7 @@ from qwatch.config import RedisSettings, Site
 from qwatch.decode import DecodeMemo, Decoder
 from qwatch.sources.redis import Poll, RedisSource, RedisUnavailable, Skipped
 from qwatch.values import ClusterStat
-from tests.helpers import CAPTURE_ROTATED_SECRET, EXPECTED, PAYLOADS
+from tests.helpers import CAPTURE_ROTATED_SECRET, EXPECTED, PAYLOADS, wait_for_async
 from tests.helpers import CAPTURE_SECRET as SECRET
 from tests.helpers import CAPTURE_SITE as NAME
 from tests.plugins.redis_server import RedisServer, RedisServerFactory, TLSFiles, redis_client
@@ -567,10 +567,9 @@ async def test_lock_expires_by_itself(redis_server: RedisServer) -> None:
         RedisSource(make_site(redis_server)) as second,
     ):
         assert await first.acquire_lock(key, "first", ttl_s=0.05)
-        deadline = time.monotonic() + 5
-        while not await second.acquire_lock(key, "second", ttl_s=5):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await wait_for_async(
+            lambda: second.acquire_lock(key, "second", ttl_s=5), 5, "the lock to expire", 0.01
+        )
         assert not await first.acquire_lock(key, "first", ttl_s=5)
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from qwatch.rollup import MinuteAccumulator, MinuteRow, hour_of, merge, minute_of
 from qwatch.values import STATES, ClusterStat
+from tests.helpers import cluster_stat
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 IST = timezone(timedelta(hours=5, minutes=30))
@@ -33,21 +34,16 @@ def stat(
     rc: int = 0,
     pool: int = 2,
 ) -> ClusterStat:
-    return ClusterStat(
+    return cluster_stat(
+        cluster_id,
         name=site,
-        cluster_id=cluster_id,
         host="web1",
-        pid=4000,
-        sentinel=4001,
-        monitor=4002,
-        pusher=4003,
-        workers=tuple(range(5000, 5000 + pool)),
         status=status,
-        task_q_size=tq,
-        done_q_size=rq,
-        reincarnations=rc,
+        tq=tq,
+        rq=rq,
+        rc=rc,
         tob=T0,
-        timestamp=T0,
+        workers=tuple(range(5000, 5000 + pool)),
     )
 
 

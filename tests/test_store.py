@@ -23,6 +23,7 @@ from qwatch.store.engine import create_engine, is_unavailable
 from qwatch.store.maintenance import Retention, prune, roll_up_hours
 from qwatch.store.writer import Batch, StoreUnavailable, Writer
 from qwatch.values import ClusterStat
+from tests.helpers import cluster_stat
 from tests.plugins.postgres_server import PostgresServer
 
 T0 = datetime(2025, 3, 1, 10, 58, tzinfo=UTC)
@@ -41,21 +42,8 @@ def ev(
 
 
 def stat(cluster_id: str = "c-1", *, at: datetime = T0, **changes: Any) -> ClusterStat:
-    base = ClusterStat(
-        name=SITE,
-        cluster_id=cluster_id,
-        host="web-1",
-        pid=4242,
-        sentinel=4243,
-        monitor=4244,
-        pusher=4245,
-        workers=(1, 2, 3, 4),
-        status="Idle",
-        task_q_size=3,
-        done_q_size=1,
-        reincarnations=0,
-        tob=TOB,
-        timestamp=at,
+    base = cluster_stat(
+        cluster_id, name=SITE, pid=4242, tq=3, rq=1, tob=TOB, timestamp=at, workers=(1, 2, 3, 4)
     )
     return replace(base, **changes)
 
