@@ -1,8 +1,9 @@
 """What many test modules share: the real captures, and one helper of each kind.
 
-One factory per test object (`cluster_stat`, `run_row`), one `free_port`, one `wait_for`
-(and its asyncio twin `wait_for_async`): test modules and the plugins in tests/plugins/
-import them from here rather than writing their own.
+One factory per test object (`cluster_stat`, `minute_row`, `run_row`), one `free_port`,
+one `wait_for` (and its asyncio twin `wait_for_async`): test modules and the plugins in
+tests/plugins/ import them from here rather than writing their own. The decoder tests'
+hand-made records are in tests/records.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qwatch.demo.processes import free_port
+from qwatch.rollup import MinuteRow
 from qwatch.values import ClusterStat, Run
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "PAYLOADS",
     "cluster_stat",
     "free_port",  # the product's own (qwatch.demo.processes): one definition in the repository
+    "minute_row",
     "run_row",
     "wait_for",
     "wait_for_async",
@@ -86,6 +89,36 @@ def cluster_stat(
         timestamp=tob if timestamp is None else timestamp,
     )
     return replace(stat, **fields) if fields else stat
+
+
+def minute_row(**fields: Any) -> MinuteRow:
+    """A minute rollup of cluster c1 of site shop: two Idle polls in the minute of STAT_TOB
+    (1 s observed); any field can be given by name."""
+    row = MinuteRow(
+        site="shop",
+        cluster_id="c1",
+        tob=STAT_TOB,
+        bucket=STAT_TOB,
+        n=2,
+        tq_min=1,
+        tq_max=3,
+        tq_avg=2.0,
+        rq_min=0,
+        rq_max=0,
+        rq_avg=0.0,
+        queued_min=None,
+        queued_max=None,
+        queued_avg=None,
+        rc_max=1,
+        pool_min=4,
+        starting_s=0.0,
+        idle_s=1.0,
+        working_s=0.0,
+        stopping_s=0.0,
+        stopped_s=0.0,
+        observed_s=1.0,
+    )
+    return replace(row, **fields) if fields else row
 
 
 def run_row(

@@ -23,7 +23,7 @@ from qwatch.store.engine import create_engine, is_unavailable
 from qwatch.store.maintenance import Retention, prune, roll_up_hours
 from qwatch.store.writer import Batch, StoreUnavailable, Writer
 from qwatch.values import ClusterStat
-from tests.helpers import cluster_stat
+from tests.helpers import cluster_stat, minute_row
 from tests.plugins.postgres_server import PostgresServer
 
 T0 = datetime(2025, 3, 1, 10, 58, tzinfo=UTC)
@@ -49,28 +49,18 @@ def stat(cluster_id: str = "c-1", *, at: datetime = T0, **changes: Any) -> Clust
 
 
 def minute(cluster_id: str, bucket: datetime, n: int, tq_avg: float, **changes: Any) -> MinuteRow:
-    row = MinuteRow(
+    row = minute_row(
         site=SITE,
         cluster_id=cluster_id,
         tob=TOB,
         bucket=bucket,
         n=n,
-        tq_min=1,
         tq_max=5,
         tq_avg=tq_avg,
-        rq_min=0,
         rq_max=2,
         rq_avg=1.0,
-        queued_min=None,
-        queued_max=None,
-        queued_avg=None,
         rc_max=0,
-        pool_min=4,
-        starting_s=0.0,
         idle_s=float(n),
-        working_s=0.0,
-        stopping_s=0.0,
-        stopped_s=0.0,
         observed_s=float(n),
     )
     return replace(row, **changes)
