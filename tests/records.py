@@ -14,7 +14,7 @@ import struct
 import sys
 import types
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -28,7 +28,8 @@ from django.utils.translation import gettext_lazy
 import qwatch.decode.memo
 import qwatch.decode.record
 import qwatch.decode.safe_pickle
-from qwatch.decode import Decoder
+from qwatch.decode import DecodeError, DecodeMemo, Decoder
+from qwatch.values import ClusterStat
 from tests.helpers import CAPTURE_ROTATED_SECRET as ROTATED
 from tests.helpers import CAPTURE_SECRET as SECRET
 from tests.helpers import CAPTURE_SITE as NAME
@@ -42,6 +43,19 @@ TEXT_CAPTURES = sorted(name for name in EXPECTED if name.endswith(".txt"))  # no
 # The capture site's decoder (the rotated key as a fallback), and a Redis key to memoise by.
 DECODER = Decoder(NAME, SECRET, fallback_keys=[ROTATED])
 KEY = "django_q:researchq:cluster:0a1b2c3d"
+
+
+def outcome(
+    raw: bytes | str,
+    memo: DecodeMemo | None = None,
+    key: Hashable = KEY,
+    decoder: Decoder = DECODER,
+) -> ClusterStat | str:
+    """The decoder's verdict: the value, or the reason it refused."""
+    try:
+        return decoder.decode(raw, memo, key)
+    except DecodeError as err:
+        return err.reason
 
 
 def read_record(filename: str) -> bytes:

@@ -44,6 +44,7 @@ from tests.records import (
     Ops,
     capture_pickle,
     hostile_calls,
+    outcome,
     py2_stat_pickle,
     py2_state,
     read_record,
@@ -58,19 +59,6 @@ from tests.records import (
 def _fresh_shared_memo() -> None:
     """Each test starts with no layouts or analyses shared from another."""
     record_memo.forget_shared()
-
-
-def outcome(
-    raw: bytes | str,
-    memo: DecodeMemo | None = None,
-    key: Hashable = KEY,
-    decoder: Decoder = DECODER,
-) -> ClusterStat | str:
-    """The decoder's verdict: the value, or the reason it refused."""
-    try:
-        return decoder.decode(raw, memo, key)
-    except DecodeError as err:
-        return err.reason
 
 
 # --- signature: derived HMAC keys ----------------------------------------------------------

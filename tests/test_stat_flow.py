@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Hashable
 from datetime import datetime
 from typing import Any
 from unittest import mock
@@ -34,12 +33,12 @@ from qwatch.values import ClusterStat
 from tests.records import (
     BASE,
     CRAFTED,
-    DECODER,
     KEY,
     TEXT_CAPTURES,
     TOB,
     capture_pickle,
     duplicate_key,
+    outcome,
     py2_stat_pickle,
     py2_state,
     shared_int,
@@ -54,13 +53,6 @@ from tests.records import (
 def _fresh_shared_memo() -> None:
     """Each test starts with no layouts or analyses shared from another."""
     record_memo.forget_shared()
-
-
-def outcome(raw: bytes | str, memo: DecodeMemo | None = None, key: Hashable = KEY) -> Any:
-    try:
-        return DECODER.decode(raw, memo, key)
-    except DecodeError as err:
-        return err.reason
 
 
 # --- the pickles (crafted ones in tests/records.py) -----------------------------------------
