@@ -230,7 +230,7 @@ async def test_stopping_restarting_and_gone_clusters(world: World, screen: Scree
                     line.endswith(row.strip()) or row in line for line in screen.table_rows()
                 ):
                     seen[state] = screen.attrs(state, in_line=row).color
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # a sampling rate: these states last a poll or two
 
     # Queued tasks keep it Working (Django Q says Idle while its queues are empty), and
     # in Stopping for a few polls while its workers finish them.
