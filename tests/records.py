@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import pytest
@@ -76,7 +76,7 @@ def sign(
 ) -> str:
     """A record exactly as Django Q signs one, around any pickle bytes."""
     signer = TimestampSigner(key=key, salt=NAME, algorithm=algorithm, fallback_keys=[])
-    return signer.sign_object(data, serializer=RawBytes, compress=compress)
+    return str(signer.sign_object(data, serializer=RawBytes, compress=compress))
 
 
 class FakeStat:
@@ -123,11 +123,11 @@ def _pickled_as(objects: Mapping[str, object]) -> Iterator[None]:
             sys.modules[module_name] = module
         yield
     finally:
-        for module_name, module in saved.items():
-            if module is None:
+        for module_name, previous in saved.items():
+            if previous is None:
                 del sys.modules[module_name]
             else:
-                sys.modules[module_name] = module
+                sys.modules[module_name] = previous
 
 
 def state(**overrides: Any) -> dict[str, Any]:
@@ -178,7 +178,7 @@ def _py2_value(value: Any) -> bytes:
         return b"](" + b"".join(_py2_value(item) for item in value) + b"e"
     if type(value) is datetime:
         # datetime's pickled state is its 10 packed bytes; Python 2 wrote them as a str.
-        packed = value.replace(tzinfo=None).__reduce__()[1][0]
+        packed = cast(bytes, value.replace(tzinfo=None).__reduce__()[1][0])
         zone = b"cpytz\n_UTC\n)R" if value.tzinfo else b""
         return b"cdatetime\ndatetime\n(U\x0a" + packed + zone + b"tR"
     raise TypeError(value)
