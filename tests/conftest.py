@@ -1,4 +1,5 @@
-"""Test-wide set-up: each plugin module owns the fixtures for one real server."""
+"""Test-wide set-up: each plugin module owns the fixtures for one real server (and
+tests/records.py the one fixture the decoder tests share)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ pytest_plugins = [
     "tests.plugins.postgres_server",
     "tests.plugins.qcluster",
     "tests.plugins.qwatch_daemon",
+    "tests.records",  # its `full_decodes` fixture, for the decoder's memo tests
 ]
 
 

@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from qwatch.decode import Decoder
-from tests.plugins.qcluster import SECRET_KEY, wait_for
+from tests.helpers import wait_for
+from tests.plugins.qcluster import SECRET_KEY
 from tests.plugins.qwatch_daemon import query, run_qwatch
 from tests.plugins.redis_server import redis_client
 
@@ -38,6 +39,12 @@ def events(db_url: str) -> list[tuple[str, str, dict]]:
 
 def kinds(db_url: str, cluster_id: str) -> list[str]:
     return [kind for cid, kind, _ in events(db_url) if cid == cluster_id]
+
+
+def lock_renewals(server) -> int:
+    """How many times the sampler lock was taken or renewed (the daemon's only EVAL)."""
+    with redis_client(server) as client:
+        return int(client.info("commandstats").get("cmdstat_eval", {}).get("calls", 0))
 
 
 @pytest.mark.slow
@@ -146,7 +153,9 @@ def test_a_postgres_outage_loses_no_sample(
     pg.stop()
     down = datetime.now(UTC)
     daemon.wait_log("history database unavailable", 30)
-    time.sleep(4)  # the outage itself: the daemon keeps sampling into its buffer meanwhile
+    # The sleep is the scenario: a 4 s outage, which the daemon bridges by sampling into
+    # its buffer (one sample a second, so three or more for the assertions below).
+    time.sleep(4)
     pg.start()
     up = datetime.now(UTC)
     daemon.wait_log("history database back", 60)
@@ -191,6 +200,7 @@ def test_two_daemons_one_sampler_and_a_takeover(
     )
 
 
+@pytest.mark.slow
 def test_once_writes_one_poll_and_sigterm_flushes(
     redis_server, django_project_factory, daemon_factory, tmp_path
 ):
@@ -206,7 +216,9 @@ def test_once_writes_one_poll_and_sigterm_flushes(
     # A long sample interval: what SIGTERM finds unwritten (the partial minute) is flushed.
     daemon = daemon_factory(name=NAME, redis_url=redis_server.url, db_url=db, sample_every=60)
     daemon.wait_log("sampling site")
-    time.sleep(1.5)  # let it take a few polls into the current minute
+    # A few polls into the current minute: each poll renews the sampler lock (one EVAL).
+    renewed = lock_renewals(redis_server)
+    wait_for(lambda: lock_renewals(redis_server) >= renewed + 3, 10, "three more polls")
     started = time.monotonic()
     assert daemon.terminate() == 0
     assert time.monotonic() - started < 5
@@ -261,6 +273,7 @@ def test_time_without_a_daemon_is_a_gap_not_downtime(redis_server, tmp_path):
     assert gaps[1][2] == mark > first_mark
 
 
+@pytest.mark.slow
 def test_shutdown_is_bounded_when_the_database_is_locked(
     redis_server, django_project_factory, daemon_factory, tmp_path
 ):

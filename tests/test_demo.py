@@ -13,13 +13,12 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.plugins.qcluster import wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -98,16 +97,21 @@ def test_no_ui_demo_shows_reincarnations_and_a_restart_then_cleans_up() -> None:
 
 def test_sigint_stops_a_no_ui_demo_and_everything_it_started() -> None:
     process = subprocess.Popen(
-        [*DEMO, "--no-ui"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [*DEMO, "--no-ui", "--log-level", "INFO"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     lines: list[str] = []
+    sampling: set[str] = set()
     try:
         assert process.stdout is not None
         for line in process.stdout:
             lines.append(line)
-            if "started feeder emails" in line:
+            # The daemon's log says when it samples a site: it is, for both, by then.
+            sampling.update(re.findall(r"sampling site '(\w+)'", line))
+            if sampling == {"orders", "emails"}:
                 break
-        time.sleep(3)  # the daemon is sampling by now
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=60)
     finally:

@@ -20,6 +20,7 @@ from qwatch.values import (
     VANISHED,
     ClusterStat,
 )
+from tests.helpers import cluster_stat
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 SITE = "shop"
@@ -39,19 +40,12 @@ def stat(
     ts: float | None = None,
 ) -> ClusterStat:
     born = t(tob)
-    return ClusterStat(
+    return cluster_stat(
+        cluster_id,
         name=SITE,
-        cluster_id=cluster_id,
         host=host,
-        pid=4000,
-        sentinel=4001,
-        monitor=4002,
-        pusher=4003,
-        workers=(4004, 4005),
         status=status,
-        task_q_size=0,
-        done_q_size=0,
-        reincarnations=rc,
+        rc=rc,
         tob=born,
         timestamp=born if ts is None else t(ts),
     )

@@ -21,7 +21,7 @@ import itertools
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from qwatch.store import maintenance, migrate, queries
 from qwatch.store.engine import create_engine
 from qwatch.store.writer import Batch, Writer
 from qwatch.values import ClusterStat
+from tests.helpers import cluster_stat
 from tests.plugins.postgres_server import PostgresServer
 
 SITE = "shop"
@@ -145,22 +146,20 @@ class Ev:
 
 
 def _stat(s: Story, run: RunSpec, t: datetime) -> ClusterStat:
-    return ClusterStat(
+    stat = cluster_stat(
+        run.cluster_id,
         name=SITE,
-        cluster_id=run.cluster_id,
         host=run.host,
-        pid=run.pid,
-        sentinel=None,
-        monitor=None,
-        pusher=None,
-        workers=tuple(range(s.pool(run, t))),
+        pid=None,
+        pool=s.pool(run, t),
         status=s.status(run, t),
-        task_q_size=s.tq(run, t),
-        done_q_size=s.rq(t),
-        reincarnations=s.rc(run, t),
+        tq=s.tq(run, t),
+        rq=s.rq(t),
+        rc=s.rc(run, t),
         tob=run.tob,
         timestamp=t,
     )
+    return replace(stat, pid=run.pid)  # the run's pid, and no sentinel, monitor or pusher pids
 
 
 def _minutes(s: Story, run: RunSpec) -> list[MinuteRow]:
@@ -551,7 +550,7 @@ def test_history_recorded_by_the_daemon(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from tests.plugins.qcluster import wait_for
+    from tests.helpers import wait_for
     from tests.plugins.qwatch_daemon import query
 
     name = "qwatchhist"

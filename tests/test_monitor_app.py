@@ -27,6 +27,7 @@ from qwatch.monitor import refresh
 from qwatch.monitor.app import Monitor, create_monitor
 from qwatch.monitor.render import STYLE
 from qwatch.sources.redis import RedisSource
+from tests.helpers import wait_for_async
 from tests.plugins.qcluster import SECRET_KEY, DjangoProject
 from tests.plugins.redis_server import RedisServer, redis_client
 
@@ -94,12 +95,7 @@ class Screen:
     async def until(
         self, predicate: Callable[[], object], what: str, timeout: float = 30.0
     ) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate():
-            if loop.time() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; screen:\n{self.text}")
-            await asyncio.sleep(0.05)
+        await wait_for_async(predicate, timeout, what, detail=lambda: f"screen:\n{self.text}")
 
     async def shows(self, needle: str, timeout: float = 30.0) -> None:
         await self.until(lambda: needle in self.text, f"{needle!r}", timeout)
@@ -234,7 +230,7 @@ async def test_stopping_restarting_and_gone_clusters(world: World, screen: Scree
                     line.endswith(row.strip()) or row in line for line in screen.table_rows()
                 ):
                     seen[state] = screen.attrs(state, in_line=row).color
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # a sampling rate: these states last a poll or two
 
     # Queued tasks keep it Working (Django Q says Idle while its queues are empty), and
     # in Stopping for a few polls while its workers finish them.
@@ -258,7 +254,9 @@ async def test_stopping_restarting_and_gone_clusters(world: World, screen: Scree
     await screen.shows(f"{old} vanished, last Stopped")
 
     # Its successor on the same host (after the old record expired) is its restart.
-    await asyncio.sleep(3.5)
+    with redis_client(world.redis) as client:
+        key = f"django_q:{NAME}:cluster:{old_id}"
+        await wait_for_async(lambda: not client.exists(key), 10, "the old record to expire")
     world.project.start_cluster()
     await screen.until(
         lambda: any(old not in row for row in screen.table_rows()), "the successor's row"

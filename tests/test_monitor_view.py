@@ -24,6 +24,7 @@ from qwatch.monitor.spark import BLOCKS, level, slots, sparkline
 from qwatch.monitor.state import Focus, MonitorState, Source
 from qwatch.sources.redis import Poll, Skipped
 from qwatch.values import ClusterStat, EventRow, GapKind, GapRow, Run
+from tests.helpers import cluster_stat, run_row
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 SITE = Site(
@@ -47,21 +48,18 @@ def stat(
     site: str = "shop",
 ) -> ClusterStat:
     tob = NOW - timedelta(seconds=up_s)
-    return ClusterStat(
+    return cluster_stat(
+        cluster_id,
         name=site,
-        cluster_id=cluster_id,
         host=host,
         pid=100,
-        sentinel=101,
-        monitor=102,
-        pusher=103,
-        workers=tuple(range(pool)),
         status=status,
-        task_q_size=tq,
-        done_q_size=rq,
-        reincarnations=rc,
+        tq=tq,
+        rq=rq,
+        rc=rc,
         tob=tob,
         timestamp=NOW,
+        workers=tuple(range(pool)),
     )
 
 
@@ -488,7 +486,7 @@ def event(
 
 def run(pk: int, cid: str, seen: float, last: float, ended: float | None) -> Run:
     end = None if ended is None else at(ended)
-    return Run(pk, "shop", cid, "web-1", 1, at(seen), at(seen), at(last), end, "Idle")
+    return run_row(pk, cluster_id=cid, pid=1, first_seen=at(seen), last_seen=at(last), ended_at=end)
 
 
 def test_pane_availability_restarts_and_gaps_over_an_hour() -> None:

@@ -14,7 +14,7 @@ from qwatch.config import RedisSettings, Site
 from qwatch.decode import DecodeMemo, Decoder
 from qwatch.sources.redis import Poll, RedisSource, RedisUnavailable, Skipped
 from qwatch.values import ClusterStat
-from tests.helpers import CAPTURE_ROTATED_SECRET, EXPECTED, PAYLOADS
+from tests.helpers import CAPTURE_ROTATED_SECRET, EXPECTED, PAYLOADS, free_port, wait_for_async
 from tests.helpers import CAPTURE_SECRET as SECRET
 from tests.helpers import CAPTURE_SITE as NAME
 from tests.plugins.redis_server import RedisServer, RedisServerFactory, TLSFiles, redis_client
@@ -52,8 +52,10 @@ def seed(server: RedisServer, names: tuple[str, ...] = LIVE, db: int = 0) -> Non
             client.set(key_of(name), payload(name), ex=30)
 
 
-def make_site(server: RedisServer, **site_options: object) -> Site:
-    redis = site_options.pop("redis", None) or server.settings()
+def make_site(server: RedisServer | None = None, **site_options: object) -> Site:
+    """The capture site (its rotated key a fallback), on `server` or on `redis=`."""
+    redis = site_options.pop("redis", None) or (server.settings() if server else None)
+    assert redis is not None, "a site needs a server or redis settings"
     options: dict[str, object] = {
         "name": NAME,
         "secret_key": SECRET,
@@ -344,13 +346,11 @@ async def test_bad_db_is_reported(redis_server: RedisServer) -> None:
 
 
 async def test_refused_port_fails_fast() -> None:
-    with socket.socket() as probe:  # a port that was free a moment ago and has no listener
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # free a moment ago, and no listener
     settings = RedisSettings(host="127.0.0.1", port=port, password=PASSWORD)
 
     started = time.monotonic()
-    async with RedisSource(Site(name=NAME, secret_key=SECRET, redis=settings)) as source:
+    async with RedisSource(make_site(redis=settings)) as source:
         with pytest.raises(RedisUnavailable, match="connection refused") as caught:
             await source.poll()
 
@@ -364,7 +364,7 @@ async def test_server_that_never_answers_times_out(silent_server: socket.socket)
     settings = RedisSettings(host="127.0.0.1", port=port, command_timeout=0.3)
 
     started = time.monotonic()
-    async with RedisSource(Site(name=NAME, secret_key=SECRET, redis=settings)) as source:
+    async with RedisSource(make_site(redis=settings)) as source:
         with pytest.raises(RedisUnavailable, match=r"timed out after 0\.3s") as caught:
             await source.poll()
 
@@ -381,7 +381,7 @@ async def test_silent_tls_handshake_times_out_on_connect(
     )
 
     started = time.monotonic()
-    async with RedisSource(Site(name=NAME, secret_key=SECRET, redis=settings)) as source:
+    async with RedisSource(make_site(redis=settings)) as source:
         with pytest.raises(RedisUnavailable, match=r"timed out after 0\.3s"):
             await source.poll()
     assert time.monotonic() - started < 2.0
@@ -400,7 +400,7 @@ async def test_a_server_speaking_something_else_is_a_protocol_error() -> None:
     settings = RedisSettings(host="127.0.0.1", port=port)
     started = time.monotonic()
     try:
-        async with RedisSource(Site(name=NAME, secret_key=SECRET, redis=settings)) as source:
+        async with RedisSource(make_site(redis=settings)) as source:
             with pytest.raises(RedisUnavailable, match="protocol error"):
                 await source.poll()
     finally:
@@ -567,10 +567,9 @@ async def test_lock_expires_by_itself(redis_server: RedisServer) -> None:
         RedisSource(make_site(redis_server)) as second,
     ):
         assert await first.acquire_lock(key, "first", ttl_s=0.05)
-        deadline = time.monotonic() + 5
-        while not await second.acquire_lock(key, "second", ttl_s=5):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await wait_for_async(
+            lambda: second.acquire_lock(key, "second", ttl_s=5), 5, "the lock to expire", 0.01
+        )
         assert not await first.acquire_lock(key, "first", ttl_s=5)
 
 

@@ -28,9 +28,9 @@ from qwatch.store import migrate
 from qwatch.store.engine import create_engine
 from qwatch.store.models import Cluster, Gap, UTCDateTime
 from qwatch.store.writer import Batch, Writer
+from tests.helpers import cluster_stat, run_row
 from tests.test_history import PIDISH, A, B, C, D, Story, qwatch
 from tests.test_history import story_db as _story_db
-from tests.test_store import stat
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "reporting.md"
@@ -65,8 +65,8 @@ def sql(url: str, statement: str) -> list[tuple[Any, ...]]:
 
 def runs_of(s: Story, host: str) -> list[tl.Run]:
     return [
-        tl.Run(i, "shop", r.cluster_id, r.host, r.pid, r.tob, r.first_seen,
-               r.end, None if r.is_open else r.end, "Idle")
+        run_row(i, cluster_id=r.cluster_id, host=r.host, pid=r.pid, tob=r.tob,
+                first_seen=r.first_seen, last_seen=r.end, ended_at=None if r.is_open else r.end)
         for i, r in enumerate(s.runs.values())
         if r.host == host
     ]  # fmt: skip
@@ -404,7 +404,7 @@ def test_views_and_history_count_time_without_a_daemon_as_unknown(
     now = datetime.now(UTC).replace(microsecond=0)
     t0 = now - timedelta(hours=3)
     tob = t0 - timedelta(minutes=1)
-    cluster = stat("c-1", at=t0, tob=tob, host="web-9", name="shop")
+    cluster = cluster_stat("c-1", timestamp=t0, tob=tob, host="web-9", name="shop")
     t1, t2, t3 = (t0 + timedelta(minutes=m) for m in (10, 20, 30))
 
     async def write() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import astuple, fields, replace
+from dataclasses import astuple, fields
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import pairwise
 
@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from qwatch.rollup import MinuteAccumulator, MinuteRow, hour_of, merge, minute_of
 from qwatch.values import STATES, ClusterStat
+from tests.helpers import cluster_stat, minute_row
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 IST = timezone(timedelta(hours=5, minutes=30))
@@ -33,21 +34,16 @@ def stat(
     rc: int = 0,
     pool: int = 2,
 ) -> ClusterStat:
-    return ClusterStat(
+    return cluster_stat(
+        cluster_id,
         name=site,
-        cluster_id=cluster_id,
         host="web1",
-        pid=4000,
-        sentinel=4001,
-        monitor=4002,
-        pusher=4003,
-        workers=tuple(range(5000, 5000 + pool)),
         status=status,
-        task_q_size=tq,
-        done_q_size=rq,
-        reincarnations=rc,
+        tq=tq,
+        rq=rq,
+        rc=rc,
         tob=T0,
-        timestamp=T0,
+        workers=tuple(range(5000, 5000 + pool)),
     )
 
 
@@ -252,31 +248,7 @@ def test_partial_rows_across_a_restart_merge_to_the_whole():
 
 
 def row(**changes: object) -> MinuteRow:
-    base = MinuteRow(
-        site="shop",
-        cluster_id="c1",
-        tob=T0,
-        bucket=T0,
-        n=2,
-        tq_min=1,
-        tq_max=3,
-        tq_avg=2.0,
-        rq_min=0,
-        rq_max=0,
-        rq_avg=0.0,
-        queued_min=None,
-        queued_max=None,
-        queued_avg=None,
-        rc_max=1,
-        pool_min=4,
-        starting_s=0.0,
-        idle_s=1.0,
-        working_s=0.0,
-        stopping_s=0.0,
-        stopped_s=0.0,
-        observed_s=1.0,
-    )
-    return replace(base, **changes)
+    return minute_row(**{"tob": T0, "bucket": T0, **changes})
 
 
 @pytest.mark.parametrize(

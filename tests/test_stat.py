@@ -1,23 +1,17 @@
-"""The decoder against real captures (tests/fixtures) and records built here for the
-variants the captures lack: every pickle protocol, Python 2 writers, django-q 0.5."""
+"""The decoder against real captures (tests/fixtures) and records built by hand
+(tests/records.py) for the variants the captures lack: every pickle protocol, Python 2
+writers, django-q 0.5."""
 
 from __future__ import annotations
 
 import pickle
-import struct
 import subprocess
 import sys
-import types
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Any
-from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.core.signing import TimestampSigner
 from django.utils.translation import gettext_lazy
 
 from qwatch.decode import DecodeError, Decoder, decode
@@ -26,15 +20,18 @@ from tests.helpers import CAPTURE_ROTATED_SECRET as ROTATED
 from tests.helpers import CAPTURE_SECRET as SECRET
 from tests.helpers import CAPTURE_SITE as NAME
 from tests.helpers import EXPECTED, PAYLOADS
-
-NOTZ = "q2_url_notz_idle.txt"  # USE_TZ=False: naive datetimes
-TEXT_CAPTURES = sorted(name for name in EXPECTED if name.endswith(".txt"))  # not cache-wrapped
-
-
-def read_record(filename: str) -> bytes:
-    """The value as it sits in Redis (the .txt files add a newline)."""
-    raw = (PAYLOADS / filename).read_bytes()
-    return raw.rstrip(b"\n") if filename.endswith(".txt") else raw
+from tests.records import (
+    NOTZ,
+    PYTZ_UTC,
+    TEXT_CAPTURES,
+    py2_lazy,
+    py2_stat_pickle,
+    py2_state,
+    read_record,
+    sign,
+    stat_pickle,
+    state,
+)
 
 
 def expected_stat(filename: str, time_zone: tzinfo = UTC) -> ClusterStat:
@@ -60,160 +57,6 @@ def expected_stat(filename: str, time_zone: tzinfo = UTC) -> ClusterStat:
         tob=when(exp["tob"]),
         timestamp=when(exp["timestamp"]),
     )
-
-
-# --- building records -----------------------------------------------------------------------
-
-
-class RawBytes:
-    """A sign_object serializer that passes prepared pickle bytes through."""
-
-    def dumps(self, obj: bytes) -> bytes:
-        return obj
-
-
-def sign(
-    data: bytes, *, key: str = SECRET, algorithm: str = "sha256", compress: bool = True
-) -> str:
-    """A record exactly as Django Q signs one, around any pickle bytes."""
-    signer = TimestampSigner(key=key, salt=NAME, algorithm=algorithm, fallback_keys=[])
-    return signer.sign_object(data, serializer=RawBytes, compress=compress)
-
-
-class FakeStat:
-    """Pickled under django_q's name by `stat_pickle`; django_q is never imported."""
-
-    def __init__(self, state: Mapping[str, Any]) -> None:
-        self.__dict__.update(state)
-
-
-def _pytz_utc() -> tzinfo:
-    return PYTZ_UTC
-
-
-class _PytzUTCZone(tzinfo):
-    """Pickles as `pytz._UTC()`, as a Django <= 3.2 writer's aware datetimes do."""
-
-    def utcoffset(self, dt: datetime | None) -> timedelta:
-        return timedelta(0)
-
-    def dst(self, dt: datetime | None) -> timedelta:
-        return timedelta(0)
-
-    def tzname(self, dt: datetime | None) -> str:
-        return "UTC"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _pytz_utc, ()
-
-
-PYTZ_UTC = _PytzUTCZone()
-
-
-@contextmanager
-def _pickled_as(objects: Mapping[str, object]) -> Iterator[None]:
-    """Let pickle find each object under its dotted name, for the duration only."""
-    saved: dict[str, types.ModuleType | None] = {}
-    try:
-        for dotted, obj in objects.items():
-            module_name, _, attr = dotted.rpartition(".")
-            module = types.ModuleType(module_name)
-            setattr(module, attr, obj)
-            obj.__module__, obj.__qualname__ = module_name, attr  # type: ignore[attr-defined]
-            saved[module_name] = sys.modules.get(module_name)
-            sys.modules[module_name] = module
-        yield
-    finally:
-        for module_name, module in saved.items():
-            if module is None:
-                del sys.modules[module_name]
-            else:
-                sys.modules[module_name] = module
-
-
-def state(**overrides: Any) -> dict[str, Any]:
-    """A django-q2 Idle cluster's Stat.__dict__ (minus the broker)."""
-    base: dict[str, Any] = {
-        "workers": [4102, 4103],
-        "tob": datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
-        "reincarnations": 1,
-        "pid": 4099,
-        "cluster_id": UUID("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"),
-        "sentinel": 4101,
-        "status": gettext_lazy("Idle"),
-        "done_q_size": 0,
-        "host": "worker-1",
-        "monitor": 4104,
-        "task_q_size": 3,
-        "pusher": 4105,
-        "timestamp": datetime(2026, 1, 2, 3, 5, 0, 123456, tzinfo=UTC),
-    }
-    base.update(overrides)
-    return base
-
-
-def stat_pickle(
-    fields: Mapping[str, Any], *, protocol: int = 5, class_path: str = "django_q.status.Stat"
-) -> bytes:
-    """What a Python 3 writer's `pickle.dumps(stat, HIGHEST_PROTOCOL)` gives."""
-    stat = FakeStat(fields)
-    with _pickled_as({class_path: FakeStat, "pytz._UTC": _pytz_utc}):
-        return pickle.dumps(stat, protocol=protocol)
-
-
-class Ops(bytes):
-    """Pickle opcodes `py2_stat_pickle` puts in as they are."""
-
-
-def _py2_value(value: Any) -> bytes:
-    if isinstance(value, Ops):
-        return bytes(value)
-    if value is None:
-        return b"N"
-    if type(value) is int:
-        return b"J" + struct.pack("<i", value)
-    if type(value) is str:  # a Python 2 byte string
-        data = value.encode("latin1")
-        return b"U" + bytes([len(data)]) + data
-    if type(value) is list:
-        return b"](" + b"".join(_py2_value(item) for item in value) + b"e"
-    if type(value) is datetime:
-        # datetime's pickled state is its 10 packed bytes; Python 2 wrote them as a str.
-        packed = value.replace(tzinfo=None).__reduce__()[1][0]
-        zone = b"cpytz\n_UTC\n)R" if value.tzinfo else b""
-        return b"cdatetime\ndatetime\n(U\x0a" + packed + zone + b"tR"
-    raise TypeError(value)
-
-
-def py2_lazy(text: str) -> Ops:
-    """`ugettext_lazy(text)` as Django 1.x on Python 2 pickled it."""
-    return Ops(
-        b"cdjango.utils.functional\n_lazy_proxy_unpickle\n("
-        + b"cdjango.utils.translation\nugettext\n"
-        + _py2_value(text)
-        + b"\x85}c__builtin__\nunicode\ntR"
-    )
-
-
-def py2_stat_pickle(fields: Mapping[str, Any], module: str = "django_q.status") -> bytes:
-    """What django-q 0.x on Python 2 wrote: protocol 2, GLOBAL opcodes, byte strings
-    (decoded with encoding="latin1"), pytz UTC, `ugettext` and `__builtin__.unicode`."""
-    items = b"".join(_py2_value(key) + _py2_value(value) for key, value in fields.items())
-    return b"\x80\x02c" + module.encode() + b"\nStat\n)\x81}(" + items + b"ub."
-
-
-def py2_state(**overrides: Any) -> dict[str, Any]:
-    """django-q 0.9 on Python 2: a pid for cluster id, no pid field, aware pytz datetimes."""
-    fields = state(
-        cluster_id=14147,
-        status=py2_lazy("Working"),
-        # 0xE9 and 0xFF bytes in the packed datetime test the latin1 round trip.
-        tob=datetime(2026, 11, 27, 15, 52, 28, 59881, tzinfo=PYTZ_UTC),
-        timestamp=datetime(2026, 11, 27, 15, 52, 32, 65535, tzinfo=PYTZ_UTC),
-    )
-    del fields["pid"]
-    fields.update(overrides)
-    return fields
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@
 - record_memo.KeyMemo (a rewrite that changed only slots, bytes that alone make one field,
   rebuilt from those bytes) against a decoder that keeps no memo. Which bytes are slots
   (qwatch.decode.pickle_flow), and crafted pickles that share values, are tested in
-  tests/test_stat_flow.py.
+  the pickle_flow tests.
 """
 
 from __future__ import annotations
@@ -31,46 +31,34 @@ from qwatch.decode.pickle_flow import analyse
 from qwatch.decode.safe_pickle import OpcodeLayout, check_opcodes
 from qwatch.decode.signature import MAX_TIMESTAMP_LEN, Verifier
 from qwatch.values import ClusterStat
-from tests.test_stat import (
-    EXPECTED,
-    NAME,
+from tests.helpers import CAPTURE_ROTATED_SECRET as ROTATED
+from tests.helpers import CAPTURE_SECRET as SECRET
+from tests.helpers import CAPTURE_SITE as NAME
+from tests.helpers import EXPECTED
+from tests.records import (
+    CRAFTED,
+    DECODER,
+    KEY,
     NOTZ,
-    ROTATED,
-    SECRET,
     TEXT_CAPTURES,
     Ops,
+    capture_pickle,
+    hostile_calls,
+    outcome,
     py2_stat_pickle,
     py2_state,
     read_record,
+    reframed,
     sign,
     stat_pickle,
     state,
 )
-from tests.test_stat_flow import CRAFTED, reframed
-from tests.test_stat_flow import full_decodes as _full_decodes
-from tests.test_stat_hostile import capture_pickle, hostile_calls
-
-DECODER = Decoder(NAME, SECRET, fallback_keys=[ROTATED])
-KEY = "django_q:researchq:cluster:0a1b2c3d"
 
 
 @pytest.fixture(autouse=True)
 def _fresh_shared_memo() -> None:
     """Each test starts with no layouts or analyses shared from another."""
     record_memo.forget_shared()
-
-
-def outcome(
-    raw: bytes | str,
-    memo: DecodeMemo | None = None,
-    key: Hashable = KEY,
-    decoder: Decoder = DECODER,
-) -> ClusterStat | str:
-    """The decoder's verdict: the value, or the reason it refused."""
-    try:
-        return decoder.decode(raw, memo, key)
-    except DecodeError as err:
-        return err.reason
 
 
 # --- signature: derived HMAC keys ----------------------------------------------------------
@@ -287,9 +275,6 @@ def packed(when: datetime) -> bytes:
 def retimed(data: bytes, state: bytes) -> bytes:
     at = timestamp_at(data)
     return data[:at] + state + data[at + 10 :]
-
-
-full_decodes = _full_decodes  # the pickles unpickled in full (test_stat_flow)
 
 
 @pytest.fixture

@@ -12,12 +12,9 @@ use of it.
 
 from __future__ import annotations
 
-import pickle
-import pickletools
 import random
 import uuid
-from collections.abc import Callable, Hashable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from unittest import mock
 
@@ -27,28 +24,29 @@ from hypothesis import strategies as st
 
 import qwatch.decode.memo
 import qwatch.decode.safe_pickle
-from qwatch.decode import DecodeError, DecodeMemo, Decoder
+from qwatch.decode import DecodeError, DecodeMemo
 from qwatch.decode import memo as record_memo
 from qwatch.decode.memo import KeyMemo, _read
 from qwatch.decode.pickle_flow import DATETIME_KEYS, INT_KEYS, Flow, Slot, analyse
 from qwatch.decode.safe_pickle import OpcodeLayout, stat_state
 from qwatch.values import ClusterStat
-from tests.test_stat import (
-    NAME,
-    ROTATED,
-    SECRET,
+from tests.records import (
+    BASE,
+    CRAFTED,
+    KEY,
     TEXT_CAPTURES,
+    TOB,
+    capture_pickle,
+    duplicate_key,
+    outcome,
     py2_stat_pickle,
     py2_state,
+    shared_int,
     sign,
     stat_pickle,
     state,
+    value_at,
 )
-from tests.test_stat_hostile import capture_pickle
-
-DECODER = Decoder(NAME, SECRET, fallback_keys=[ROTATED])
-KEY = "django_q:researchq:cluster:0a1b2c3d"
-TOB = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
@@ -57,126 +55,8 @@ def _fresh_shared_memo() -> None:
     record_memo.forget_shared()
 
 
-def outcome(raw: bytes | str, memo: DecodeMemo | None = None, key: Hashable = KEY) -> Any:
-    try:
-        return DECODER.decode(raw, memo, key)
-    except DecodeError as err:
-        return err.reason
+# --- the pickles (crafted ones in tests/records.py) -----------------------------------------
 
-
-# --- crafting pickles -----------------------------------------------------------------------
-
-
-def ops(data: bytes) -> list[tuple[str, Any, int]]:
-    return [(op.name, arg, pos) for op, arg, pos in pickletools.genops(data)]
-
-
-def reframed(data: bytes) -> bytes:
-    """A protocol 4+ pickle edited after its FRAME opcode, with the frame's length fixed."""
-    assert data[2] == pickle.FRAME[0]
-    return data[:3] + (len(data) - 11).to_bytes(8, "little") + data[11:]
-
-
-def value_at(data: bytes, key: str) -> int:
-    """Where the opcode pushing the state's value for `key` is (after the key and its MEMOIZE)."""
-    listing = ops(data)
-    for n, (name, arg, _) in enumerate(listing):
-        if name == "SHORT_BINUNICODE" and arg == key:
-            assert listing[n + 1][0] == "MEMOIZE"
-            return listing[n + 2][2]
-    raise AssertionError(key)
-
-
-def memo_index(data: bytes, at: int) -> int:
-    """The memo index the MEMOIZE right after the opcode at `at` gives."""
-    count = 0
-    listing = ops(data)
-    for n, (name, _, pos) in enumerate(listing):
-        if pos > at and name == "MEMOIZE":
-            assert listing[n - 1][2] == at or pos > at
-            return count
-        count += name == "MEMOIZE"
-    raise AssertionError(at)
-
-
-def edited(data: bytes, at: int, old: bytes, new: bytes) -> bytes:
-    assert data[at : at + len(old)] == old
-    return reframed(data[:at] + new + data[at + len(old) :])
-
-
-BASE = stat_pickle(state(tob=TOB), protocol=4)  # ends in SETITEMS, BUILD, STOP
-STATE_DICT = memo_index(BASE, BASE.index(b"}"))  # the EMPTY_DICT after NEWOBJ
-
-
-def duplicate_key() -> bytes:
-    """task_q_size set twice; the state holds the second."""
-    return reframed(BASE[:-3] + b"\x8c\x0btask_q_size\x94K\x07" + BASE[-3:])
-
-
-def shared_int() -> bytes:
-    """done_q_size's int memoized, and fetched again as task_q_size's value."""
-    done = value_at(BASE, "done_q_size")
-    data = edited(BASE, done, b"K\x00", b"K\x00\x94")
-    shared = memo_index(data, done)
-    return edited(data, value_at(data, "task_q_size"), b"K\x03", b"h" + bytes([shared]))
-
-
-def duplicated_int() -> bytes:
-    """done_q_size's int DUPed, the copy POPped."""
-    done = value_at(BASE, "done_q_size")
-    return edited(BASE, done, b"K\x00", b"K\x002" + b"0")
-
-
-def dict_through_memo() -> bytes:
-    """The state dict fetched again from the memo after SETITEMS, and another key set in it."""
-    extra = b"h" + bytes([STATE_DICT]) + b"\x8c\x05extraK\x09s0"
-    return reframed(BASE[:-2] + extra + BASE[-2:])
-
-
-def built_twice() -> bytes:
-    """BUILD again with the same dict, fetched from the memo."""
-    return reframed(BASE[:-1] + b"h" + bytes([STATE_DICT]) + b"b" + BASE[-1:])
-
-
-def shared_datetime() -> bytes:
-    """timestamp is tob, the same object: the pickler itself fetches it from the memo."""
-    return stat_pickle(state(tob=TOB, timestamp=TOB), protocol=4)
-
-
-def _timestamp_as(data: bytes, new: bytes) -> bytes:
-    at = value_at(data, "timestamp")
-    return reframed(data[:at] + new + data[-3:])  # the value ends where SETITEMS starts
-
-
-def shared_datetime_args() -> bytes:
-    """timestamp = datetime(*tob's argument tuple), that tuple fetched from the memo."""
-    tob_args = memo_index(BASE, BASE.index(b"\x86\x94R", value_at(BASE, "tob")))
-    datetime_class = memo_index(BASE, BASE.index(b"\x93", value_at(BASE, "tob")))
-    return _timestamp_as(BASE, bytes([104, datetime_class, 104, tob_args]) + b"R\x94")
-
-
-def shared_datetime_bytes() -> bytes:
-    """timestamp = datetime(<tob's 10 bytes, fetched from the memo>, <tz>)."""
-    tob = value_at(BASE, "tob")
-    datetime_class = memo_index(BASE, BASE.index(b"\x93", tob))
-    tob_bytes = memo_index(BASE, BASE.index(b"C\x0a", tob))
-    tz = memo_index(BASE, BASE.index(b"\x86\x94R", tob) - 2)  # the REDUCE before TUPLE2
-    return _timestamp_as(
-        BASE, bytes([104, datetime_class, 104, tob_bytes, 104, tz]) + b"\x86\x94R\x94"
-    )
-
-
-CRAFTED: dict[str, tuple[Callable[[], bytes], set[str]]] = {
-    # name: (pickle, the keys that must have no slot in it; "*": no analysis at all)
-    "duplicate key": (duplicate_key, {"*"}),
-    "shared int": (shared_int, {"task_q_size", "done_q_size"}),
-    "DUPed int": (duplicated_int, {"done_q_size"}),
-    "dict through the memo": (dict_through_memo, {"*"}),
-    "built twice": (built_twice, {"*"}),
-    "shared datetime": (shared_datetime, {"tob", "timestamp"}),
-    "shared datetime arguments": (shared_datetime_args, {"tob", "timestamp"}),
-    "shared datetime bytes": (shared_datetime_bytes, {"tob", "timestamp"}),
-}
 
 REAL = [
     *(capture_pickle(name) for name in TEXT_CAPTURES),
@@ -311,21 +191,6 @@ def test_bytes_the_analysis_does_not_read_do_not_change_it(data: bytes, rng: Any
 
 
 # --- through the memo -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def full_decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """The pickles unpickled as Stats: each is a full decode, not the fast path."""
-    calls: list[bytes] = []
-    real = qwatch.decode.safe_pickle.unpickle
-
-    def counting(data: bytes, unpickler: type) -> object:
-        if unpickler is qwatch.decode.safe_pickle.RecordUnpickler:
-            calls.append(data)
-        return real(data, unpickler)
-
-    monkeypatch.setattr(qwatch.decode.safe_pickle, "unpickle", counting)
-    return calls
 
 
 def agrees(memo: DecodeMemo, data: bytes) -> Any:

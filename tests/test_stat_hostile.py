@@ -26,22 +26,30 @@ import qwatch.decode.record
 import qwatch.decode.safe_pickle
 from qwatch.decode import DecodeError, Decoder
 from qwatch.values import STATES, ClusterStat
-from tests.test_stat import (
-    EXPECTED,
-    NAME,
-    ROTATED,
-    SECRET,
+from tests.helpers import CAPTURE_ROTATED_SECRET as ROTATED
+from tests.helpers import CAPTURE_SECRET as SECRET
+from tests.helpers import CAPTURE_SITE as NAME
+from tests.helpers import EXPECTED
+from tests.records import (
+    DECODER,
     TEXT_CAPTURES,
     Ops,
+    args_ops,
+    call_ops,
+    capture_pickle,
+    global_op,
+    hostile_calls,
     py2_stat_pickle,
     py2_state,
     read_record,
     sign,
+    stack_global_op,
     stat_pickle,
     state,
+    unicode_op,
+    whole,
 )
 
-DECODER = Decoder(NAME, SECRET, fallback_keys=[ROTATED])
 FUZZ = settings(max_examples=400, deadline=None, database=None)
 
 
@@ -54,112 +62,6 @@ def refused(raw: Any, decoder: Decoder = DECODER) -> str:
 
 
 # --- hand-made pickles ----------------------------------------------------------------------
-
-
-def unicode_op(text: str) -> bytes:
-    data = text.encode()
-    return b"X" + struct.pack("<I", len(data)) + data
-
-
-def global_op(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def stack_global_op(module: str, name: str) -> bytes:
-    return unicode_op(module) + unicode_op(name) + b"\x93"
-
-
-def args_ops(*args: Any) -> bytes:
-    """The tuple `args` as opcodes, without header or STOP."""
-    return pickle.dumps(args, protocol=2)[2:-1]
-
-
-def call_ops(module: str, name: str, *args: Any) -> bytes:
-    return global_op(module, name) + args_ops(*args) + b"R"
-
-
-def whole(ops: bytes, protocol: int = 2) -> bytes:
-    return b"\x80" + bytes([protocol]) + ops + b"."
-
-
-def lazy_ops(func: bytes, args: bytes, kwargs: bytes = b"}", *resultclasses: bytes) -> bytes:
-    """`_lazy_proxy_unpickle(func, args, kwargs, *resultclasses)`; all given as opcodes."""
-    classes = resultclasses or (global_op("builtins", "str"),)
-    lazy = global_op("django.utils.functional", "_lazy_proxy_unpickle")
-    return lazy + b"(" + func + args + kwargs + b"".join(classes) + b"tR"
-
-
-def hostile_calls(marker: Path) -> dict[str, tuple[bytes, str]]:
-    """Pickles that would create `marker` (or import, or reach into django_q) under
-    pickle.loads, each with the reason the decoder must give."""
-    touch = f"touch {marker}"
-    code = f"open({str(marker)!r}, 'w').close()"
-    gettext = global_op("django.utils.translation", "gettext")
-    calls = {
-        "os.system": call_ops("os", "system", touch),
-        "posix.system": call_ops("posix", "system", touch),
-        "subprocess.Popen": call_ops("subprocess", "Popen", ["touch", str(marker)]),
-        "subprocess.run": call_ops("subprocess", "run", ["touch", str(marker)]),
-        "pty.spawn": call_ops("pty", "spawn", ["touch", str(marker)]),
-        "builtins.eval": call_ops("builtins", "eval", code),
-        "builtins.exec": call_ops("builtins", "exec", code),
-        "builtins.compile": call_ops("builtins", "compile", code, "x", "exec"),
-        "builtins.open": call_ops("builtins", "open", str(marker), "w"),
-        "__builtin__.eval": call_ops("__builtin__", "eval", code),  # the Python 2 spelling
-        "builtins.__import__": call_ops("builtins", "__import__", "os"),
-        "importlib.import_module": call_ops("importlib", "import_module", "os"),
-        "pickle.loads": call_ops("pickle", "loads", whole(call_ops("os", "system", touch))),
-        "marshal.loads": call_ops("marshal", "loads", b"\xe3"),
-        "django_q.tasks.async_task": call_ops("django_q.tasks", "async_task", "os.system", touch),
-        "django_q.status.Status": call_ops("django_q.status", "Status", 1, 2),
-        "django_q.cluster.Cluster": call_ops("django_q.cluster", "Cluster"),
-        "copyreg._reconstructor": call_ops("copyreg", "_reconstructor", 1, 2, 3),
-        "copy_reg._reconstructor": call_ops("copy_reg", "_reconstructor", 1, 2, 3),
-        "_codecs.encode": call_ops("_codecs", "encode", "x", "latin1"),
-        "django.utils.functional.lazy": call_ops("django.utils.functional", "lazy", 1),
-        "datetime.datetime.fromisoformat": stack_global_op("datetime", "datetime.fromisoformat")
-        + args_ops("2026-01-01")
-        + b"R",
-        # getattr(__import__("os"), "system")(touch): refused at its first global.
-        "builtins.getattr": global_op("builtins", "getattr")
-        + b"("
-        + call_ops("builtins", "__import__", "os")
-        + unicode_op("system")
-        + b"tR"
-        + args_ops(touch)
-        + b"R",
-        # The allowed lazy unpickler, handed something else to call.
-        "lazy with os.system": lazy_ops(global_op("os", "system"), args_ops(touch)),
-        "lazy with str": lazy_ops(global_op("builtins", "str"), args_ops(touch)),
-        "lazy with datetime": lazy_ops(global_op("datetime", "datetime"), args_ops(2026, 1, 1)),
-        "lazy with kwargs": lazy_ops(gettext, args_ops("Idle"), b"}" + unicode_op("x") + b"Ns"),
-        "lazy with two args": lazy_ops(gettext, args_ops("Idle", "Working")),
-        "lazy with int arg": lazy_ops(gettext, args_ops(3)),
-        "lazy with list args": lazy_ops(gettext, b"](" + unicode_op("Idle") + b"e"),
-        "lazy returning gettext": lazy_ops(gettext, args_ops("Idle"), b"}", gettext),
-        "lazy without resultclass": lazy_ops(gettext, args_ops("Idle"), b"}", b""),
-        # The stand-ins are not callables of the record's choosing.
-        "gettext called": call_ops("django.utils.translation", "gettext", touch),
-        "str called": call_ops("builtins", "str", touch),
-        "pytz._UTC with args": call_ops("pytz", "_UTC", touch),
-    }
-    reasons = {
-        "lazy with os.system": "forbidden global os.system",
-        "lazy with str": "forbidden lazy call",
-        "lazy with datetime": "forbidden lazy call",
-        "lazy with kwargs": "forbidden lazy call",
-        "lazy with two args": "forbidden lazy call",
-        "lazy with int arg": "forbidden lazy call",
-        "lazy with list args": "forbidden lazy call",
-        "lazy returning gettext": "forbidden lazy call",
-        "lazy without resultclass": "forbidden lazy call",
-        "gettext called": "bad pickle",
-        "str called": "bad pickle",
-        "pytz._UTC with args": "bad pickle",
-    }
-    return {
-        kind: (ops, reasons.get(kind, f"forbidden global {kind}")) for kind, ops in calls.items()
-    }
 
 
 HOSTILE_KINDS = sorted(hostile_calls(Path("/nonexistent")))
@@ -618,11 +520,6 @@ def check_outcome(raw: bytes | str) -> None:
         assert stat.status in STATES and stat.host.isprintable()
         assert stat.tob.tzinfo is UTC and stat.timestamp.tzinfo is UTC
         assert all(type(pid) is int for pid in stat.workers)
-
-
-def capture_pickle(filename: str) -> bytes:
-    payload = read_record(filename).decode().rsplit(":", 2)[0][1:]
-    return zlib.decompress(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 @st.composite

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from tests.plugins.qcluster import SECRET_KEY, wait_for
+from tests.helpers import wait_for
+from tests.plugins.qcluster import SECRET_KEY
 from tests.plugins.qwatch_daemon import qwatch_env, run_qwatch
 from tests.plugins.redis_server import redis_client
 

@@ -23,6 +23,7 @@ from qwatch.store.engine import create_engine, is_unavailable
 from qwatch.store.maintenance import Retention, prune, roll_up_hours
 from qwatch.store.writer import Batch, StoreUnavailable, Writer
 from qwatch.values import ClusterStat
+from tests.helpers import cluster_stat, minute_row
 from tests.plugins.postgres_server import PostgresServer
 
 T0 = datetime(2025, 3, 1, 10, 58, tzinfo=UTC)
@@ -41,48 +42,25 @@ def ev(
 
 
 def stat(cluster_id: str = "c-1", *, at: datetime = T0, **changes: Any) -> ClusterStat:
-    base = ClusterStat(
-        name=SITE,
-        cluster_id=cluster_id,
-        host="web-1",
-        pid=4242,
-        sentinel=4243,
-        monitor=4244,
-        pusher=4245,
-        workers=(1, 2, 3, 4),
-        status="Idle",
-        task_q_size=3,
-        done_q_size=1,
-        reincarnations=0,
-        tob=TOB,
-        timestamp=at,
+    base = cluster_stat(
+        cluster_id, name=SITE, pid=4242, tq=3, rq=1, tob=TOB, timestamp=at, workers=(1, 2, 3, 4)
     )
     return replace(base, **changes)
 
 
 def minute(cluster_id: str, bucket: datetime, n: int, tq_avg: float, **changes: Any) -> MinuteRow:
-    row = MinuteRow(
+    row = minute_row(
         site=SITE,
         cluster_id=cluster_id,
         tob=TOB,
         bucket=bucket,
         n=n,
-        tq_min=1,
         tq_max=5,
         tq_avg=tq_avg,
-        rq_min=0,
         rq_max=2,
         rq_avg=1.0,
-        queued_min=None,
-        queued_max=None,
-        queued_avg=None,
         rc_max=0,
-        pool_min=4,
-        starting_s=0.0,
         idle_s=float(n),
-        working_s=0.0,
-        stopping_s=0.0,
-        stopped_s=0.0,
         observed_s=float(n),
     )
     return replace(row, **changes)

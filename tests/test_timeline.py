@@ -8,6 +8,7 @@ import pytest
 
 from qwatch import timeline as tl
 from qwatch.durations import DurationError, parse_duration, parse_time
+from tests.helpers import run_row
 
 T0 = datetime(2025, 3, 3, tzinfo=UTC)  # a Monday
 NOW = T0 + timedelta(days=10)
@@ -33,17 +34,13 @@ def run(
     host: str = "web-1",
     tob: float | None = None,
 ) -> tl.Run:
-    return tl.Run(
-        pk=pk,
-        site="shop",
-        cluster_id=f"cluster-{pk:04d}",
+    return run_row(
+        pk,
         host=host,
-        pid=None,
         tob=t(first if tob is None else tob),
         first_seen=t(first),
         last_seen=t(last),
         ended_at=None if ended is None else t(ended),
-        last_status="Idle",
     )
 
 

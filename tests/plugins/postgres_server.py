@@ -12,16 +12,15 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port, wait_for
 from tests.plugins.tls import TLSFiles
 
 START_TIMEOUT_S = 30.0
@@ -46,12 +45,6 @@ def find_bin_dir() -> Path | None:
 def _version(path: Path) -> int:
     name = path.parent.name
     return int(name) if name.isdigit() else 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresServer:
@@ -132,16 +125,15 @@ class PostgresServer:
         self._wait_ready()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
         isready = [str(self.bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             assert self._proc is not None
             if self._proc.poll() is not None:
                 raise RuntimeError(f"postgres exited on start:\n{self.log_tail()}")
-            if subprocess.run(isready, check=False, timeout=10).returncode == 0:
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"postgres not ready after {START_TIMEOUT_S} s:\n{self.log_tail()}")
+            return subprocess.run(isready, check=False, timeout=10).returncode == 0
+
+        wait_for(ready, START_TIMEOUT_S, "postgres to accept connections", 0.05, self.log_tail)
 
     def stop(self) -> None:
         """Fast shutdown by pid: SIGINT, since SIGTERM ("smart") would wait for the

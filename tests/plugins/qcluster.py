@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,18 +178,6 @@ class DjangoProject:
     def stop_all(self) -> None:
         for cluster in self.clusters:
             cluster.stop()
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, step: float = 0.1):
-    """Poll `predicate` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(step)
 
 
 class _suppress_lookup:

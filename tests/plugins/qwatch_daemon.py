@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import text
 
 from qwatch.store.engine import create_engine
-from tests.plugins.qcluster import SECRET_KEY, wait_for
+from tests.helpers import wait_for
+from tests.plugins.qcluster import SECRET_KEY
 
 
 @dataclass

@@ -13,7 +13,6 @@ import socket
 import ssl
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import quote
@@ -22,6 +21,7 @@ import pytest
 import redis
 
 from qwatch.config import RedisSettings
+from tests.helpers import free_port, wait_for
 from tests.plugins.tls import TLSFiles
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -29,12 +29,6 @@ START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 # sockaddr_un holds 108 bytes; pytest's tmp paths can be longer than that.
 _MAX_UNIX_PATH = 100
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class RedisServer:
@@ -179,13 +173,14 @@ class RedisServer:
             raise
 
     def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._answers_ping():
+        def answers() -> bool:
+            if self._answers_ping():
+                return True
             if process.poll() is not None:
                 raise RuntimeError(f"redis-server exited at start:\n{self._log_tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not answer PING:\n{self._log_tail()}")
-            time.sleep(0.01)  # poll interval, bounded by the deadline
+            return False
+
+        wait_for(answers, START_TIMEOUT_S, "redis-server to answer PING", 0.01, self._log_tail)
 
     def _answers_ping(self) -> bool:
         """True once the server answers PING; NOAUTH counts, it is up and parsing commands."""
