@@ -1,6 +1,6 @@
 """`qwatch history <cluster|host>`: one run's, or one host's, history as a table, CSV or JSON.
 
-Reading is `read()` (SQL through qwatch.store.queries), the arithmetic is qwatch.timeline,
+Reading is `read()` (SQL through qwatch.store.reads), the arithmetic is qwatch.timeline,
 and the rest of this module renders. Input is checked before the database is opened, so a
 typo is reported even when no database is there.
 """
@@ -23,9 +23,9 @@ from qwatch.durations import DurationError, label, parse_duration, parse_time
 from qwatch.errors import UserError
 from qwatch.fmt import hms, iso, table
 from qwatch.retention import Retention
-from qwatch.store import queries
-from qwatch.store.queries import NotReadable, Selection
-from qwatch.values import GapRow
+from qwatch.store import reads
+from qwatch.store.reads import NotReadable, Selection
+from qwatch.values import EventRow, GapRow, Run
 
 DEFAULT_RANGE = timedelta(hours=24)
 FORMATS = ("table", "csv", "json")
@@ -52,9 +52,9 @@ class Request:
 class History:
     selection: Selection
     plan: tl.Plan
-    runs: tuple[tl.Run, ...]  # the selection's runs that overlap the range, oldest first
+    runs: tuple[Run, ...]  # the selection's runs that overlap the range, oldest first
     buckets: list[tl.Bucket]
-    events: list[tl.EventRow]
+    events: list[EventRow]
     gaps: list[GapRow]
     summary: tl.Summary
 
@@ -84,15 +84,15 @@ def make_plan(request: Request, now: datetime, kept: Retention) -> tl.Plan:
 async def read(
     conn: AsyncConnection, ref: str, plan: tl.Plan, now: datetime, site: str | None = None
 ) -> History:
-    """Resolve `ref` and read what the plan needs; raises queries.BadReference."""
-    selection = await queries.resolve(conn, ref, site=site, within=plan.range)
+    """Resolve `ref` and read what the plan needs; raises reads.BadReference."""
+    selection = await reads.resolve(conn, ref, site=site, within=plan.range)
     runs = selection.runs
     if selection.kind == "host":  # a host's story in this range: the runs up in it
         runs = tuple(r for r in runs if r.up(now).clip(plan.range) is not None)
     pks = [r.pk for r in runs]
-    points = await queries.points(conn, pks, plan.source, plan.since, plan.until)
-    events = await queries.events(conn, pks, plan.since, plan.until)
-    gap_rows = await queries.gaps(conn, selection.sites, plan.since, plan.until)
+    points = await reads.points(conn, pks, plan.source, plan.since, plan.until)
+    events = await reads.events(conn, pks, plan.since, plan.until)
+    gap_rows = await reads.gaps(conn, selection.sites, plan.since, plan.until)
     gaps = [g.span(now) for g in gap_rows]
     return History(
         selection=selection,
@@ -107,12 +107,12 @@ async def read(
 
 async def run(settings: Settings, request: Request, now: datetime | None = None) -> str:
     """The whole command: check the input, read, render. Raises BadInput, NotReadable or
-    queries.BadReference, each with a message for people."""
+    reads.BadReference, each with a message for people."""
     now = now or datetime.now(UTC)
     plan = make_plan(request, now, settings.daemon.retention)
     url = settings.database_url
-    async with queries.reader(url) as conn:
-        if not await queries.has_history(conn):
+    async with reads.reader(url) as conn:
+        if not await reads.has_history(conn):
             raise NotReadable(f"no history yet in {safe_url(url)}: start `qwatch daemon`")
         history = await read(conn, request.ref, plan, now, request.site)
     return render(history, request.fmt, events_only=request.events_only)
@@ -230,7 +230,7 @@ def summary_text(history: History) -> str:
     return "\n".join(f"{name:<15} {text}" for name, text in lines)
 
 
-def describe(event: tl.EventRow) -> str:
+def describe(event: EventRow) -> str:
     """An event's detail in a few words."""
     d = event.detail
     if event.kind == "appeared":
@@ -250,7 +250,7 @@ def describe(event: tl.EventRow) -> str:
     return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
-def events_table(events: Sequence[tl.EventRow]) -> str:
+def events_table(events: Sequence[EventRow]) -> str:
     if not events:
         return "no events in this range"
     rows = [(_when(e.at, seconds=True), e.cluster_id[-8:], e.kind, describe(e)) for e in events]
@@ -284,7 +284,7 @@ def bucket_json(b: tl.Bucket) -> dict[str, Any]:
     }
 
 
-def run_json(r: tl.Run) -> dict[str, Any]:
+def run_json(r: Run) -> dict[str, Any]:
     return {
         "cluster_id": r.cluster_id,
         "site": r.site,
@@ -298,7 +298,7 @@ def run_json(r: tl.Run) -> dict[str, Any]:
     }
 
 
-def event_json(e: tl.EventRow) -> dict[str, Any]:
+def event_json(e: EventRow) -> dict[str, Any]:
     return {"at": iso(e.at), "cluster_id": e.cluster_id, "kind": e.kind, "detail": e.detail}
 
 
@@ -366,7 +366,7 @@ def buckets_csv(buckets: Sequence[tl.Bucket]) -> str:
     return out.getvalue().rstrip("\n")
 
 
-def events_csv(events: Sequence[tl.EventRow]) -> str:
+def events_csv(events: Sequence[EventRow]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(("at", "cluster_id", "kind", "detail"))

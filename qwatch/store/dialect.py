@@ -2,7 +2,9 @@
 
 Everything else in the store writes portable SQLAlchemy and asks a `Dialect` (built from
 the connection in hand) for the few expressions that differ: the upsert's INSERT, scalar
-LEAST/GREATEST, an hour's truncation, whole seconds since a time, and a JSON field.
+LEAST/GREATEST, an hour's truncation, whole seconds since a time, and a JSON field; and
+`naive_times` says how a time is bound (models.UTCDateTime). (How an engine is opened per
+backend, pragmas and timeouts, is `qwatch.store.engine`'s.)
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def naive_times(name: str) -> bool:
+    """Whether dialect `name` stores times without an offset: SQLite compares them as text,
+    so they go in as naive UTC in one fixed format, which keeps their order."""
+    return name == "sqlite"
 
 
 @dataclass(frozen=True, slots=True)
