@@ -4,9 +4,7 @@ reincarnations) on real SQLite and PostgreSQL, over a small history the writer r
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -15,20 +13,10 @@ from qwatch.events import Event
 from qwatch.store import migrate, reads
 from qwatch.store.engine import create_engine
 from qwatch.store.writer import Batch, Writer
-from qwatch.values import ClusterStat, Latest, Source
+from qwatch.values import Latest, Source
+from tests.test_store import SITE, TOB, stat  # the store tests' ClusterStat factory
 
-SITE = "shop"
 T0 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
-TOB = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
-
-
-def stat(cluster_id: str, host: str, at: datetime, **changes: Any) -> ClusterStat:
-    base = ClusterStat(
-        name=SITE, cluster_id=cluster_id, host=host, pid=7, sentinel=8, monitor=9, pusher=10,
-        workers=(1, 2, 3, 4), status="Idle", task_q_size=1, done_q_size=0, reincarnations=0,
-        tob=TOB, timestamp=at,
-    )  # fmt: skip
-    return replace(base, **changes)
 
 
 @pytest.fixture
@@ -40,13 +28,13 @@ async def conn(db_url: str) -> AsyncIterator[AsyncConnection]:
     writer = Writer(engine)
     for i, (tq, status) in enumerate([(3, "Idle"), (9, "Working"), (5, "Working")]):
         at = T0 + timedelta(seconds=10 * i)
-        a = stat("a-1", "web-1", at, task_q_size=tq, status=status, reincarnations=i)
+        a = stat("a-1", at=at, task_q_size=tq, done_q_size=0, status=status, reincarnations=i)
         events = []
         if i:
             events.append(Event(at, SITE, "a-1", TOB, "web-1", "reincarnated", {"by": i}))
         writer.submit(Batch(SITE, at, seen=[a], samples=[(a, None, at)], events=events))
-    b = stat("b-1", "web-2", T0)
-    old = stat("old", "web-1", T0 - timedelta(days=2), tob=TOB - timedelta(days=2))
+    b = stat("b-1", host="web-2", at=T0)
+    old = stat("old", at=T0 - timedelta(days=2), tob=TOB - timedelta(days=2))
     gone = T0 - timedelta(days=2)
     writer.submit(Batch(SITE, gone, seen=[old]))
     writer.submit(Batch(SITE, gone + timedelta(seconds=5), ended=[("old", old.tob, gone)]))

@@ -24,19 +24,9 @@ from qwatch.store import models as m
 from qwatch.store.engine import create_engine
 from qwatch.store.maintenance import roll_up_hours
 from qwatch.store.writer import Batch, Writer
-from qwatch.values import ClusterStat
+from tests.test_store import SITE, TOB, stat  # the store tests' ClusterStat factory
 
-SITE = "shop"
-TOB = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 H10 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
-
-
-def stat(at: datetime) -> ClusterStat:
-    return ClusterStat(
-        name=SITE, cluster_id="c-1", host="web-1", pid=1, sentinel=2, monitor=3, pusher=4,
-        workers=(1, 2, 3, 4), status="Idle", task_q_size=0, done_q_size=0, reincarnations=0,
-        tob=TOB, timestamp=at,
-    )  # fmt: skip
 
 
 def random_row(rnd: random.Random, bucket: datetime) -> MinuteRow:
@@ -108,7 +98,7 @@ async def test_sql_merges_as_the_rules_in_python(engine: AsyncEngine, seed: int)
     writer = Writer(engine)
     for i, part in enumerate(parts):  # one batch each: every later part is an upsert merge
         at = H10 + timedelta(seconds=i)
-        writer.submit(Batch(site=SITE, at=at, seen=[stat(at)], minutes=[part]))
+        writer.submit(Batch(site=SITE, at=at, seen=[stat(at=at)], minutes=[part]))
     assert await writer.flush() == len(parts)
     await roll_up_hours(engine, since=H10)
 

@@ -8,25 +8,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Delete, exists, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qwatch.retention import Retention
+from qwatch.rollup import hour_start
 from qwatch.store import models as m
 from qwatch.store.dialect import Dialect
 from qwatch.store.rollups import merge_group
 
 HOURS_PER_STEP = 24
 DELETE_CHUNK = 10_000
-
-
-def floor_hour(at: datetime) -> datetime:
-    if at.tzinfo is None:
-        raise ValueError(f"naive datetime {at!r}: qwatch works in aware UTC times")
-    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 async def roll_up_hours(engine: AsyncEngine, since: datetime) -> int:
@@ -40,14 +35,14 @@ async def roll_up_hours(engine: AsyncEngine, since: datetime) -> int:
         span = (
             await conn.execute(
                 select(func.min(minute.c.bucket), func.max(minute.c.bucket)).where(
-                    minute.c.bucket >= floor_hour(since)
+                    minute.c.bucket >= hour_start(since)
                 )
             )
         ).one()
     oldest, newest = span
     if oldest is None or newest is None:
         return 0
-    start = floor_hour(oldest)  # skip empty days when `since` is far back
+    start = hour_start(oldest)  # skip empty days when `since` is far back
     written = 0
     while start <= newest:
         stop = start + timedelta(hours=HOURS_PER_STEP)
