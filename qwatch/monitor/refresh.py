@@ -1,10 +1,10 @@
 """Background tasks: one per Redis source (every second) and one for the history database.
 
 They are the monitor's only I/O: Redis through `qwatch.sources.redis`, the history through
-`qwatch.store.reads` (the store's SQL; here only what the view needs is put together from
-it). Every wait is bounded; a failure becomes text on the
-screen (the red banner, the status bar), never an exception that ends the task; and each
-round ends with `invalidate()` so the screen shows what was found.
+`qwatch.store.reads` (all the SQL is the store's; here its results are put into the view's
+records). Every wait is bounded; a failure becomes text on the screen (the red banner, the
+status bar), never an exception that ends the task; and each round ends with
+`invalidate()` so the screen shows what was found.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Row, and_, bindparam, exists, func, or_, select, text
+from sqlalchemy import ColumnElement, Row, and_, bindparam, exists, func, or_, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -228,7 +228,7 @@ async def runs(
     return [_run(row, latest) for row in await conn.execute(query)]
 
 
-def _names(ref: str) -> Any:
+def _names(ref: str) -> ColumnElement[bool]:
     """The runs `ref` may name: by id, by host, by a prefix or suffix of the id."""
     n = len(ref)
     length = func.length(C.cluster_id)
