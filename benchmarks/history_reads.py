@@ -64,7 +64,7 @@ TARGET_MS = 200.0
 BUILD = ROOT / "benchmarks" / "build_history.py"
 # What `python -m qwatch history|report` imports before it reads (qwatch/cli.py's lazy
 # imports for those commands, and the drivers its engine loads).
-IMPORTS = "import qwatch.cli, qwatch.history, qwatch.reports, qwatch.store.queries, {driver}"
+IMPORTS = "import qwatch.cli, qwatch.history, qwatch.reports, qwatch.store.reads, {driver}"
 
 
 @dataclass(frozen=True)

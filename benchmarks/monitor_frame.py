@@ -61,13 +61,12 @@ from qwatch.monitor.records import (
     PANE_SLOTS,
     TABLE_SLOTS,
     HostRaw,
-    RunInfo,
     StoreInfo,
     StoreKind,
     TableHistory,
 )
 from qwatch.sources.redis import Poll
-from qwatch.values import ClusterStat, EventRow, Run
+from qwatch.values import ClusterStat, EventRow, Latest, Run
 
 TARGET_MS = 30.0
 MAIN_N = 200
@@ -97,7 +96,7 @@ class Sink(io.StringIO):
 @dataclass
 class Fleet:
     polls: list[list[ClusterStat]]
-    runs: list[RunInfo]
+    runs: list[Run]
     histories: list[TableHistory]
     panes: dict[str, HostHistory]
 
@@ -123,7 +122,7 @@ def make_fleet(n: int, now: datetime, seed: int = 1) -> Fleet:
             )  # fmt: skip
         polls.append(stats)
     runs = [
-        RunInfo(i + 1, SITE, ids[i], hosts[i], tobs[i], tobs[i], now, None, "Idle")
+        Run(i + 1, SITE, ids[i], hosts[i], None, tobs[i], tobs[i], now, None, "Idle")
         for i in range(n)
     ]
     for g in range(n // 20):  # runs from the history that are no longer in Redis
@@ -131,8 +130,9 @@ def make_fleet(n: int, now: datetime, seed: int = 1) -> Fleet:
         tob = now - timedelta(hours=2, seconds=g)
         cid = f"{rnd.getrandbits(32):08x}-0000-4000-8000-{rnd.getrandbits(48):012x}"
         ended = now - timedelta(minutes=20 + g)
-        runs.append(RunInfo(n + g + 1, SITE, cid, host, tob, tob, ended, ended, "Stopped",
-                            4, 0, 0, 3, (ended - tob).total_seconds()))  # fmt: skip
+        latest = Latest(ended, "Stopped", 4, 0, 0, 3, (ended - tob).total_seconds())
+        runs.append(Run(n + g + 1, SITE, cid, host, None, tob, tob, ended, ended, "Stopped",
+                        latest))  # fmt: skip
     histories = []
     for _ in range(2):
         slots = {
@@ -147,7 +147,7 @@ def make_fleet(n: int, now: datetime, seed: int = 1) -> Fleet:
         mine = [r for r in runs if r.host == host]
         timeline_runs = tuple(
             Run(r.pk, SITE, r.cluster_id, host, 1, r.tob, r.first_seen, r.last_seen,
-                r.ended_at, r.status)
+                r.ended_at, r.last_status)
             for r in mine
         )  # fmt: skip
         events = []

@@ -26,11 +26,10 @@ from qwatch.events import SampleClock, Tracker, key_of
 from qwatch.retry import backoff
 from qwatch.rollup import MinuteAccumulator
 from qwatch.sources.redis import Poll, RedisSource, RedisUnavailable
-from qwatch.store import maintenance, migrate
+from qwatch.store import maintenance, migrate, reads
 from qwatch.store.engine import create_engine
-from qwatch.store.reads import tracker_seed, watched_at
 from qwatch.store.writer import Batch, StoreUnavailable, Writer
-from qwatch.values import STALE_AFTER
+from qwatch.values import STALE_AFTER, ClusterStat, Run
 
 log = logging.getLogger("qwatch.daemon")
 
@@ -208,12 +207,40 @@ class SeedFn:
 
     async def __call__(self, site: str) -> tuple[Tracker, datetime | None]:
         try:
-            live, ended = await tracker_seed(self.engine, site, utcnow() - RESEED_ENDED_WITHIN)
-            mark = await watched_at(self.engine, site)
+            async with self.engine.connect() as conn:
+                found = await reads.runs(
+                    conn, sites=[site], ended_since=utcnow() - RESEED_ENDED_WITHIN, latest=True
+                )
+                mark = await reads.watched_at(conn, site)
         except Exception as exc:  # a database outage must not stop sampling
             log.warning("could not read site %r's history to resume from (%s)", site, exc)
             return Tracker(site), None
+        live = [resumed(run) for run in found if run.ended_at is None]
+        ended = [resumed(run) for run in found if run.ended_at is not None]
         return Tracker(site, live=live, vanished=ended), mark
+
+
+def resumed(run: Run) -> ClusterStat:
+    """A stored run as the ClusterStat its last poll was, near enough for the event tracker
+    to carry on: status and reincarnations to diff against (from its newest sample), host
+    and last record time to pair a restart with."""
+    latest = run.latest
+    return ClusterStat(
+        name=run.site,
+        cluster_id=run.cluster_id,
+        host=run.host,
+        pid=run.pid,
+        sentinel=None,
+        monitor=None,
+        pusher=None,
+        workers=(0,) * (latest.pool if latest else 0),
+        status=(latest.status if latest else run.last_status) or "Idle",
+        task_q_size=0,
+        done_q_size=0,
+        reincarnations=latest.rc if latest else 0,
+        tob=run.tob,
+        timestamp=run.last_seen,
+    )
 
 
 class Daemon:

@@ -1,6 +1,6 @@
 """`qwatch history <cluster|host>`: one run's, or one host's, history as a table, CSV or JSON.
 
-Reading is `read()` (SQL through qwatch.store.queries), the arithmetic is qwatch.timeline,
+Reading is `read()` (SQL through qwatch.store.reads), the arithmetic is qwatch.timeline,
 and the rest of this module renders. Input is checked before the database is opened, so a
 typo is reported even when no database is there.
 """
@@ -21,8 +21,8 @@ from qwatch.durations import DurationError, parse_duration, parse_time
 from qwatch.errors import UserError
 from qwatch.fmt import UTC_ZONE, Zone, days_hms, duration, hms, iso, short_id, when
 from qwatch.retention import Retention
-from qwatch.store import queries
-from qwatch.store.queries import NotReadable, Selection
+from qwatch.store import reads
+from qwatch.store.reads import NotReadable, Selection
 from qwatch.values import EventRow, GapRow, Run
 
 DEFAULT_RANGE = timedelta(hours=24)
@@ -82,15 +82,15 @@ def make_plan(request: Request, now: datetime, kept: Retention) -> tl.Plan:
 async def read(
     conn: AsyncConnection, ref: str, plan: tl.Plan, now: datetime, site: str | None = None
 ) -> History:
-    """Resolve `ref` and read what the plan needs; raises queries.BadReference."""
-    selection = await queries.resolve(conn, ref, site=site, within=plan.range)
+    """Resolve `ref` and read what the plan needs; raises reads.BadReference."""
+    selection = await reads.resolve(conn, ref, site=site, within=plan.range)
     runs = selection.runs
     if selection.kind == "host":  # a host's story in this range: the runs up in it
         runs = tuple(r for r in runs if r.up(now).clip(plan.range) is not None)
     pks = [r.pk for r in runs]
-    points = await queries.points(conn, pks, plan.source, plan.since, plan.until)
-    events = await queries.events(conn, pks, plan.since, plan.until)
-    gap_rows = await queries.gaps(conn, selection.sites, plan.since, plan.until)
+    points = await reads.points(conn, pks, plan.source, plan.since, plan.until)
+    events = await reads.events(conn, pks, plan.since, plan.until)
+    gap_rows = await reads.gaps(conn, selection.sites, plan.since, plan.until)
     gaps = [g.span(now) for g in gap_rows]
     return History(
         selection=selection,
@@ -105,12 +105,12 @@ async def read(
 
 async def run(settings: Settings, request: Request, now: datetime | None = None) -> str:
     """The whole command: check the input, read, render. Raises BadInput, NotReadable or
-    queries.BadReference, each with a message for people."""
+    reads.BadReference, each with a message for people."""
     now = now or datetime.now(UTC)
     plan = make_plan(request, now, settings.daemon.retention)
     url = settings.database_url
-    async with queries.reader(url) as conn:
-        if not await queries.has_history(conn):
+    async with reads.reader(url) as conn:
+        if not await reads.has_history(conn):
             raise NotReadable(f"no history yet in {safe_url(url)}: start `qwatch daemon`")
         history = await read(conn, request.ref, plan, now, request.site)
     return render(history, request.fmt, events_only=request.events_only, zone=settings.display_zone)

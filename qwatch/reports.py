@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, Integer, String, bindparam, text
+from sqlalchemy import Float, Integer, String
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from qwatch import output
@@ -21,9 +21,9 @@ from qwatch.config import Settings, safe_url
 from qwatch.durations import DurationError, parse_time
 from qwatch.errors import UserError
 from qwatch.fmt import UTC_ZONE, Zone, day, hms, iso, when
-from qwatch.store import queries
+from qwatch.store import reads
 from qwatch.store.models import UTCDateTime
-from qwatch.store.queries import NotReadable
+from qwatch.store.reads import NotReadable
 from qwatch.timeline import floor
 
 DEFAULT_RANGE = timedelta(days=7)
@@ -179,18 +179,9 @@ async def rows(
     conn: AsyncConnection, report: Report, since: datetime, until: datetime
 ) -> list[dict[str, Any]]:
     """The view's rows in [since, until), as dicts with aware UTC datetimes."""
-    query = (
-        text(
-            f"SELECT {', '.join(report.columns)} FROM {report.name} "
-            f"WHERE {report.where} ORDER BY {report.order}"
-        )
-        .bindparams(
-            bindparam("since", since, type_=UTCDateTime()),
-            bindparam("until", until, type_=UTCDateTime()),
-        )
-        .columns(**report.columns)
+    return await reads.view_rows(
+        conn, report.name, report.columns, report.where, report.order, since, until
     )
-    return [dict(r._mapping) for r in await conn.execute(query)]
 
 
 async def run(
@@ -207,8 +198,8 @@ async def run(
     report = pick(name)
     start, end = time_range(since, until, now or datetime.now(UTC), report.grain)
     url = settings.database_url
-    async with queries.reader(url) as conn:
-        if not await queries.has_history(conn):
+    async with reads.reader(url) as conn:
+        if not await reads.has_history(conn):
             raise NotReadable(f"no history yet in {safe_url(url)}: start `qwatch daemon`")
         found = await rows(conn, report, start, end)
     return render(report, found, start, end, fmt, settings.display_zone)

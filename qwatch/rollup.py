@@ -1,13 +1,15 @@
 """Per-minute rollups of one cluster's polls (pure: time is passed in).
 
 Rows are additive, so partial rows for the same (site, cluster_id, tob, bucket) — say one
-drained at shutdown and one after the restart — combine by `merge()`, which the store
-repeats in SQL on upsert: n and every *_s add, mins take the min, maxes the max, and
-averages weight by n. The queued_* columns cover the polls that knew the broker backlog and
-are None when none did; an unknown backlog yields to a known one. That is the store's SQL
-(qwatch/store/writer.py, _merge_rollup), and it makes queued_avg the one column whose merge
-depends on grouping when known and unknown rows mix: the rows carry no count of the polls
-that knew it. hour_of() weights by the known rows only, as the store's hour rollup does.
+drained at shutdown and one after the restart — combine. How each column combines is
+`MERGE_RULES`, defined once here: `merge()` and `hour_of()` apply it in Python, and the
+store generates its SQL from it (qwatch/store/rollups.py: the minute upsert and the hour
+roll-up; tests/test_store_rollups.py holds that SQL to `combine()` on both engines). n and
+every *_s add, mins take the min, maxes the max, and averages weight by n over the rows
+that know the value. The queued_* columns cover the polls that knew the broker backlog and
+are None when none did; an unknown backlog yields to a known one. That makes queued_avg
+the one column whose merge depends on grouping when known and unknown rows mix: a merged
+row carries no count of the polls that knew it, so its n (all polls) weighs it.
 
 Seconds in state: the time between a cluster's consecutive polls goes to the status of the
 earlier poll, split at minute boundaries. A step longer than `max_step_s` counts for nothing:
@@ -17,10 +19,11 @@ A cluster's last poll before it vanishes therefore adds no seconds either.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
-from functools import reduce
+from enum import StrEnum
+from typing import Any
 
 from qwatch.values import STATES, ClusterStat
 
@@ -80,45 +83,71 @@ def _utc(at: datetime) -> datetime:
     return at.astimezone(UTC)
 
 
+class Merge(StrEnum):
+    """How one rollup column combines over rows of the same cluster and bucket."""
+
+    SUM = "sum"  # counts and seconds add
+    MIN = "min"
+    MAX = "max"
+    MEAN = "mean"  # averages, weighted by each row's n
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    how: Merge
+    nullable: bool = False  # None means "no poll knew": ignored, and None if every row is
+
+
+# Every value column of a rollup row (MinuteRow's, and the store's rollup tables'), in
+# table order. The one definition of the merge; see the module docstring.
+MERGE_RULES: dict[str, Rule] = {
+    "n": Rule(Merge.SUM),
+    "tq_min": Rule(Merge.MIN),
+    "tq_max": Rule(Merge.MAX),
+    "tq_avg": Rule(Merge.MEAN),
+    "rq_min": Rule(Merge.MIN),
+    "rq_max": Rule(Merge.MAX),
+    "rq_avg": Rule(Merge.MEAN),
+    "queued_min": Rule(Merge.MIN, nullable=True),
+    "queued_max": Rule(Merge.MAX, nullable=True),
+    "queued_avg": Rule(Merge.MEAN, nullable=True),
+    "rc_max": Rule(Merge.MAX),
+    "pool_min": Rule(Merge.MIN),
+    "starting_s": Rule(Merge.SUM),
+    "idle_s": Rule(Merge.SUM),
+    "working_s": Rule(Merge.SUM),
+    "stopping_s": Rule(Merge.SUM),
+    "stopped_s": Rule(Merge.SUM),
+    "observed_s": Rule(Merge.SUM),
+}
+assert list(MERGE_RULES) == [f.name for f in fields(MinuteRow)][4:]
+
+
+def combine(rows: Sequence[MinuteRow]) -> MinuteRow:
+    """Rows of one cluster and bucket as one row, by MERGE_RULES (the first row's keys)."""
+    first = rows[0]
+    key = (first.site, first.cluster_id, first.tob, first.bucket)
+    if any((r.site, r.cluster_id, r.tob, r.bucket) != key for r in rows):
+        raise ValueError("merge needs rows of the same site, cluster, tob and bucket")
+    values: dict[str, Any] = {}
+    for name, rule in MERGE_RULES.items():
+        known = [(getattr(r, name), r.n) for r in rows if getattr(r, name) is not None]
+        if not known:
+            values[name] = None
+        elif rule.how is Merge.SUM:
+            values[name] = sum(v for v, _ in known)
+        elif rule.how is Merge.MIN:
+            values[name] = min(v for v, _ in known)
+        elif rule.how is Merge.MAX:
+            values[name] = max(v for v, _ in known)
+        else:
+            values[name] = sum(v * n for v, n in known) / sum(n for _, n in known)
+    return replace(first, **values)
+
+
 def merge(a: MinuteRow, b: MinuteRow) -> MinuteRow:
     """Combine two partial rows of the same cluster and bucket (see the module docstring)."""
-    if (a.site, a.cluster_id, a.tob, a.bucket) != (b.site, b.cluster_id, b.tob, b.bucket):
-        raise ValueError("merge needs rows of the same site, cluster, tob and bucket")
-    n = a.n + b.n
-    queued_min, queued_max, queued_avg = _merge_queued(a, b)
-    return replace(
-        a,
-        n=n,
-        tq_min=min(a.tq_min, b.tq_min),
-        tq_max=max(a.tq_max, b.tq_max),
-        tq_avg=(a.tq_avg * a.n + b.tq_avg * b.n) / n,
-        rq_min=min(a.rq_min, b.rq_min),
-        rq_max=max(a.rq_max, b.rq_max),
-        rq_avg=(a.rq_avg * a.n + b.rq_avg * b.n) / n,
-        queued_min=queued_min,
-        queued_max=queued_max,
-        queued_avg=queued_avg,
-        rc_max=max(a.rc_max, b.rc_max),
-        pool_min=min(a.pool_min, b.pool_min),
-        starting_s=a.starting_s + b.starting_s,
-        idle_s=a.idle_s + b.idle_s,
-        working_s=a.working_s + b.working_s,
-        stopping_s=a.stopping_s + b.stopping_s,
-        stopped_s=a.stopped_s + b.stopped_s,
-        observed_s=a.observed_s + b.observed_s,
-    )
-
-
-def _merge_queued(a: MinuteRow, b: MinuteRow) -> tuple[int | None, int | None, float | None]:
-    if a.queued_min is None or a.queued_max is None or a.queued_avg is None:
-        return (b.queued_min, b.queued_max, b.queued_avg)
-    if b.queued_min is None or b.queued_max is None or b.queued_avg is None:
-        return (a.queued_min, a.queued_max, a.queued_avg)
-    return (
-        min(a.queued_min, b.queued_min),
-        max(a.queued_max, b.queued_max),
-        (a.queued_avg * a.n + b.queued_avg * b.n) / (a.n + b.n),
-    )
+    return combine((a, b))
 
 
 def _row_order(row: MinuteRow) -> tuple[datetime, str, str, datetime]:
@@ -131,15 +160,7 @@ def hour_of(rows: Iterable[MinuteRow]) -> list[MinuteRow]:
     for row in rows:
         row = replace(row, bucket=hour_start(row.bucket))
         groups.setdefault((row.site, row.cluster_id, row.tob, row.bucket), []).append(row)
-    hours = []
-    for group in groups.values():
-        hour = reduce(merge, group)
-        known = [(r.queued_avg, r.n) for r in group if r.queued_avg is not None]
-        if known:
-            avg = sum(value * n for value, n in known) / sum(n for _, n in known)
-            hour = replace(hour, queued_avg=avg)
-        hours.append(hour)
-    return sorted(hours, key=_row_order)
+    return sorted((combine(group) for group in groups.values()), key=_row_order)
 
 
 class _Span:

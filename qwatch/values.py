@@ -90,8 +90,22 @@ class Span:
 
 
 @dataclass(frozen=True, slots=True)
+class Latest:
+    """A run's newest sample: what the monitor shows of a run no longer in Redis, and what
+    the daemon resumes its event tracker from."""
+
+    at: datetime
+    status: str
+    pool: int
+    tq: int  # task queue (task_q_size)
+    rq: int  # result queue (done_q_size)
+    rc: int  # reincarnations so far
+    uptime_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Run:
-    """One cluster run: a row of the `clusters` table."""
+    """One cluster run: a row of the `clusters` table (with its newest sample, when read)."""
 
     pk: int
     site: str
@@ -103,11 +117,17 @@ class Run:
     last_seen: datetime
     ended_at: datetime | None
     last_status: str | None
+    latest: Latest | None = None  # read only when asked for (store.reads.runs(latest=True))
 
     @property
     def short_id(self) -> str:
         """The last 8 characters, as qmonitor shows the id."""
         return short_id(self.cluster_id)
+
+    @property
+    def key(self) -> tuple[str, str, datetime]:
+        """(site, cluster_id, tob): the run's natural key, as Redis names it too."""
+        return (self.site, self.cluster_id, self.tob)
 
     def stale(self, now: datetime) -> bool:
         """Open, and no longer refreshed: the daemon stopped watching at its last_seen."""

@@ -33,7 +33,7 @@ from qwatch import history
 from qwatch import timeline as tl
 from qwatch.cli import main
 from qwatch.rollup import MinuteRow
-from qwatch.store import maintenance, migrate, queries
+from qwatch.store import maintenance, migrate, reads
 from qwatch.store.engine import create_engine
 from qwatch.store.writer import Batch, Writer
 from qwatch.values import ClusterStat
@@ -404,16 +404,16 @@ def test_references(story_db: tuple[str, Story]) -> None:
     assert read(url, C[-8:], plan).selection.runs[0].cluster_id == C  # qmonitor's suffix
     assert read(url, "c9d8", plan).selection.runs[0].cluster_id == C  # a prefix
     assert read(url, D, plan).selection.kind == "cluster"
-    with pytest.raises(queries.AmbiguousCluster) as ambiguous:
+    with pytest.raises(reads.AmbiguousCluster) as ambiguous:
         read(url, "a1b2", plan)
     assert A in str(ambiguous.value) and B in str(ambiguous.value)
     assert "web-1" in str(ambiguous.value)
-    with pytest.raises(queries.AmbiguousCluster, match="narrow --since"):
+    with pytest.raises(reads.AmbiguousCluster, match="narrow --since"):
         read(url, PIDISH, plan)  # both old-style runs fall in the range
     late = tl.plan(s.h(59), s.h(62), datetime.now(UTC))
     [e2] = read(url, PIDISH, late).selection.runs
     assert e2.first_seen == s.h(60)
-    with pytest.raises(queries.UnknownCluster, match="web-1, web-2, web-3"):
+    with pytest.raises(reads.UnknownCluster, match="web-1, web-2, web-3"):
         read(url, "nope", plan)
 
 

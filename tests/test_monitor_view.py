@@ -15,7 +15,6 @@ from qwatch.monitor.columns import HOST_MIN, cell, fit_columns
 from qwatch.monitor.records import (
     RANGES,
     HostRaw,
-    RunInfo,
     StoreInfo,
     StoreKind,
     TableHistory,
@@ -23,7 +22,7 @@ from qwatch.monitor.records import (
 from qwatch.monitor.spark import BLOCKS, level, slots, sparkline
 from qwatch.monitor.state import Focus, MonitorState, Source
 from qwatch.sources.redis import Poll, Skipped
-from qwatch.values import ClusterStat, EventRow, GapKind, GapRow, Run
+from qwatch.values import ClusterStat, EventRow, GapKind, GapRow, Latest, Run
 from tests.helpers import cluster_stat, run_row
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -350,17 +349,16 @@ def test_pool_is_plain_when_the_configured_workers_are_unknown() -> None:
 
 
 def history_for(
-    state: MonitorState, *runs: RunInfo, tq: dict[int, list[float | None]] | None = None
+    state: MonitorState, *runs: Run, tq: dict[int, list[float | None]] | None = None
 ) -> None:
     state.set_store(StoreInfo(StoreKind.OK, "", newest_sample=NOW - timedelta(seconds=4)))
     state.set_table_history(TableHistory("1h", NOW, runs, tq or {}, {1: 3}))
 
 
-def run_info(pk: int, host: str, cid: str, ended: datetime | None, up_s: float = 100.0) -> RunInfo:
+def run_info(pk: int, host: str, cid: str, ended: datetime | None, up_s: float = 100.0) -> Run:
     tob = NOW - timedelta(hours=2)
-    return RunInfo(
-        pk, "shop", cid, host, tob, tob, ended or NOW, ended, "Stopped", 4, 0, 0, 2, up_s
-    )
+    latest = Latest(ended or NOW, "Stopped", 4, 0, 0, 2, up_s)
+    return Run(pk, "shop", cid, host, None, tob, tob, ended or NOW, ended, "Stopped", latest)
 
 
 def test_gone_clusters_are_listed_after_the_live_ones_dimmed_with_when_they_went() -> None:

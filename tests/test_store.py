@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qwatch.events import Event
 from qwatch.rollup import MinuteRow
-from qwatch.store import migrate, queries
+from qwatch.store import migrate, reads
 from qwatch.store import models as m
 from qwatch.store.engine import create_engine, is_unavailable
 from qwatch.store.maintenance import Retention, prune, roll_up_hours
@@ -181,8 +181,8 @@ async def test_watch_marks_and_unwatched_time(engine: AsyncEngine) -> None:
 
     # Readers: a mark older than STALE_AFTER at the end of the range is a stopped daemon.
     async with engine.connect() as conn:
-        soon = await queries.gaps(conn, [SITE], T0, stopped + timedelta(minutes=1))
-        later = await queries.gaps(conn, [SITE], T0, stopped + timedelta(hours=1))
+        soon = await reads.gaps(conn, [SITE], T0, stopped + timedelta(minutes=1))
+        later = await reads.gaps(conn, [SITE], T0, stopped + timedelta(hours=1))
     assert [(g.kind, g.started_at, g.ended_at) for g in soon] == [("redis", T0, None)]
     assert [(g.kind, g.started_at, g.ended_at) for g in later] == [
         ("redis", T0, stopped),  # its daemon stopped looking there
@@ -200,7 +200,7 @@ async def test_watch_marks_and_unwatched_time(engine: AsyncEngine) -> None:
         ("unwatched", stopped, back),
     ]
     async with engine.connect() as conn:
-        now_gaps = await queries.gaps(conn, [SITE], T0, back + timedelta(seconds=1))
+        now_gaps = await reads.gaps(conn, [SITE], T0, back + timedelta(seconds=1))
     assert [g.ended_at for g in now_gaps] == [stopped, back]  # no open one: watched again
 
 

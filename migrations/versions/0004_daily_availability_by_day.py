@@ -29,7 +29,7 @@ before the costly part:
 The per-host figures (first sighting, last run, longest run) still come from every run:
 one pass over `clusters`, 10 to 15 ms for a year of 50 clusters on SQLite.
 
-It also reads 0003's watch marks, as qwatch/store/queries.py does: time since a mark more
+It also reads 0003's watch marks, as qwatch/store/reads.py does: time since a mark more
 than STALE_AFTER old (no daemon sampling now) is a gap, and an open gap ends at that mark.
 And `redis_gaps` lists only the gaps of kind 'redis'.
 

@@ -1,6 +1,7 @@
 """What the background reads deliver to the view state: plain frozen values (no I/O here).
 
-`reads` fills these from SQL; `refresh` hands them, with Redis polls, to `state`.
+`refresh` fills these from the store's reads (`qwatch.store.reads`) and hands them, with
+Redis polls, to `state`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from qwatch.values import EventRow, Run
 if TYPE_CHECKING:  # only a type here: keep SQLAlchemy out of the pure modules' imports
     from qwatch.values import GapRow
 
-RunKey = tuple[str, str, datetime]  # (site, cluster_id, tob): one cluster run
+RunKey = tuple[str, str, datetime]  # (site, cluster_id, tob): one cluster run (Run.key)
 
 TABLE_SLOTS = 12  # sparkline cells in the table
 PANE_SLOTS = 30  # sparkline cells in the history pane
@@ -70,37 +71,13 @@ class StoreInfo:
         return self.kind in (StoreKind.OK, StoreKind.ERROR)
 
 
-@dataclass(frozen=True, slots=True)
-class RunInfo:
-    """One cluster run from the `clusters` table, with its newest sample's values."""
-
-    pk: int
-    site: str
-    cluster_id: str
-    host: str
-    tob: datetime
-    first_seen: datetime
-    last_seen: datetime
-    ended_at: datetime | None
-    status: str | None
-    pool: int | None = None
-    tq: int | None = None
-    rq: int | None = None
-    rc: int | None = None
-    uptime_s: float | None = None
-
-    @property
-    def key(self) -> RunKey:
-        return (self.site, self.cluster_id, self.tob)
-
-
 @dataclass(frozen=True)
 class TableHistory:
     """The history columns of the table, for one range."""
 
     range_label: str
     at: datetime
-    runs: tuple[RunInfo, ...] = ()
+    runs: tuple[Run, ...] = ()  # with their newest sample (Run.latest)
     tq_slots: dict[int, list[float | None]] = field(default_factory=dict)  # by run pk
     rc_hour: dict[int, int] = field(default_factory=dict)  # reincarnations in the last hour
 

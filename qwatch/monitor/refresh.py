@@ -1,25 +1,37 @@
 """Background tasks: one per Redis source (every second) and one for the history database.
 
-They are the monitor's only I/O. Every wait is bounded; a failure becomes text on the
-screen (the red banner, the status bar), never an exception that ends the task; and each
-round ends with `invalidate()` so the screen shows what was found.
+They are the monitor's only I/O: Redis through `qwatch.sources.redis`, the history through
+`qwatch.store.reads` (all the SQL is the store's; here its results are put into the view's
+records). Every wait is bounded; a failure becomes text on the screen (the red banner, the
+status bar), never an exception that ends the task; and each round ends with
+`invalidate()` so the screen shows what was found.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from qwatch.errors import SchemaError, one_line
-from qwatch.monitor import pane, reads
-from qwatch.monitor.records import StoreInfo, StoreKind
+from qwatch.monitor import pane
+from qwatch.monitor.records import (
+    PANE_SLOTS,
+    TABLE_SLOTS,
+    HostRaw,
+    Range,
+    StoreInfo,
+    StoreKind,
+    TableHistory,
+)
 from qwatch.monitor.state import MonitorState
 from qwatch.retry import backoff
 from qwatch.sources.redis import RedisReplyError, RedisSource, RedisUnavailable
-from qwatch.store import queries
+from qwatch.store import reads
+from qwatch.values import Source, Span
 
 log = logging.getLogger("qwatch.monitor")
 
@@ -33,6 +45,7 @@ DISPOSE_TIMEOUT_S = 3.0
 # How often the history columns and pane are re-read, by range: a 7-day sparkline moves
 # one cell in hours, a 15-minute one every 30 s.
 HISTORY_EVERY_S = {"15m": 5.0, "1h": 10.0, "24h": 30.0, "7d": 60.0}
+MAX_EVENTS = 300  # newest events fetched for the pane; flips fold, so this is plenty
 
 
 async def watch_redis(
@@ -157,30 +170,108 @@ class StoreWatcher:
             # Checks the file exists (connecting would create it: the monitor never writes)
             # and the schema is this qwatch's; says what to do when not.
             try:
-                self.engine = await queries.open_reader(self.url)
-            except (queries.NotReadable, SchemaError) as exc:
+                self.engine = await reads.open_reader(self.url)
+            except (reads.NotReadable, SchemaError) as exc:
                 self.state.set_store(StoreInfo(StoreKind.UNREADABLE, str(exc)))
                 return
-        info = await reads.freshness(self.engine)
-        self.state.set_store(info)
-        if info.kind is StoreKind.OK:
-            await self._read_history(self.engine)
+        async with self.engine.connect() as conn:
+            info = await freshness(conn)
+            self.state.set_store(info)
+            if info.kind is StoreKind.OK:
+                await self._read_history(conn)
 
-    async def _read_history(self, engine: AsyncEngine) -> None:
+    async def _read_history(self, conn: AsyncConnection) -> None:
         state = self.state
         rng = state.range
         now = state.clock()
         clock = asyncio.get_running_loop().time()
         every = HISTORY_EVERY_S.get(rng.label, 10.0)
         if _due(self._table_read, (rng.label,), clock, every):
-            history = await reads.table_history(engine, list(state.sites), rng, now)
+            history = await table_history(conn, list(state.sites), rng, now)
             state.set_table_history(history)
             self._table_read = (rng.label, clock)
         target = state.pane_target
         if target is not None and _due(self._pane_read, (*target, rng.label), clock, every):
-            raw = await reads.host_history(engine, *target, rng, now)
+            raw = await host_history(conn, *target, rng, now)
             state.set_pane(pane.build(raw))
             self._pane_read = (*target, rng.label, clock)
+
+
+async def freshness(conn: AsyncConnection) -> StoreInfo:
+    newest = await reads.newest_sample_at(conn)
+    if newest is None:
+        return StoreInfo(StoreKind.EMPTY, "No history recorded yet: start `qwatch daemon`.")
+    return StoreInfo(StoreKind.OK, "", newest_sample=newest)
+
+
+def _source(rng: Range) -> Source:
+    # Samples (one per cluster per sample_every) are fresh but many; minute rollups lag a
+    # minute but stay few over days.
+    return Source.SAMPLES if rng.from_samples else Source.MINUTES
+
+
+async def table_history(
+    conn: AsyncConnection, sites: Sequence[str], rng: Range, now: datetime
+) -> TableHistory:
+    """The runs listed in the range, a TQ sparkline each, and their last hour's reincarnations."""
+    start, _end, width = rng.window(now, TABLE_SLOTS)
+    runs = await reads.runs(
+        conn, sites=sites, ended_since=start, seen_since=start, latest=True, order="host"
+    )
+    pks = {run.pk for run in runs}
+    tq: dict[int, list[float | None]] = {}
+    for slot in await reads.peaks(conn, _source(rng), ["tq"], start, width, per_run=True):
+        (peak,) = slot.peaks
+        pk = slot.cluster_pk
+        if pk in pks and peak is not None and 0 <= slot.slot < TABLE_SLOTS:
+            assert pk is not None  # read per run
+            tq.setdefault(pk, [None] * TABLE_SLOTS)[slot.slot] = peak
+    last_hour = await reads.reincarnations(conn, now - timedelta(hours=1))
+    rc_hour = {pk: n for pk, n in last_hour.items() if pk in pks}
+    return TableHistory(rng.label, now, tuple(runs), tq, rc_hour)
+
+
+async def host_history(
+    conn: AsyncConnection, site: str, host: str, rng: Range, now: datetime
+) -> HostRaw:
+    """One host's runs, sparklines, event counts, newest events and Redis gaps in the range."""
+    start, end, width = rng.window(now, PANE_SLOTS)
+    window = Span(start, now)
+    on_host = await reads.runs(conn, sites=[site], host=host)
+    runs = [r for r in on_host if r.up(now).clip(window)]
+    pks = [run.pk for run in runs]
+    raw = HostRaw(site, host, rng.label, start, end, now, PANE_SLOTS, tuple(runs))
+    if not pks:
+        return raw
+    series: list[list[float | None]] = [[None] * PANE_SLOTS for _ in range(3)]
+    for slot in await reads.peaks(
+        conn, _source(rng), ["tq", "rq", "queued"], start, width, pks=pks
+    ):
+        if 0 <= slot.slot < PANE_SLOTS:
+            for values_of, peak in zip(series, slot.peaks, strict=True):
+                values_of[slot.slot] = peak
+    rc: list[float | None] = [None] * PANE_SLOTS
+    for index, n in (await reads.reincarnations(conn, start, pks=pks, slot_width=width)).items():
+        if 0 <= index < PANE_SLOTS:
+            rc[index] = float(n)
+    events = await reads.events(conn, pks, start, newest_first=True, limit=MAX_EVENTS)
+    return HostRaw(
+        site,
+        host,
+        rng.label,
+        start,
+        end,
+        now,
+        PANE_SLOTS,
+        tuple(runs),
+        tq=series[0],
+        rq=series[1],
+        backlog=series[2],
+        rc=rc,
+        kinds=await reads.event_counts(conn, pks, start),
+        events=tuple(events),
+        gaps=tuple(await reads.gaps(conn, [site], start, now)),
+    )
 
 
 def _due(

@@ -382,19 +382,20 @@ class MonitorState:
             if poll is not None and run.ended_at is None and run.last_seen > poll.at - RECORD_TTL:
                 continue  # the daemon saw it after our last poll: new, or just gone
             gone_at = (run.ended_at or run.last_seen) if polled else None
+            latest = run.latest
             rows.append(
                 Row(
                     site=run.site,
                     host=run.host,
                     cluster_id=run.cluster_id,
                     tob=run.tob,
-                    status=run.status or "?",
+                    status=(latest.status if latest else run.last_status) or "?",
                     source=Source.GONE if polled else Source.STORED,
-                    pool=run.pool,
-                    tq=run.tq,
-                    rq=run.rq,
-                    rc=run.rc,
-                    uptime_s=run.uptime_s,
+                    pool=latest.pool if latest else None,
+                    tq=latest.tq if latest else None,
+                    rq=latest.rq if latest else None,
+                    rc=latest.rc if latest else None,
+                    uptime_s=latest.uptime_s if latest else None,
                     as_of=run.last_seen,
                     gone_at=gone_at,
                     workers=live.site.workers,

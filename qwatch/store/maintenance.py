@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Delete, Float, case, cast, exists, func, literal_column, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Delete, exists, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qwatch.retention import Retention
+from qwatch.rollup import hour_start
 from qwatch.store import models as m
+from qwatch.store.dialect import Dialect
+from qwatch.store.rollups import merge_group
 
 HOURS_PER_STEP = 24
 DELETE_CHUNK = 10_000
-
-
-def floor_hour(at: datetime) -> datetime:
-    if at.tzinfo is None:
-        raise ValueError(f"naive datetime {at!r}: qwatch works in aware UTC times")
-    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 async def roll_up_hours(engine: AsyncEngine, since: datetime) -> int:
@@ -39,62 +35,35 @@ async def roll_up_hours(engine: AsyncEngine, since: datetime) -> int:
         span = (
             await conn.execute(
                 select(func.min(minute.c.bucket), func.max(minute.c.bucket)).where(
-                    minute.c.bucket >= floor_hour(since)
+                    minute.c.bucket >= hour_start(since)
                 )
             )
         ).one()
     oldest, newest = span
     if oldest is None or newest is None:
         return 0
-    start = floor_hour(oldest)  # skip empty days when `since` is far back
+    start = hour_start(oldest)  # skip empty days when `since` is far back
     written = 0
     while start <= newest:
         stop = start + timedelta(hours=HOURS_PER_STEP)
         async with engine.begin() as conn:
-            result = await conn.execute(_hours_statement(conn.dialect.name, start, stop))
+            result = await conn.execute(_hours_statement(Dialect.of(conn), start, stop))
             written += max(result.rowcount, 0)
         start = stop
     return written
 
 
-def _hours_statement(dialect: str, start: datetime, stop: datetime) -> Any:
+def _hours_statement(dialect: Dialect, start: datetime, stop: datetime) -> Any:
     minute, hour = m.RollupMinute.__table__, m.RollupHour.__table__
     c = minute.c
-    # Literal SQL, not bind parameters: PostgreSQL only matches a GROUP BY expression
-    # with the select list when both are the same text.
-    if dialect == "postgresql":
-        bucket = func.date_trunc(literal_column("'hour'"), c.bucket, literal_column("'UTC'"))
-        insert: Any = postgresql.insert
-    else:
-        # The text format SQLAlchemy stores SQLite datetimes in, truncated to the hour.
-        bucket = func.strftime(literal_column("'%Y-%m-%d %H:00:00.000000'"), c.bucket)
-        insert = sqlite.insert
-    n = func.sum(c.n)
-    known_n = func.sum(case((c.queued_avg.is_not(None), c.n)))
-    columns: dict[str, Any] = {
-        "cluster_pk": c.cluster_pk,
-        "bucket": bucket,
-        "n": n,
-        "tq_min": func.min(c.tq_min),
-        "tq_max": func.max(c.tq_max),
-        "tq_avg": func.sum(c.tq_avg * c.n) / cast(n, Float),
-        "rq_min": func.min(c.rq_min),
-        "rq_max": func.max(c.rq_max),
-        "rq_avg": func.sum(c.rq_avg * c.n) / cast(n, Float),
-        "queued_min": func.min(c.queued_min),
-        "queued_max": func.max(c.queued_max),
-        "queued_avg": func.sum(c.queued_avg * c.n) / cast(known_n, Float),
-        "rc_max": func.max(c.rc_max),
-        "pool_min": func.min(c.pool_min),
-    }
-    for col in (*m.STATE_SECONDS.values(), "observed_s"):
-        columns[col] = func.sum(getattr(c, col))
+    bucket = dialect.hour(c.bucket)
+    columns: dict[str, Any] = {"cluster_pk": c.cluster_pk, "bucket": bucket, **merge_group(c)}
     query = (
         select(*(expr.label(name) for name, expr in columns.items()))
         .where(c.bucket >= start, c.bucket < stop)
         .group_by(c.cluster_pk, bucket)
     )
-    stmt = insert(hour).from_select(list(columns), query)
+    stmt = dialect.insert(hour).from_select(list(columns), query)
     return stmt.on_conflict_do_update(
         index_elements=["cluster_pk", "bucket"],
         set_={

@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from qwatch.store.dialect import naive_times
 from qwatch.values import GapKind
 
 # Predictable constraint names, so a later revision can drop or alter them by name
@@ -56,8 +57,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"naive datetime {value!r}: qwatch stores aware UTC times only")
         value = value.astimezone(UTC)
-        if dialect.name == "sqlite":
-            # SQLite compares these as text: one fixed offset-free format keeps order.
+        if naive_times(dialect.name):
             return value.replace(tzinfo=None)
         return value
 

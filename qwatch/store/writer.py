@@ -17,15 +17,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, case, cast, func, literal, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from qwatch.errors import Unavailable, one_line
 from qwatch.events import Event
 from qwatch.rollup import MinuteRow
 from qwatch.store import models as m
+from qwatch.store.dialect import Dialect
 from qwatch.store.engine import is_unavailable
+from qwatch.store.rollups import merge_pair
 from qwatch.values import ClusterStat, GapKind
 
 log = logging.getLogger("qwatch.store")
@@ -178,20 +179,21 @@ class Writer:
     async def _write(self, batch: Batch) -> dict[ClusterKey, int]:
         """Apply one batch in one transaction; the cluster ids it resolved, for the cache."""
         # New ids go to the front map and reach the cache only once the commit succeeds.
-        ids: ChainMap[ClusterKey, int] = ChainMap({}, self._ids)
+        new: dict[ClusterKey, int] = {}
+        ids = ChainMap(new, self._ids)
         async with self._engine.begin() as conn:
-            upsert = _Upsert(conn.dialect.name)
-            await self._upsert_clusters(conn, upsert, batch, ids)
+            dialect = Dialect.of(conn)
+            await self._upsert_clusters(conn, dialect, batch, ids)
             if batch.minutes and await _already_written(conn, batch):
-                return ids.maps[0]
-            await self._write_rows(conn, upsert, batch, ids)
-            await _mark_watched(conn, upsert, batch)
-        return ids.maps[0]
+                return new
+            await self._write_rows(conn, dialect, batch, ids)
+            await _mark_watched(conn, dialect, batch)
+        return new
 
     async def _upsert_clusters(
         self,
         conn: AsyncConnection,
-        upsert: _Upsert,
+        dialect: Dialect,
         batch: Batch,
         ids: MutableMapping[ClusterKey, int],
     ) -> None:
@@ -214,7 +216,7 @@ class Writer:
             for s in stats.values()
         ]
         table = m.Cluster.__table__
-        stmt = upsert.insert(table)
+        stmt = dialect.insert(table)
         stmt = stmt.on_conflict_do_update(
             index_elements=["site", "cluster_id", "tob"],
             set_={
@@ -235,7 +237,7 @@ class Writer:
     async def _write_rows(
         self,
         conn: AsyncConnection,
-        upsert: _Upsert,
+        dialect: Dialect,
         batch: Batch,
         ids: MutableMapping[ClusterKey, int],
     ) -> None:
@@ -243,7 +245,7 @@ class Writer:
         if batch.samples:
             table = m.Sample.__table__
             await conn.execute(
-                upsert.insert(table).on_conflict_do_nothing(),
+                dialect.insert(table).on_conflict_do_nothing(),
                 [
                     _sample_row(ids[(batch.site, s.cluster_id, s.tob)], s, queued, at)
                     for s, queued, at in batch.samples
@@ -257,15 +259,14 @@ class Writer:
                     {"cluster_pk": pk, "at": e.at, "kind": e.kind, "detail": dict(e.detail)}
                 )
         if event_rows:
-            stmt = upsert.insert(m.Event.__table__).on_conflict_do_nothing(
+            stmt = dialect.insert(m.Event.__table__).on_conflict_do_nothing(
                 index_elements=["cluster_pk", "at", "kind"]
             )
             await conn.execute(stmt, event_rows)
         for cluster_id, tob, ended_at in batch.ended:
             if (pk := await resolve(batch.site, cluster_id, tob)) is not None:
-                clusters = m.Cluster.__table__
                 await conn.execute(
-                    update(clusters).where(clusters.c.id == pk).values(ended_at=ended_at)
+                    update(m.Cluster).where(m.Cluster.id == pk).values(ended_at=ended_at)
                 )
         minute_rows = []
         for row in batch.minutes:
@@ -273,7 +274,7 @@ class Writer:
                 values = {name: getattr(row, name) for name in m.ROLLUP_FIELDS}
                 minute_rows.append({"cluster_pk": pk, "bucket": row.bucket, **values})
         if minute_rows:
-            await conn.execute(upsert.merge_minutes(), minute_rows)
+            await conn.execute(_merge_minutes(dialect), minute_rows)
         if resolve.missing:
             log.warning(
                 "poll of %s at %s: skipped rows for %d clusters never recorded",
@@ -281,26 +282,26 @@ class Writer:
                 batch.at.isoformat(),
                 len(resolve.missing),
             )
-        await _write_gaps(conn, upsert, batch)
+        await _write_gaps(conn, dialect, batch)
 
 
-async def _write_gaps(conn: AsyncConnection, upsert: _Upsert, batch: Batch) -> None:
+async def _write_gaps(conn: AsyncConnection, dialect: Dialect, batch: Batch) -> None:
     gaps = m.Gap.__table__
     if batch.gap_close is not None:
         await conn.execute(
-            update(gaps)
-            .where(gaps.c.site == batch.site, gaps.c.ended_at.is_(None))
+            update(m.Gap)
+            .where(m.Gap.site == batch.site, m.Gap.ended_at.is_(None))
             # A gap left open by a daemon that died ends where that daemon's watch ended.
             .values(
-                ended_at=upsert.greatest(
-                    gaps.c.started_at, literal(batch.gap_close, gaps.c.started_at.type)
+                ended_at=dialect.greatest(
+                    m.Gap.started_at, literal(batch.gap_close, m.Gap.started_at.type)
                 )
             )
         )
     if batch.unwatched is not None:
         since, until = batch.unwatched
         await conn.execute(
-            upsert.insert(gaps)
+            dialect.insert(gaps)
             .on_conflict_do_nothing(index_elements=["site", "started_at"])
             .values(
                 site=batch.site,
@@ -313,7 +314,7 @@ async def _write_gaps(conn: AsyncConnection, upsert: _Upsert, batch: Batch) -> N
     if batch.gap_open is not None:
         started_at, reason = batch.gap_open
         await conn.execute(
-            upsert.insert(gaps)
+            dialect.insert(gaps)
             .on_conflict_do_nothing(index_elements=["site", "started_at"])
             .values(site=batch.site, started_at=started_at, reason=reason, kind=GapKind.REDIS)
         )
@@ -333,10 +334,10 @@ async def _already_written(conn: AsyncConnection, batch: Batch) -> bool:
     return last == batch.id
 
 
-async def _mark_watched(conn: AsyncConnection, upsert: _Upsert, batch: Batch) -> None:
+async def _mark_watched(conn: AsyncConnection, dialect: Dialect, batch: Batch) -> None:
     w = m.Watch.__table__
-    stmt = upsert.insert(w).values(site=batch.site, watched_at=batch.at, batch=batch.id)
-    newest = upsert.greatest(w.c.watched_at, stmt.excluded.watched_at)
+    stmt = dialect.insert(w).values(site=batch.site, watched_at=batch.at, batch=batch.id)
+    newest = dialect.greatest(w.c.watched_at, stmt.excluded.watched_at)
     await conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["site"], set_={"watched_at": newest, "batch": stmt.excluded.batch}
@@ -369,57 +370,12 @@ class _Resolver:
         return int(pk)
 
 
-class _Upsert:
-    """The dialect's INSERT … ON CONFLICT, and the SQL for merging two rollup rows."""
-
-    def __init__(self, dialect: str) -> None:
-        self.dialect = dialect
-        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-    def insert(self, table: Any) -> Any:
-        return self._insert(table)
-
-    def least(self, a: Any, b: Any) -> ColumnElement[Any]:
-        # SQLite's two-argument min()/max() are its scalar LEAST/GREATEST.
-        return func.least(a, b) if self.dialect == "postgresql" else func.min(a, b)
-
-    def greatest(self, a: Any, b: Any) -> ColumnElement[Any]:
-        return func.greatest(a, b) if self.dialect == "postgresql" else func.max(a, b)
-
-    def merge_minutes(self) -> Any:
-        t = m.RollupMinute.__table__
-        stmt = self.insert(t)
-        return stmt.on_conflict_do_update(
-            index_elements=["cluster_pk", "bucket"], set_=_merge_rollup(self, t.c, stmt.excluded)
-        )
-
-
-def _merge_rollup(upsert: _Upsert, old: Any, new: Any) -> dict[str, Any]:
-    """SET clauses folding rollup `new` into `old`: min of mins, max of maxes, averages
-    weighted by n, sums of seconds and n. Unknown (NULL) backlog yields to a known one."""
-    total = old.n + new.n
-
-    def weighted(col: str) -> ColumnElement[Any]:
-        a, b = getattr(old, col), getattr(new, col)
-        return (a * old.n + b * new.n) / cast(total, Float)
-
-    def nullable(col: str, combine: ColumnElement[Any]) -> ColumnElement[Any]:
-        a, b = getattr(old, col), getattr(new, col)
-        return case((a.is_(None), b), (b.is_(None), a), else_=combine)
-
-    sets: dict[str, Any] = {"n": total}
-    for q in ("tq", "rq"):
-        sets[f"{q}_min"] = upsert.least(getattr(old, f"{q}_min"), getattr(new, f"{q}_min"))
-        sets[f"{q}_max"] = upsert.greatest(getattr(old, f"{q}_max"), getattr(new, f"{q}_max"))
-        sets[f"{q}_avg"] = weighted(f"{q}_avg")
-    sets["queued_min"] = nullable("queued_min", upsert.least(old.queued_min, new.queued_min))
-    sets["queued_max"] = nullable("queued_max", upsert.greatest(old.queued_max, new.queued_max))
-    sets["queued_avg"] = nullable("queued_avg", weighted("queued_avg"))
-    sets["rc_max"] = upsert.greatest(old.rc_max, new.rc_max)
-    sets["pool_min"] = upsert.least(old.pool_min, new.pool_min)
-    for col in (*m.STATE_SECONDS.values(), "observed_s"):
-        sets[col] = getattr(old, col) + getattr(new, col)
-    return sets
+def _merge_minutes(dialect: Dialect) -> Any:
+    t = m.RollupMinute.__table__
+    stmt = dialect.insert(t)
+    return stmt.on_conflict_do_update(
+        index_elements=["cluster_pk", "bucket"], set_=merge_pair(dialect, t.c, stmt.excluded)
+    )
 
 
 def _sample_row(pk: int, stat: ClusterStat, queued: int | None, at: datetime) -> dict[str, Any]:
