@@ -116,7 +116,7 @@ class Tracker:
 
     @property
     def gap_since(self) -> datetime | None:
-        """When Redis first failed since the last successful poll, or None."""
+        """Where the gap since the last successful poll starts (the first `gap()`), or None."""
         return self._gap_since
 
     def ended(self) -> tuple[ClusterStat, ...]:
@@ -124,7 +124,7 @@ class Tracker:
         return self._ended
 
     def gap(self, at: datetime) -> None:
-        """Redis could not be read at `at`: the next observe() spans an unwatched stretch."""
+        """Redis could not be read since `at`: the next observe() spans an unwatched stretch."""
         self._blind = True
         if self._gap_since is None:
             self._gap_since = at
