@@ -29,7 +29,7 @@ from qwatch.config.settings import SECRET_HINT as SECRET_HINT
 from qwatch.config.settings import STAT_TTL_S as STAT_TTL_S
 from qwatch.config.toml_file import CONFIG_FILE_NAME as CONFIG_FILE_NAME
 from qwatch.config.urls import safe_url
-from qwatch.config.values import ConfigError
+from qwatch.errors import ConfigError
 
 __all__ = [
     "DEFAULT_REDIS_URL",

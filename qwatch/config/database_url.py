@@ -7,7 +7,7 @@ from pathlib import Path
 import platformdirs
 
 from qwatch.config.urls import safe_url, split_url
-from qwatch.config.values import ConfigError
+from qwatch.errors import ConfigError
 
 
 def default_database_url() -> str:
