@@ -112,7 +112,7 @@ def status_bar(state: MonitorState, now: Callable[[], datetime]) -> Container:
 
 def help_float(state: MonitorState) -> Float:
     lines = render.help_lines()
-    width = max(sum(len(text) for _, text in line) for line in lines) + 1
+    width = max(sum(len(fragment[1]) for fragment in line) for line in lines) + 1
     window = Window(
         LinesControl(lambda w, h: lines), width=width, height=len(lines), style="class:help"
     )
