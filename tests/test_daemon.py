@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis
@@ -307,7 +308,7 @@ def seed_captures(server, names: tuple[str, ...] = CAPTURED) -> None:
             client.set(str(EXPECTED[name]["redis_key"]), raw, ex=600)
 
 
-def sites_config(path, *sites: tuple[str, str]) -> object:
+def sites_config(path: Path, *sites: tuple[str, str]) -> Path:
     """A qwatch.toml listing (name, redis_url) sites, all keyed with the captures' secret."""
     tables = "".join(
         f'[[sites]]\nname = "{name}"\nredis_url = "{url}"\nsecret_key = "{CAPTURE_SECRET}"\n\n'
