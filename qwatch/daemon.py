@@ -1,9 +1,12 @@
 """`qwatch daemon`: sample every site's live Stats into the history, on a fixed schedule.
 
 The loop only wires and times: Redis reads are `sources.redis`, the diff into events is
-`events`, per-minute rollups are `rollup`, and SQL is `store`. Writing happens in a task of
-its own behind a bounded buffer, and hour rollups and pruning in another, so neither a slow
-database nor maintenance ever delays a poll.
+`events`, per-minute rollups are `rollup`, and SQL is `store`. Each site polls in a task of
+its own, writing happens in another behind a bounded buffer, and hour rollups and pruning in
+a third, so neither a slow database, maintenance nor another site's stuck Redis ever delays
+a poll. Stopping shares one budget (SHUTDOWN_BUDGET_S) among every site's last poll, final
+flush, lock release and connection close, run side by side; what is left when it runs out
+is cancelled.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import os
 import signal
 import socket
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qwatch.config import Settings, Site, safe_url
+from qwatch.errors import Unavailable
 from qwatch.events import SampleClock, Tracker, key_of
 from qwatch.retry import backoff
 from qwatch.rollup import MinuteAccumulator
@@ -39,8 +44,15 @@ REDIS_BACKOFF_MAX_S = 30.0
 DB_BACKOFF_MAX_S = 30.0
 MAINTENANCE_EVERY_S = 60.0
 OUTAGE_REMINDER_S = 60.0
-SHUTDOWN_FLUSH_S = 2.5  # of the 5 s a supervisor is promised between SIGTERM and exit
-SHUTDOWN_CLOSE_S = 1.0
+# What a supervisor is promised between the first SIGTERM and the exit. Every step shares
+# it, each ending this long before it does at the latest, so that one step running late
+# still leaves the later ones their turn: the final flush, then each site's lock release
+# and Redis close, then the database's close, then the process's own exit.
+SHUTDOWN_BUDGET_S = 5.0
+FLUSH_ENDS_BEFORE_S = 2.0
+SITES_END_BEFORE_S = 1.0
+ENGINE_ENDS_BEFORE_S = 0.5
+SHUTDOWN_CANCEL_WAIT_S = 0.2  # for a cancelled task to unwind
 RESEED_ENDED_WITHIN = timedelta(hours=24)
 # A batch at least this often, even with nothing to write: the site's watch mark is how
 # readers tell a stopped daemon (after STALE_AFTER without a mark) from a stopped fleet.
@@ -68,6 +80,7 @@ class SiteLoop:
     token: str
     interval_s: float
     sample_every_s: float
+    retries: bool = True  # False for `--once`: a failed read is reported, not retried
     leader: bool = False
     standby_logged: bool = False
     tracker: Tracker | None = None
@@ -77,11 +90,19 @@ class SiteLoop:
     clock: SampleClock = field(init=False)
     minutes: MinuteAccumulator = field(default_factory=MinuteAccumulator)
     outage_since: datetime | None = None
+    # When the last poll that read Redis finished: a gap starts there, so the time a failing
+    # command spent waiting for its timeout counts as unknown, not as watched.
+    last_good_at: datetime | None = None
+    error: RedisUnavailable | None = None  # why the last poll failed; None after a good one
     failures: int = 0
     retry_at: float = 0.0  # loop time before which a failed Redis is not tried again
 
     def __post_init__(self) -> None:
-        self.clock = SampleClock(self.sample_every_s)
+        self.clock = self._new_clock()
+
+    def _new_clock(self) -> SampleClock:
+        # Polls end a little early or late on their grid; half an interval absorbs that.
+        return SampleClock(self.sample_every_s, slack_s=self.interval_s / 2)
 
     @property
     def address(self) -> str:
@@ -92,12 +113,13 @@ class SiteLoop:
         loop = asyncio.get_running_loop()
         if loop.time() < self.retry_at:  # backing off a failed Redis
             return self._with_watch(None, utcnow()) if self.leader else None
+        started = utcnow()
         try:
             if not await self._hold_lock(engine_seed):
                 return None
             poll = await self.source.poll()
         except RedisUnavailable as exc:
-            batch = self._failed(exc, loop.time())
+            batch = self._failed(exc, loop.time(), started)
             at = batch.at if batch is not None else utcnow()
         else:
             batch, at = self._batch(poll), poll.at
@@ -128,25 +150,31 @@ class SiteLoop:
             # Resume from the history: a takeover or restart must not re-announce clusters.
             self.tracker, self.resumed_from = await engine_seed(self.site.name)
             self.minutes = MinuteAccumulator()
-            self.clock = SampleClock(self.sample_every_s)
+            self.clock = self._new_clock()
+            self.last_good_at = None  # polled before standing by: not this watch's start
         elif not held and (self.leader or not self.standby_logged):
             log.info("site %r: another daemon is sampling it; standing by", self.site.name)
         self.standby_logged = not held
         self.leader = held
         return held
 
-    def _failed(self, exc: RedisUnavailable, now: float) -> Batch | None:
+    def _failed(self, exc: RedisUnavailable, now: float, started: datetime) -> Batch | None:
+        self.error = exc
         self.failures += 1
         delay = backoff(self.failures, self.interval_s, REDIS_BACKOFF_MAX_S)
         self.retry_at = now + delay
         if self.outage_since is not None:
             return None
-        self.outage_since = utcnow()
-        log.warning("%s; recording a gap, retrying every %.0f s at most", exc, REDIS_BACKOFF_MAX_S)
+        # Nothing is known after the last good poll (or, without one, this poll's start).
+        self.outage_since = self.last_good_at or started
+        if self.retries:
+            log.warning(
+                "%s; recording a gap, retrying every %.0f s at most", exc, REDIS_BACKOFF_MAX_S
+            )
         if not self.leader or self.tracker is None:
             return None
         self.tracker.gap(self.outage_since)
-        return Batch(self.site.name, self.outage_since, gap_open=(self.outage_since, str(exc)))
+        return Batch(self.site.name, utcnow(), gap_open=(self.outage_since, str(exc)))
 
     def _batch(self, poll: Poll) -> Batch | None:
         assert self.tracker is not None
@@ -158,7 +186,8 @@ class SiteLoop:
                 (poll.at - self.outage_since).total_seconds(),
             )
             gap_close, self.outage_since = poll.at, None
-        self.failures, self.retry_at = 0, 0.0
+        self.failures, self.retry_at, self.error = 0, 0.0, None
+        self.last_good_at = poll.at
 
         events = self.tracker.observe(poll.clusters, poll.at)
         for event in events:
@@ -260,13 +289,17 @@ class Daemon:
                 token=token,
                 interval_s=self.interval_s,
                 sample_every_s=settings.daemon.sample_every_s,
+                retries=not once,
             )
             for site in settings.sites
         ]
         self.stopping = asyncio.Event()
+        self._deadline: float | None = None  # loop time the shutdown budget runs out
         self._wrote = asyncio.Event()
 
     async def run(self, migrate_schema: bool = True, allow_foreign_tables: bool = False) -> None:
+        """Sample until stopped (or once); with `once`, raise Unavailable naming every site
+        that could not be read, after writing what the others gave."""
         await migrate.ensure(
             self.engine, migrate=migrate_schema, allow_foreign_tables=allow_foreign_tables
         )
@@ -277,42 +310,67 @@ class Daemon:
             self.interval_s,
             self.settings.daemon.sample_every_s,
         )
+        if self.once:
+            await self._run_once()
+            return
+        writing = asyncio.create_task(self._write_loop())
+        upkeep = asyncio.create_task(self._maintenance_loop())
+        sampling = [asyncio.create_task(self._sample(site)) for site in self.sites]
+        stopped = asyncio.create_task(self.stopping.wait())
         try:
-            if self.once:
-                await self._poll_all()
-                await self.writer.flush()
-            else:
-                async with asyncio.TaskGroup() as tasks:
-                    writing = tasks.create_task(self._write_loop())
-                    upkeep = tasks.create_task(self._maintenance_loop())
-                    await self._poll_loop()
-                    writing.cancel()
-                    upkeep.cancel()
+            # A task that ends before the stop is a bug: stop the others, then raise it.
+            await asyncio.wait(
+                [stopped, writing, upkeep, *sampling], return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
-            await self._shutdown()
+            self.stop()
+            stopped.cancel()
+            upkeep.cancel()
+            await self._shutdown(sampling)
+            writing.cancel()
+        for task in (writing, upkeep, *sampling):
+            error = None if task.cancelled() or not task.done() else task.exception()
+            if error is not None:
+                raise error
 
     def stop(self) -> None:
+        """Start the shutdown budget (at the first call) and stop polling."""
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().time() + SHUTDOWN_BUDGET_S
         self.stopping.set()
 
-    async def _poll_loop(self) -> None:
+    async def _run_once(self) -> None:
+        try:
+            batches = await asyncio.gather(*(site.tick(self.seed) for site in self.sites))
+            for batch in batches:
+                if batch is not None:
+                    self.writer.submit(batch)
+            await self.writer.flush()
+        finally:
+            self.stop()
+            await self._shutdown([None] * len(self.sites))
+        failed = [site for site in self.sites if site.error is not None]
+        if failed:
+            raise Unavailable(
+                "; ".join(f"could not read site {s.site.name!r}: {s.error}" for s in failed)
+            )
+
+    async def _sample(self, site: SiteLoop) -> None:
+        """One site's polls on a fixed grid: work time doesn't push the schedule, and
+        missed ticks are skipped."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while not self.stopping.is_set():
-            await self._poll_all()
-            # A fixed grid: work time doesn't push the schedule; missed ticks are skipped.
+            batch = await site.tick(self.seed)
+            if batch is not None:
+                self.writer.submit(batch)
+                self._wrote.set()
             next_at += self.interval_s
             now = loop.time()
             if next_at < now:
                 next_at = now + self.interval_s - (now - next_at) % self.interval_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), next_at - now)
-
-    async def _poll_all(self) -> None:
-        batches = await asyncio.gather(*(site.tick(self.seed) for site in self.sites))
-        for batch in batches:
-            if batch is not None:
-                self.writer.submit(batch)
-        self._wrote.set()
 
     async def _write_loop(self) -> None:
         failures = 0
@@ -349,28 +407,60 @@ class Daemon:
             except Exception as exc:  # retried next round; the write loop reports outages
                 log.debug("maintenance skipped: %s", exc)
 
-    async def _shutdown(self) -> None:
-        for site in self.sites:
-            batch = site.final_batch()
-            if batch is not None:
-                self.writer.submit(batch)
-        try:
-            async with asyncio.timeout(SHUTDOWN_FLUSH_S):
-                await self.writer.flush()
-        except (StoreUnavailable, TimeoutError):
+    async def _shutdown(self, sampling: Sequence[asyncio.Task[None] | None]) -> None:
+        """Every site's stop side by side within the one budget; cancel what is left.
+
+        `sampling` holds each site's polling task (in the order of `sites`), or None.
+        """
+        assert self._deadline is not None
+        deadline = self._deadline
+        stopping = [
+            asyncio.create_task(self._stop_site(site, task, deadline))
+            for site, task in zip(self.sites, sampling, strict=True)
+        ]
+        loop = asyncio.get_running_loop()
+        sites_end = deadline - SITES_END_BEFORE_S
+        _, late = await asyncio.wait(stopping, timeout=max(0.0, sites_end - loop.time()))
+        in_flight = [task for task in sampling if task is not None and not task.done()]
+        for task in (*late, *in_flight):
+            task.cancel()
+        if late:
+            # A task that ignores its cancellation is left to the exit.
+            await asyncio.wait([*late, *in_flight], timeout=SHUTDOWN_CANCEL_WAIT_S)
+            pairs = zip(self.sites, stopping, strict=True)
+            names = ", ".join(repr(site.site.name) for site, task in pairs if task in late)
+            log.error(
+                "shutdown budget of %.0f s spent; stopped waiting for %s", SHUTDOWN_BUDGET_S, names
+            )
+        if self.writer.pending:
             log.error(
                 "exiting with %d polls unwritten: the history database is unavailable",
                 self.writer.pending,
             )
-        for site in self.sites:
-            if site.leader:
-                with contextlib.suppress(RedisUnavailable):  # else it expires by itself
-                    await site.source.release_lock(site.lock, site.token)
-            await site.source.close()
         # A connection stuck behind a lock can't be closed politely; the exit closes it.
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(SHUTDOWN_CLOSE_S):
+            async with asyncio.timeout_at(deadline - ENGINE_ENDS_BEFORE_S):
                 await self.engine.dispose()
+
+    async def _stop_site(
+        self, site: SiteLoop, sampling: asyncio.Task[None] | None, deadline: float
+    ) -> None:
+        """The poll in flight, the final flush, the lock release and the close, for one site."""
+        if sampling is not None:
+            with contextlib.suppress(Exception):  # a bug: run() raises it
+                await asyncio.shield(sampling)  # cancelled by _shutdown itself when late
+        batch = site.final_batch()
+        if batch is not None:
+            self.writer.submit(batch)
+        # Writer.flush is serialised: the sites' flushes take turns, each writing whatever
+        # is queued by then.
+        with contextlib.suppress(StoreUnavailable, TimeoutError):
+            async with asyncio.timeout_at(deadline - FLUSH_ENDS_BEFORE_S):
+                await self.writer.flush()
+        if site.leader:
+            with contextlib.suppress(RedisUnavailable):  # else it expires by itself
+                await site.source.release_lock(site.lock, site.token)
+        await site.source.close()
 
 
 async def run_daemon(
@@ -381,7 +471,11 @@ async def run_daemon(
     allow_foreign_tables: bool = False,
     stop: asyncio.Event | None = None,
 ) -> int:
-    """Run until `stop` is set, or until SIGTERM/SIGINT when no `stop` is given."""
+    """Run until `stop` is set, or until SIGTERM/SIGINT when no `stop` is given.
+
+    0 after a clean stop; with `once`, Unavailable (exit 1) unless every site was read and
+    its poll written.
+    """
     daemon = Daemon(settings, once=once)
     loop = asyncio.get_running_loop()
     watcher = None

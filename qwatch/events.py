@@ -116,7 +116,7 @@ class Tracker:
 
     @property
     def gap_since(self) -> datetime | None:
-        """When Redis first failed since the last successful poll, or None."""
+        """Where the gap since the last successful poll starts (the first `gap()`), or None."""
         return self._gap_since
 
     def ended(self) -> tuple[ClusterStat, ...]:
@@ -124,7 +124,7 @@ class Tracker:
         return self._ended
 
     def gap(self, at: datetime) -> None:
-        """Redis could not be read at `at`: the next observe() spans an unwatched stretch."""
+        """Redis could not be read since `at`: the next observe() spans an unwatched stretch."""
         self._blind = True
         if self._gap_since is None:
             self._gap_since = at
@@ -140,8 +140,9 @@ class Tracker:
 
         events: list[Event] = []
         ended = [stat for key, stat in self._live.items() if key not in current]
-        during_gap = self._grace_until is not None
-        if during_gap and at < self._grace_until:
+        grace_until = self._grace_until
+        during_gap = grace_until is not None
+        if grace_until is not None and at < grace_until:
             for stat in ended:  # held, not vanished: its record may not be rewritten yet
                 current[key_of(stat)] = stat
             ended = []
@@ -202,15 +203,15 @@ class Tracker:
     def _changes(self, old: ClusterStat, new: ClusterStat, at: datetime) -> list[Event]:
         events: list[Event] = []
         if new.status != old.status:
-            detail = {"from": old.status, "to": new.status}
-            events.append(self._event(new, at, STATE_CHANGED, detail))
+            changed = {"from": old.status, "to": new.status}
+            events.append(self._event(new, at, STATE_CHANGED, changed))
         # Measured against the highest count seen: a dip (stale record) and the climb back
         # to where it was are no reincarnations.
         key = key_of(new)
         high = self._high_rc.get(key, old.reincarnations)
         if new.reincarnations > high:
-            detail = {"by": new.reincarnations - high, "total": new.reincarnations}
-            events.append(self._event(new, at, REINCARNATED, detail))
+            counted = {"by": new.reincarnations - high, "total": new.reincarnations}
+            events.append(self._event(new, at, REINCARNATED, counted))
             high = new.reincarnations
         self._high_rc[key] = high
         return events
@@ -274,28 +275,46 @@ class Tracker:
 
 
 class SampleClock:
-    """Says when a cluster's sample is due: on first sight, then every `every_s` seconds.
+    """Says when a cluster's sample is due: on first sight, then once per `every_s` slot.
+
+    The slots lie on a grid from the first sample, so the time a poll takes never pushes
+    the schedule: a sample every 10 s stays one per 10 s on average, not one per 10 s plus
+    the poll's lateness. `slack_s` (the daemon passes half its poll interval) lets a poll
+    that ends a little before its slot take it, so polls as often as the samples, each a
+    few milliseconds early or late, still sample every time.
 
     `due()` only asks; `mark()` records a stored sample (the daemon also stores, and marks,
-    whenever a cluster has an event). `forget()` drops an ended cluster.
+    whenever a cluster has an event: the grid then starts again from that sample).
+    `forget()` drops an ended cluster.
     """
 
-    def __init__(self, every_s: float) -> None:
+    def __init__(self, every_s: float, slack_s: float = 0.0) -> None:
         if every_s <= 0:
             raise ValueError("every_s must be positive")
+        if not 0 <= slack_s < every_s:
+            raise ValueError("slack_s must be at least 0 and below every_s")
         self._every = timedelta(seconds=every_s)
+        self._slack = timedelta(seconds=slack_s)
         self._last: dict[Hashable, datetime] = {}
+        self._next: dict[Hashable, datetime] = {}  # the start of the next slot
 
     def due(self, key: Hashable, at: datetime) -> bool:
         last = self._last.get(key)
         if last is None:
             return True
-        elapsed = at - last
         # A clock stepped back would otherwise hold samples off until it caught up.
-        return elapsed >= self._every or elapsed < timedelta(0)
+        return at >= self._next[key] - self._slack or at < last
 
     def mark(self, key: Hashable, at: datetime) -> None:
+        last, slot = self._last.get(key), self._next.get(key)
         self._last[key] = at
+        if last is None or slot is None or at < last or at < slot - self._slack:
+            # First sight, a stepped-back clock, or an event's sample between slots.
+            self._next[key] = at + self._every
+            return
+        # This sample fills its slot; slots missed meanwhile (an outage) are skipped.
+        self._next[key] = slot + ((at + self._slack - slot) // self._every + 1) * self._every
 
     def forget(self, key: Hashable) -> None:
         self._last.pop(key, None)
+        self._next.pop(key, None)

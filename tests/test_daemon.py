@@ -7,13 +7,18 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import redis
 
+from qwatch.daemon import SHUTDOWN_BUDGET_S
 from qwatch.decode import Decoder
-from tests.helpers import wait_for
+from tests.helpers import CAPTURE_SECRET, CAPTURE_SITE, EXPECTED, PAYLOADS, free_port, wait_for
 from tests.plugins.qcluster import SECRET_KEY
 from tests.plugins.qwatch_daemon import query, run_qwatch
 from tests.plugins.redis_server import redis_client
@@ -193,7 +198,7 @@ def test_two_daemons_one_sampler_and_a_takeover(
     assert two.terminate() == 0
     assert time.monotonic() - started < 5
     # The takeover resumed the story: one cluster, appeared once, no duplicates.
-    assert [k for _, k, _ in events(db)] == ["appeared"]
+    assert [k for _, k, _ in events(db)] == ["appeared"], (events(db), one.log, two.log)
     assert (
         query(db, "SELECT count(*), count(DISTINCT sampled_at) FROM samples")[0]
         == (len(query(db, "SELECT 1 FROM samples")),) * 2
@@ -300,3 +305,167 @@ def test_shutdown_is_bounded_when_the_database_is_locked(
         assert hasty.process.wait(5) == 128 + signal.SIGTERM
         assert time.monotonic() - started < 1.5
         holder.execute("ROLLBACK")
+
+
+# -- shutdown budget, `--once` exit codes, gaps: real Redis servers and captured records
+
+CAPTURED = ("q2_url_notz_idle.txt", "q139_sha1_idle.txt")  # two live clusters
+
+
+def seed_captures(server, names: tuple[str, ...] = CAPTURED) -> None:
+    """Captured records of CAPTURE_SITE, as Django Q left them (kept long enough for a test)."""
+    with redis_client(server) as client:
+        for name in names:
+            raw = (PAYLOADS / name).read_bytes().rstrip(b"\n")  # saved as a text line
+            client.set(str(EXPECTED[name]["redis_key"]), raw, ex=600)
+
+
+def sites_config(path: Path, *sites: tuple[str, str]) -> Path:
+    """A qwatch.toml listing (name, redis_url) sites, all keyed with the captures' secret."""
+    tables = "".join(
+        f'[[sites]]\nname = "{name}"\nredis_url = "{url}"\nsecret_key = "{CAPTURE_SECRET}"\n\n'
+        for name, url in sites
+    )
+    path.write_text(tables)
+    return path
+
+
+def by_config(db_url: str) -> dict[str, str | None]:
+    """run_qwatch's arguments when --config names the sites."""
+    return {"name": None, "redis_url": None, "db_url": db_url}
+
+
+def stored(text) -> datetime:
+    """A time as SQLite hands it back (naive UTC text), aware."""
+    at = text if isinstance(text, datetime) else datetime.fromisoformat(text)
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+def test_one_frozen_redis_does_not_hold_up_the_other_sites_stop(
+    redis_server_factory, daemon_factory, tmp_path
+):
+    healthy, frozen = redis_server_factory(), redis_server_factory()
+    seed_captures(healthy)
+    db = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    config = sites_config(
+        tmp_path / "qwatch.toml", (CAPTURE_SITE, healthy.url), ("frozen", frozen.url)
+    )
+    daemon = daemon_factory(db_url=db, config=config, sample_every=1.0)
+    daemon.wait_log(f"sampling site {CAPTURE_SITE!r}")
+    daemon.wait_log("sampling site 'frozen'")
+    samples = "SELECT count(*) FROM samples"
+    wait_for(lambda: query(db, samples)[0][0] >= 2, 20, "samples of the healthy site")
+
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        # The healthy site goes on sampling while the frozen one's poll hangs.
+        before = query(db, samples)[0][0]
+        wait_for(lambda: query(db, samples)[0][0] >= before + 4, 20, "samples meanwhile")
+        started = time.monotonic()
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(SHUTDOWN_BUDGET_S + 2) == 0, daemon.log
+        assert time.monotonic() - started < SHUTDOWN_BUDGET_S + 1, daemon.log
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+
+    assert "stopped waiting for 'frozen'" in daemon.log
+    with redis_client(healthy) as client:
+        assert client.keys("qwatch:daemon:*") == []  # its lock released
+    # The final batch was written: the newest sample's minute has its rollup row.
+    ((newest,),) = query(db, "SELECT max(sampled_at) FROM samples")
+    minute = stored(newest).replace(second=0, microsecond=0)
+    buckets = [stored(b) for (b,) in query(db, "SELECT DISTINCT bucket FROM rollup_minute")]
+    assert minute in buckets, (minute, buckets)
+
+
+def test_once_exits_1_naming_a_site_it_could_not_read(redis_server_factory, tmp_path):
+    db = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    server = redis_server_factory(password="right-Pa55word")
+    seed_captures(server)
+
+    def once(redis_url: str):
+        config = sites_config(tmp_path / "qwatch.toml", (CAPTURE_SITE, redis_url))
+        return run_qwatch("daemon", "--once", "--config", str(config), **by_config(db))
+
+    def assert_refused(done, reason: str, address: str) -> None:
+        assert done.returncode == 1, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"qwatch: could not read site {CAPTURE_SITE!r}: Redis {address}")
+        assert reason in last and "Pa55word" not in done.stderr and "Traceback" not in done.stderr
+
+    address = f"redis://127.0.0.1:{server.port}/0"
+    assert_refused(once(server.url_for(password="wrong-Pa55word")), "authentication", address)
+    port = free_port()  # nothing listens there
+    assert_refused(once(f"redis://127.0.0.1:{port}/0"), "refused", f"redis://127.0.0.1:{port}/0")
+
+    done = once(server.url)
+    assert done.returncode == 0, done.stderr
+    assert query(db, "SELECT count(*) FROM samples") == [(len(CAPTURED),)]
+
+
+def test_once_exits_1_while_redis_is_loading(redis_server_factory, tmp_path):
+    # A real LOADING: an RDB of many keys, loaded with a delay per key.
+    server = redis_server_factory(extra_args=("--enable-debug-command", "yes"))
+    with redis_client(server) as client:
+        client.execute_command("DEBUG", "POPULATE", 200_000)
+        client.save()
+    server.stop()
+    slow = ("--key-load-delay", "1000", "--loading-process-events-interval-bytes", "1024")
+    loading = subprocess.Popen(
+        [*server._command(), *slow], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+    )
+    try:
+        with redis_client(server) as client:
+
+            def answers_loading() -> bool:
+                try:
+                    client.ping()
+                except redis.BusyLoadingError:
+                    return True
+                except redis.ConnectionError:
+                    pass
+                return False
+
+            wait_for(answers_loading, 10, "redis-server loading its dataset")
+        db = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+        config = sites_config(tmp_path / "qwatch.toml", (CAPTURE_SITE, server.url))
+        done = run_qwatch("daemon", "--once", "--config", str(config), **by_config(db))
+        with redis_client(server) as client:
+            assert answers_loading()  # still loading when qwatch gave up
+    finally:
+        loading.kill()
+        loading.wait()
+    assert done.returncode == 1, done.stderr
+    assert "LOADING" in done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("how", ["CLIENT PAUSE", "DEBUG SLEEP"])
+def test_a_gap_begins_at_the_last_good_poll(how, redis_server_factory, daemon_factory, tmp_path):
+    server = redis_server_factory(extra_args=("--enable-debug-command", "yes"))
+    seed_captures(server)
+    db = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    interval = 0.5
+    config = sites_config(tmp_path / "qwatch.toml", (CAPTURE_SITE, server.url))
+    daemon = daemon_factory(db_url=db, config=config, interval=interval, sample_every=1.0)
+    wait_for(lambda: query(db, "SELECT 1 FROM samples"), 20, "a sample")
+    with redis_client(server) as client:
+        asked = datetime.now(UTC)
+        if how == "CLIENT PAUSE":
+            client.execute_command("CLIENT", "PAUSE", 7000, "ALL")
+        else:
+            # Runs in a thread: the reply comes only once the sleep is over.
+            sleeper = threading.Thread(target=client.execute_command, args=("DEBUG", "SLEEP", 7))
+            sleeper.start()
+        unresponsive = datetime.now(UTC)
+        [(started, reason)] = wait_for(
+            lambda: query(db, "SELECT started_at, reason FROM gaps"), 20, "a gap"
+        )
+        if how == "DEBUG SLEEP":
+            sleeper.join()
+    assert "timed out" in reason
+    # Not when the command timed out (5 s later), but at the last poll that was answered:
+    # within one interval (and a poll's time) before Redis stopped answering.
+    started = stored(started)
+    assert asked - timedelta(seconds=interval + 0.5) <= started <= unresponsive, (asked, started)
+    wait_for(lambda: query(db, "SELECT 1 FROM gaps WHERE ended_at IS NOT NULL"), 30, "gap ends")
+    assert daemon.terminate() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -405,6 +406,51 @@ def test_sample_clock_due_does_not_mark_and_forget_resets():
     assert clock.due("k", t(2))
     with pytest.raises(ValueError):
         SampleClock(0)
+
+
+def sampled_times(
+    interval_s: float, every_s: float, polls: int, late: random.Random, clock: SampleClock
+) -> list[float]:
+    """The times the daemon stores a sample: polls start on a fixed grid of `interval_s`
+    and end (poll.at) a jittery while later, mostly milliseconds, now and then most of it."""
+    stored = []
+    for n in range(polls):
+        lateness = late.uniform(0.002, 0.05) if late.random() < 0.9 else late.uniform(0, 0.45)
+        at = t(n * interval_s + lateness * interval_s)
+        if clock.due("k", at):
+            clock.mark("k", at)
+            stored.append((at - T0).total_seconds())
+    return stored
+
+
+@pytest.mark.parametrize(
+    "interval_s,every_s", [(1.0, 10.0), (1.0, 1.0), (0.5, 10.0), (1.0, 2.5), (2.0, 60.0)]
+)
+@pytest.mark.parametrize("seed", range(3))
+def test_samples_keep_to_their_grid_on_average(interval_s, every_s, seed):
+    # As the daemon builds it: half a poll interval of slack for polls that end early.
+    clock = SampleClock(every_s, slack_s=interval_s / 2)
+    polls = round(3600 / interval_s)
+    stored = sampled_times(interval_s, every_s, polls, random.Random(seed), clock)
+    gaps = [b - a for a, b in itertools.pairwise(stored)]
+    mean = sum(gaps) / len(gaps)
+    assert abs(mean - every_s) <= 0.02 * every_s, mean
+    assert min(gaps) >= every_s - interval_s  # never two samples for one slot
+
+
+def test_a_sample_between_slots_restarts_the_grid_and_an_outage_skips_slots():
+    clock = SampleClock(10, slack_s=0.5)
+    clock.mark("k", t(0))
+    assert clock.due("k", t(9.6)) and not clock.due("k", t(9.4))  # within the slack
+    clock.mark("k", t(9.6))  # fills the slot at 10: the next is at 20, not 19.6
+    assert not clock.due("k", t(19.4)) and clock.due("k", t(19.5))
+    clock.mark("k", t(47))  # slots 20, 30 and 40 passed in an outage; 50 is next
+    assert not clock.due("k", t(49.4)) and clock.due("k", t(49.5))
+    clock.mark("k", t(49.5))
+    clock.mark("k", t(53))  # an event's sample between slots: the next is ten seconds on
+    assert not clock.due("k", t(62)) and clock.due("k", t(62.5))
+    with pytest.raises(ValueError):
+        SampleClock(10, slack_s=10)
 
 
 def test_a_supervisor_restart_pairs_while_the_old_record_is_still_listed():

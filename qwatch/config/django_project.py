@@ -19,7 +19,8 @@ from typing import Any
 
 from qwatch.config.redis_url import fields_from_kwargs, parse_redis_url
 from qwatch.config.settings import DEFAULT_NAME, DEFAULT_TIME_ZONE, RedisSettings, Site
-from qwatch.config.values import ConfigError, check_time_zone, is_int
+from qwatch.config.values import check_time_zone, is_int
+from qwatch.errors import ConfigError
 
 DJANGO_DEFAULT_TIME_ZONE = "America/Chicago"  # Django's own default for TIME_ZONE
 
@@ -33,6 +34,7 @@ _DJANGO_DEFAULT_CACHES = {"default": {"BACKEND": "django.core.cache.backends.loc
 
 def _raised_at(exc: BaseException, cwd: Path) -> str:
     """' at mysite/settings.py:12' — the project line that failed, never its values."""
+    line: int | None
     if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
         filename, line = exc.filename, exc.lineno
     else:
@@ -126,7 +128,7 @@ def _optional_count(q_cluster: Mapping[str, Any], key: str, where: str) -> int |
         return None
     if not is_int(value) or value < 1:
         raise ConfigError(f"{where}: Q_CLUSTER[{key!r}] must be a positive integer")
-    return value
+    return int(value)
 
 
 def site_from_django(

@@ -21,7 +21,8 @@ from qwatch.config.toml_file import (
     find_config,
     read_toml,
 )
-from qwatch.config.values import ConfigError, check_display_zone, check_time_zone
+from qwatch.config.values import check_display_zone, check_time_zone
+from qwatch.errors import ConfigError
 
 
 def _overrides(
@@ -58,9 +59,11 @@ def _apply_override(site: Site, setting: str, key: str, value: str) -> Site:
         return replace(site, secret_key_fallbacks=keys)
     if key == "time_zone":
         return replace(site, time_zone=check_time_zone(value, setting))
+    if key == "name":
+        return replace(site, name=value)
     if key == "secret_key":
         return replace(site, secret_key=value)
-    return replace(site, name=value)
+    raise AssertionError(f"no site setting {key!r}")
 
 
 def load_settings(
@@ -135,14 +138,14 @@ def load_settings(
         seen.add(site.name)
 
     db_url, db_setting = default_database_url(), "database_url"
-    candidates: tuple[tuple[str, Any], ...] = (
-        (f"{label}: database_url", document.get("database_url")),
+    given: list[tuple[str, str | None]] = [
+        (f"{label}: database_url", document.get("database_url")),  # a text: check_table
         ("QWATCH_DATABASE_URL", environ.get("QWATCH_DATABASE_URL") or None),
         ("--db", database_url),
-    )
-    for setting, value in candidates:
-        if value is not None:
-            db_url, db_setting = value, setting
+    ]
+    for setting, url in given:
+        if url is not None:
+            db_url, db_setting = url, setting
     async_database_url(db_url, setting=db_setting)
 
     zone = DEFAULT_DISPLAY_TIME_ZONE

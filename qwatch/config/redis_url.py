@@ -11,7 +11,8 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from qwatch.config.urls import split_url
-from qwatch.config.values import ConfigError, is_int, positive_seconds
+from qwatch.config.values import is_int, positive_seconds
+from qwatch.errors import ConfigError
 
 
 def _shown(piece: str, secrets: Sequence[str | None]) -> str:

@@ -12,7 +12,8 @@ from qwatch import fmt
 from qwatch.config.alerts import AlertSettings
 from qwatch.config.database_url import default_database_url
 from qwatch.config.redis_url import fields_from_kwargs, parse_redis_url
-from qwatch.config.values import ConfigError, is_int, positive_seconds
+from qwatch.config.values import is_int, positive_seconds
+from qwatch.errors import ConfigError
 from qwatch.retention import KEEP_HOURS_DAYS, KEEP_MINUTES_DAYS, KEEP_SAMPLES_DAYS, Retention
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -104,11 +105,12 @@ class DaemonSettings:
 
     def __post_init__(self) -> None:
         # Messages use the [daemon] keys people write in qwatch.toml.
-        knobs: tuple[tuple[str, object], ...] = (
+        # Typed as numbers, but a TOML or caller's value may be anything.
+        given: tuple[tuple[str, object], ...] = (
             ("interval", self.interval_s),
             ("sample_every", self.sample_every_s),
         )
-        for key, value in knobs:
+        for key, value in given:
             if isinstance(value, str):  # positive_seconds would parse it; the field is a number
                 raise ConfigError(f"daemon.{key} must be a number of seconds")
             positive_seconds(value, f"daemon.{key}")

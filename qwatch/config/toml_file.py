@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from qwatch.config.settings import DaemonSettings, RedisSettings, Site
-from qwatch.config.values import ConfigError, check_time_zone, is_int
+from qwatch.config.values import check_time_zone, is_int
+from qwatch.errors import ConfigError
 
 CONFIG_FILE_NAME = "qwatch.toml"
 

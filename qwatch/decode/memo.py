@@ -21,7 +21,7 @@ of its key (pickle_flow says why). The signature is still verified on every reco
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
@@ -31,6 +31,9 @@ from qwatch.decode.safe_pickle import PY2_STR_ENCODING, OpcodeLayout
 from qwatch.values import ClusterStat
 
 _DATETIMES = (DATETIME_BYTES, DATETIME_LATIN1)
+# datetime's pickle form, datetime(state[, tz]) with the 10 state bytes: the unpickler's
+# call, which typeshed does not describe.
+_from_state: Callable[..., datetime] = datetime
 # Two bases: a cluster flipping between Idle and Working has a pickle of each length.
 _BASES_PER_KEY = 2
 
@@ -188,7 +191,7 @@ def _read(raw: bytes, kind: int, tz: tzinfo | None) -> object:
     if kind == SINT:
         return int.from_bytes(raw, "little", signed=True)
     state: bytes | str = raw if kind == DATETIME_BYTES else raw.decode(PY2_STR_ENCODING)
-    return datetime(state) if tz is None else datetime(state, tz)
+    return _from_state(state) if tz is None else _from_state(state, tz)
 
 
 DecodeMemo = dict[Hashable, KeyMemo]

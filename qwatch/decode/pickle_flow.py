@@ -169,7 +169,7 @@ def _run(data: bytes, values: list[tuple[int, int]], texts: list[_Node]) -> _Nod
         elif op == _SHORT_BINUNICODE:
             width = data[i]
             i += 1 + width
-            node = [_STR, 1, None, i - width, width, None, None]
+            node: _Node = [_STR, 1, None, i - width, width, None, None]
             stack.append(node)
             texts.append(node)
         elif op in _INTS:

@@ -274,6 +274,7 @@ def load(data: bytes, unpickler: type[pickle.Unpickler]) -> object:
 def stat_state(data: bytes) -> dict[Any, Any]:
     """The pickled Stat's __dict__, from `data` whose opcodes the caller has checked."""
     obj = unpickle(data, RecordUnpickler)
-    if type(obj) is not _StatState or type(getattr(obj, "state", None)) is not dict:
+    state = getattr(obj, "state", None)
+    if type(obj) is not _StatState or not isinstance(state, dict) or type(state) is not dict:
         raise DecodeError("not a Django Q record")
-    return obj.state
+    return state

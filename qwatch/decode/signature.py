@@ -124,7 +124,8 @@ class Verifier:
         fast = self._fast.get(sig_len)
         try:
             if fast is None:
-                return signer.unsign(text)
+                unsigned: str = signer.unsign(text)  # Django publishes no types
+                return unsigned
             # TimestampSigner.unsign, with the keys derived once: the signature over
             # everything before the last ":", by any of the keys; then the base62 time.
             value = text[:sig_sep]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prompt_toolkit.filters import Condition
+from prompt_toolkit.filters import Condition, Filter
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
 from qwatch.monitor.state import MonitorState
@@ -19,7 +19,7 @@ def create_key_bindings(state: MonitorState, quit: Callable[[], None]) -> KeyBin
     editing = Condition(lambda: state.filter_editing)
     browsing = ~editing
 
-    def on(*keys: str, when: Condition | None = None) -> Callable[[Callable[[], None]], None]:
+    def on(*keys: str, when: Filter | None = None) -> Callable[[Callable[[], None]], None]:
         """Bind keys to a no-argument action on the state."""
 
         def register(action: Callable[[], None]) -> None:

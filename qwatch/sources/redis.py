@@ -93,7 +93,7 @@ class Poll:
     skipped: tuple[Skipped, ...] = ()
 
 
-class _Protocol(asyncio_redis.RedisProtocol):
+class _Protocol(asyncio_redis.RedisProtocol):  # type: ignore[misc]  # the library has no types
     """asyncio-redis' protocol, answered by our own reply parser (qwatch.sources.resp, much faster
     than its reader); it fails fast on garbage and says when it is closed."""
 
@@ -180,7 +180,7 @@ class Connection:
     """One connection, authenticated and on its database; every command bounded in time."""
 
     def __init__(
-        self, settings: RedisSettings, transport: asyncio.BaseTransport, protocol: _Protocol
+        self, settings: RedisSettings, transport: asyncio.Transport, protocol: _Protocol
     ) -> None:
         self.settings = settings
         self._transport = transport
@@ -418,7 +418,8 @@ class RedisSource:
             raise ValueError(f"lock ttl must be positive, not {ttl_s}")
         connection = await self._connect()
         ttl_ms = max(1, round(ttl_s * 1000))
-        return await connection.call("EVAL", _ACQUIRE_LUA, 1, key, token, ttl_ms) == 1
+        held: int = await connection.call("EVAL", _ACQUIRE_LUA, 1, key, token, ttl_ms)
+        return held == 1
 
     async def release_lock(self, key: str, token: str) -> None:
         connection = await self._connect()

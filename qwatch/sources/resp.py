@@ -2,9 +2,9 @@
 
 The Redis protocol (sources.redis) feeds `ReplyParser` what the socket gives it, in chunks
 of any size, instead of asyncio-redis' own reader. That one awaits a StreamReader for every
-line of a reply and hands arrays out item by item through futures: some 5 us per element, which was
-a third of reading a site's records (an MGET element each, a SCAN element each). This one
-parses straight from one buffer and answers with plain values.
+line of a reply and hands arrays out item by item through futures: some 5 us per element,
+which was a third of reading a site's records (an MGET element each, a SCAN element each).
+This one parses straight from one buffer and answers with plain values.
 
 Incomplete input is simply kept for the next chunk; a reply is handed out only once every
 byte of it has arrived, so where the chunks split a reply cannot change what it parses to.

@@ -47,20 +47,19 @@ class DaemonProcess:
         self.process.wait(10)
 
 
-def qwatch_env(name: str, redis_url: str, db_url: str) -> dict[str, str]:
+def qwatch_env(name: str | None, redis_url: str | None, db_url: str) -> dict[str, str]:
+    """The environment of a qwatch process; without a name and Redis (several sites in a
+    --config file), the file says them, and the secret key, per site."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QWATCH_")}
-    env.update(
-        QWATCH_SECRET_KEY=SECRET_KEY,
-        QWATCH_NAME=name,
-        QWATCH_REDIS_URL=redis_url,
-        QWATCH_DATABASE_URL=db_url,
-    )
+    env.update(QWATCH_DATABASE_URL=db_url)
+    if name is not None and redis_url is not None:
+        env.update(QWATCH_SECRET_KEY=SECRET_KEY, QWATCH_NAME=name, QWATCH_REDIS_URL=redis_url)
     env.pop("DJANGO_SETTINGS_MODULE", None)
     return env
 
 
 def run_qwatch(
-    *args: str, name: str, redis_url: str, db_url: str, timeout: float = 60
+    *args: str, name: str | None, redis_url: str | None, db_url: str, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "qwatch", *args],
@@ -92,8 +91,15 @@ def daemon_factory(
     started: list[DaemonProcess] = []
 
     def start(
-        *, name: str, redis_url: str, db_url: str, interval: float = 0.5, sample_every: float = 1.0
+        *,
+        name: str | None = None,
+        redis_url: str | None = None,
+        db_url: str,
+        interval: float = 0.5,
+        sample_every: float = 1.0,
+        config: Path | None = None,
     ) -> DaemonProcess:
+        """A daemon on one site (name, redis_url), or on the sites of a `config` file."""
         log_path = tmp_path_factory.mktemp("daemon") / "daemon.log"
         with log_path.open("wb") as out:
             process = subprocess.Popen(
@@ -106,6 +112,7 @@ def daemon_factory(
                     str(interval),
                     "--sample-every",
                     str(sample_every),
+                    *(["--config", str(config)] if config else []),
                 ],
                 env=qwatch_env(name, redis_url, db_url),
                 stdout=out,
