@@ -67,6 +67,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         redis_url=args.redis,
         database_url=args.db,
         name=args.name,
+        listen=getattr(args, "listen", None),
         environ=os.environ,
     )
 
@@ -193,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--once", action="store_true", help="take one poll, write it and exit")
     daemon.add_argument(
         "--no-migrate", action="store_true", help="refuse to start on an older schema"
+    )
+    daemon.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz, /readyz, /api/clusters here (:PORT binds 127.0.0.1)",
     )
     daemon.set_defaults(func=cmd_daemon)
 

@@ -16,20 +16,27 @@ import os
 import signal
 import socket
 import uuid
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qwatch.config import Settings, Site, safe_url
 from qwatch.events import SampleClock, Tracker, key_of
 from qwatch.rollup import MinuteAccumulator
+from qwatch.serve.state import ListenerState, SiteSnapshot, Snapshot, qwatch_version
 from qwatch.sources.redis import Poll, RedisSource, RedisUnavailable
 from qwatch.store import maintenance, migrate
 from qwatch.store.engine import create_engine
 from qwatch.store.reads import tracker_seed, watched_at
 from qwatch.store.writer import Batch, StoreUnavailable, Writer
 from qwatch.values import STALE_AFTER
+
+if TYPE_CHECKING:
+    from qwatch.serve.server import Listener
 
 log = logging.getLogger("qwatch.daemon")
 
@@ -42,6 +49,7 @@ OUTAGE_REMINDER_S = 60.0
 SHUTDOWN_FLUSH_S = 2.5  # of the 5 s a supervisor is promised between SIGTERM and exit
 SHUTDOWN_CLOSE_S = 1.0
 RESEED_ENDED_WITHIN = timedelta(hours=24)
+WRITE_BUFFER_POLLS = 3600  # an hour of polls at 1 s bridges a database outage
 # A batch at least this often, even with nothing to write: the site's watch mark is how
 # readers tell a stopped daemon (after STALE_AFTER without a mark) from a stopped fleet.
 HEARTBEAT = timedelta(seconds=30)
@@ -79,6 +87,9 @@ class SiteLoop:
     outage_since: datetime | None = None
     failures: int = 0
     retry_at: float = 0.0  # loop time before which a failed Redis is not tried again
+    # What the last tick read, for the listener: the poll, or why Redis was not read.
+    last_poll: Poll | None = None
+    last_error: str | None = None
 
     def __post_init__(self) -> None:
         self.clock = SampleClock(self.sample_every_s)
@@ -90,16 +101,20 @@ class SiteLoop:
     async def tick(self, engine_seed: SeedFn) -> Batch | None:
         """One poll: the batch to write, or None (standby, or nothing new)."""
         loop = asyncio.get_running_loop()
+        self.last_poll = None
         if loop.time() < self.retry_at:  # backing off a failed Redis
             return self._with_watch(None, utcnow()) if self.leader else None
         try:
             if not await self._hold_lock(engine_seed):
+                self.last_error = None
                 return None
             poll = await self.source.poll()
         except RedisUnavailable as exc:
+            self.last_error = str(exc)
             batch = self._failed(exc, loop.time())
             at = batch.at if batch is not None else utcnow()
         else:
+            self.last_poll, self.last_error = poll, None
             batch, at = self._batch(poll), poll.at
         return self._with_watch(batch, at) if self.leader else None
 
@@ -221,7 +236,7 @@ class Daemon:
         self.once = once
         self.interval_s = settings.daemon.interval_s
         self.engine = create_engine(settings.database_url)
-        self.writer = Writer(self.engine)
+        self.writer = Writer(self.engine, max_buffered=WRITE_BUFFER_POLLS)
         self.seed = SeedFn(self.engine)
         token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.sites = [
@@ -237,6 +252,8 @@ class Daemon:
         ]
         self.stopping = asyncio.Event()
         self._wrote = asyncio.Event()
+        # Called with each poll's Snapshot (the HTTP listener's state); must not block.
+        self.on_poll: Callable[[Snapshot], None] | None = None
 
     async def run(self, migrate_schema: bool = True) -> None:
         await migrate.ensure(self.engine, migrate=migrate_schema)
@@ -278,11 +295,34 @@ class Daemon:
                 await asyncio.wait_for(self.stopping.wait(), next_at - now)
 
     async def _poll_all(self) -> None:
-        batches = await asyncio.gather(*(site.tick(self.seed) for site in self.sites))
-        for batch in batches:
+        ticks = await asyncio.gather(*(self._timed_tick(site) for site in self.sites))
+        for batch, _ in ticks:
             if batch is not None:
                 self.writer.submit(batch)
         self._wrote.set()
+        if self.on_poll is not None:
+            self.on_poll(self._snapshot(ticks))
+
+    async def _timed_tick(self, site: SiteLoop) -> tuple[Batch | None, float]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        batch = await site.tick(self.seed)
+        return batch, loop.time() - started
+
+    def _snapshot(self, ticks: list[tuple[Batch | None, float]]) -> Snapshot:
+        parts = tuple(
+            SiteSnapshot(
+                site=site.site.name,
+                leader=site.leader,
+                duration_s=seconds,
+                poll=site.last_poll,
+                error=site.last_error,
+                events=Counter(event.kind for event in batch.events) if batch else {},
+            )
+            for site, (batch, seconds) in zip(self.sites, ticks, strict=True)
+        )
+        writer = self.writer
+        return Snapshot(utcnow(), parts, writer.pending, writer.dropped, WRITE_BUFFER_POLLS)
 
     async def _write_loop(self) -> None:
         failures = 0
@@ -352,6 +392,7 @@ async def run_daemon(
 ) -> int:
     """Run until `stop` is set, or until SIGTERM/SIGINT when no `stop` is given."""
     daemon = Daemon(settings, once=once)
+    listener = await _start_listener(settings, daemon)
     loop = asyncio.get_running_loop()
     watcher = None
     if stop is None:
@@ -363,8 +404,24 @@ async def run_daemon(
     finally:
         if watcher is not None:
             watcher.cancel()
+        if listener is not None:
+            await listener.stop()
     log.info("qwatch daemon stopped")
     return 0
+
+
+async def _start_listener(settings: Settings, daemon: Daemon) -> Listener | None:
+    """The HTTP listener, when `listen` is set; bound before the first poll (a busy port
+    is a ConfigError before anything else starts)."""
+    if settings.listen is None:
+        return None
+    from qwatch.serve.server import Listener  # aiohttp loads only when asked for
+
+    state = ListenerState(daemon.interval_s, qwatch_version())
+    listener = Listener(state, settings.listen, settings.metrics_token)
+    await listener.start()
+    daemon.on_poll = state.observe
+    return listener
 
 
 async def _stop_when(stop: asyncio.Event, daemon: Daemon) -> None:

@@ -12,6 +12,7 @@ Modules, each with one job:
     urls            splitting scheme://… URLs; safe_url masks their passwords
     redis_url       Redis fields from a URL or redis-py keyword arguments
     database_url    the history database URL: default, async driver form, SQLite file
+    listen          the daemon's HTTP listen address (HOST:PORT, :PORT)
     settings        the frozen dataclasses: RedisSettings, Site, DaemonSettings, Settings
     toml_file       qwatch.toml: find, read, type-check, apply
     django_project  a Site from a Django project's settings module
@@ -21,6 +22,7 @@ Modules, each with one job:
 from qwatch.config.database_url import async_database_url, default_database_url, sqlite_path
 from qwatch.config.django_project import DJANGO_DEFAULT_TIME_ZONE as DJANGO_DEFAULT_TIME_ZONE
 from qwatch.config.django_project import site_from_django
+from qwatch.config.listen import ListenAddress, parse_listen
 from qwatch.config.load import load_settings
 from qwatch.config.settings import DEFAULT_NAME as DEFAULT_NAME
 from qwatch.config.settings import DEFAULT_REDIS_URL, DaemonSettings, RedisSettings, Settings, Site
@@ -29,18 +31,20 @@ from qwatch.config.settings import SECRET_HINT as SECRET_HINT
 from qwatch.config.settings import STAT_TTL_S as STAT_TTL_S
 from qwatch.config.toml_file import CONFIG_FILE_NAME as CONFIG_FILE_NAME
 from qwatch.config.urls import safe_url
-from qwatch.config.values import ConfigError
+from qwatch.errors import ConfigError
 
 __all__ = [
     "DEFAULT_REDIS_URL",
     "ConfigError",
     "DaemonSettings",
+    "ListenAddress",
     "RedisSettings",
     "Settings",
     "Site",
     "async_database_url",
     "default_database_url",
     "load_settings",
+    "parse_listen",
     "safe_url",
     "site_from_django",
     "sqlite_path",

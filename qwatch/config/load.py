@@ -10,6 +10,7 @@ from typing import Any
 
 from qwatch.config.database_url import async_database_url, default_database_url
 from qwatch.config.django_project import site_from_django
+from qwatch.config.listen import ListenAddress, parse_listen
 from qwatch.config.settings import RedisSettings, Settings, Site
 from qwatch.config.toml_file import (
     SITE_KEYS,
@@ -20,7 +21,8 @@ from qwatch.config.toml_file import (
     find_config,
     read_toml,
 )
-from qwatch.config.values import ConfigError, check_time_zone
+from qwatch.config.values import check_time_zone
+from qwatch.errors import ConfigError
 
 
 def _overrides(
@@ -57,7 +59,8 @@ def _apply_override(site: Site, setting: str, key: str, value: str) -> Site:
         return replace(site, secret_key_fallbacks=keys)
     if key == "time_zone":
         return replace(site, time_zone=check_time_zone(value, setting))
-    return replace(site, **{key: value})
+    changes: dict[str, Any] = {key: value}
+    return replace(site, **changes)
 
 
 def load_settings(
@@ -67,6 +70,7 @@ def load_settings(
     redis_url: str | None = None,
     database_url: str | None = None,
     name: str | None = None,
+    listen: str | None = None,
     environ: Mapping[str, str] = os.environ,
     cwd: Path | None = None,
 ) -> Settings:
@@ -131,14 +135,30 @@ def load_settings(
         seen.add(site.name)
 
     db_url, db_setting = default_database_url(), "database_url"
-    for setting, value in (
+    for setting, db_value in (
         (f"{label}: database_url", document.get("database_url")),
         ("QWATCH_DATABASE_URL", environ.get("QWATCH_DATABASE_URL") or None),
         ("--db", database_url),
     ):
-        if value is not None:
-            db_url, db_setting = value, setting
+        if db_value is not None:
+            db_url, db_setting = db_value, setting
     async_database_url(db_url, setting=db_setting)
 
     daemon = daemon_from_table(document.get("daemon", {}), label)
-    return Settings(sites=tuple(sites), database_url=db_url, daemon=daemon, config_file=path)
+    address: ListenAddress | None = None
+    for listen_setting, listen_value in (
+        (f"{label}: listen", document.get("listen")),
+        ("QWATCH_LISTEN", environ.get("QWATCH_LISTEN") or None),
+        ("--listen", listen),
+    ):
+        if listen_value is not None:
+            address = parse_listen(listen_value, listen_setting)
+    token = environ.get("QWATCH_METRICS_TOKEN") or document.get("metrics_token") or None
+    return Settings(
+        sites=tuple(sites),
+        database_url=db_url,
+        daemon=daemon,
+        config_file=path,
+        listen=address,
+        metrics_token=token,
+    )

@@ -9,8 +9,10 @@ from typing import Any
 from urllib.parse import quote
 
 from qwatch.config.database_url import default_database_url
+from qwatch.config.listen import ListenAddress
 from qwatch.config.redis_url import fields_from_kwargs, parse_redis_url
-from qwatch.config.values import ConfigError, is_int, positive_seconds
+from qwatch.config.values import is_int, positive_seconds
+from qwatch.errors import ConfigError
 from qwatch.retention import KEEP_HOURS_DAYS, KEEP_MINUTES_DAYS, KEEP_SAMPLES_DAYS, Retention
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -101,7 +103,12 @@ class DaemonSettings:
 
     def __post_init__(self) -> None:
         # Messages use the [daemon] keys people write in qwatch.toml.
-        for key, value in (("interval", self.interval_s), ("sample_every", self.sample_every_s)):
+        # object: a TOML file or a caller may hand in a string despite the annotation
+        numbers: tuple[tuple[str, object], ...] = (
+            ("interval", self.interval_s),
+            ("sample_every", self.sample_every_s),
+        )
+        for key, value in numbers:
             if isinstance(value, str):  # positive_seconds would parse it; the field is a number
                 raise ConfigError(f"daemon.{key} must be a number of seconds")
             positive_seconds(value, f"daemon.{key}")
@@ -129,6 +136,8 @@ class Settings:
     database_url: str = field(default_factory=default_database_url)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     config_file: Path | None = None  # the TOML file read, if any
+    listen: ListenAddress | None = None  # the daemon's HTTP listener; None: off
+    metrics_token: str | None = field(default=None, repr=False)  # bearer token for it
 
     def __post_init__(self) -> None:
         if not self.sites:

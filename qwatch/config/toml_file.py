@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from qwatch.config.settings import DaemonSettings, RedisSettings, Site
-from qwatch.config.values import ConfigError, check_time_zone, is_int
+from qwatch.config.values import check_time_zone, is_int
+from qwatch.errors import ConfigError
 
 CONFIG_FILE_NAME = "qwatch.toml"
 
@@ -37,7 +38,14 @@ SITE_KEYS = {
     "queue_limit": "count",
     "django_settings": "name",
 }
-TOP_KEYS = {**SITE_KEYS, "database_url": "name", "daemon": "table", "sites": "sites"}
+TOP_KEYS = {
+    **SITE_KEYS,
+    "database_url": "name",
+    "listen": "name",
+    "metrics_token": "name",
+    "daemon": "table",
+    "sites": "sites",
+}
 _DAEMON_KEYS = {
     "interval": ("seconds", "interval_s"),
     "sample_every": ("seconds", "sample_every_s"),

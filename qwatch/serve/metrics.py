@@ -1,0 +1,158 @@
+"""`/metrics`: a `View` as Prometheus text exposition, through a prometheus_client Collector.
+
+A custom Collector rather than prometheus_client's Gauge objects: the values are the last
+poll's, read at scrape time from a frozen View, so nothing is updated per poll and a
+cluster's series are simply absent once it has gone (no label sets to remember to remove).
+The metric names are the contract dashboards and alert rules are written against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from qwatch.serve.state import DURATION_BUCKETS, View
+from qwatch.values import STATES
+
+CLUSTER = ["site", "host", "cluster_id"]
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ViewCollector(Collector):
+    """Collects whatever View `source` returns at the moment of the scrape."""
+
+    def __init__(self, source: Callable[[], View]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(families(self.source()))
+
+
+def families(view: View) -> list[Metric]:
+    build = GaugeMetricFamily("qwatch_build_info", "qwatch's version", labels=["version"])
+    build.add_metric([view.version], 1)
+    info = GaugeMetricFamily(
+        "qwatch_cluster_info", "1 for each live cluster", labels=[*CLUSTER, "pid"]
+    )
+    state = GaugeMetricFamily(
+        "qwatch_cluster_state",
+        "1 for the cluster's current state, 0 for the others (all 0 once it vanished)",
+        labels=[*CLUSTER, "state"],
+    )
+    workers = GaugeMetricFamily("qwatch_cluster_workers", "workers in the pool", labels=CLUSTER)
+    task_q = GaugeMetricFamily(
+        "qwatch_cluster_task_queue_size", "tasks in the cluster's own queue", labels=CLUSTER
+    )
+    result_q = GaugeMetricFamily(
+        "qwatch_cluster_result_queue_size", "results waiting to be saved", labels=CLUSTER
+    )
+    reincarnations = CounterMetricFamily(
+        "qwatch_cluster_reincarnations", "workers reincarnated (the record's RC)", labels=CLUSTER
+    )
+    born = GaugeMetricFamily(
+        "qwatch_cluster_start_time_seconds", "the cluster's time of birth", labels=CLUSTER
+    )
+    hosts = GaugeMetricFamily(
+        "qwatch_host_clusters",
+        "live clusters on each host that had one in the last 24 h",
+        labels=["site", "host"],
+    )
+    site_clusters = GaugeMetricFamily(
+        "qwatch_site_clusters", "live clusters of the site", labels=["site"]
+    )
+    queued = GaugeMetricFamily(
+        "qwatch_broker_queue_length", "tasks waiting in the broker list", labels=["site", "queue"]
+    )
+    events = CounterMetricFamily(
+        "qwatch_events", "history events since the daemon started", labels=["site", "kind"]
+    )
+    skipped = GaugeMetricFamily(
+        "qwatch_records_skipped", "records refused on the last poll", labels=["site", "reason"]
+    )
+    redis_up = GaugeMetricFamily(
+        "qwatch_redis_up", "1 if the site's Redis was read on the last poll", labels=["site"]
+    )
+    last_poll = GaugeMetricFamily(
+        "qwatch_last_poll_timestamp_seconds", "the last successful read", labels=["site"]
+    )
+    duration = HistogramMetricFamily(
+        "qwatch_poll_duration_seconds", "time to poll the site", labels=["site"]
+    )
+    sampler = GaugeMetricFamily(
+        "qwatch_sampler", "1 if this daemon holds the site's sampler lock", labels=["site"]
+    )
+    for site in view.sites:
+        name = site.site
+        for lingering in site.clusters:
+            stat = lingering.stat
+            labels = [name, stat.host, stat.cluster_id]
+            if lingering.live:
+                info.add_metric([*labels, "" if stat.pid is None else str(stat.pid)], 1)
+            for one in STATES:
+                state.add_metric([*labels, one], 1 if lingering.live and stat.status == one else 0)
+            workers.add_metric(labels, stat.pool)
+            task_q.add_metric(labels, stat.task_q_size)
+            result_q.add_metric(labels, stat.done_q_size)
+            reincarnations.add_metric(labels, stat.reincarnations)
+            born.add_metric(labels, stat.tob.timestamp())
+        for host, count in sorted(site.hosts.items()):
+            hosts.add_metric([name, host], count)
+        if site.leader and site.poll is not None:
+            site_clusters.add_metric([name], len(site.poll.clusters))
+        for queue, length in sorted(site.queued.items()):
+            queued.add_metric([name, queue], length)
+        for kind, count in sorted(site.events.items()):
+            events.add_metric([name, kind], count)
+        for reason, count in sorted(site.skipped.items()):
+            skipped.add_metric([name, reason], count)
+        redis_up.add_metric([name], 1 if site.redis_up else 0)
+        if site.last_poll_at is not None:
+            last_poll.add_metric([name], site.last_poll_at.timestamp())
+        bounds = [*(str(b) for b in DURATION_BUCKETS), "+Inf"]
+        duration.add_metric([name], list(zip(bounds, site.buckets, strict=True)), site.duration_sum)
+        sampler.add_metric([name], 1 if site.leader else 0)
+    pending = GaugeMetricFamily(
+        "qwatch_store_pending_polls", "polls waiting in the history writer's buffer"
+    )
+    pending.add_metric([], view.pending)
+    dropped = CounterMetricFamily(
+        "qwatch_store_dropped_polls", "polls dropped because the write buffer was full"
+    )
+    dropped.add_metric([], view.dropped)
+    return [
+        build,
+        info,
+        state,
+        workers,
+        task_q,
+        result_q,
+        reincarnations,
+        born,
+        hosts,
+        site_clusters,
+        queued,
+        events,
+        skipped,
+        redis_up,
+        last_poll,
+        duration,
+        sampler,
+        pending,
+        dropped,
+    ]
+
+
+def render(view: View) -> bytes:
+    """The text exposition of one View."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ViewCollector(lambda: view))
+    return generate_latest(registry)
