@@ -20,23 +20,19 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qwatch.config import Settings, Site, safe_url
 from qwatch.events import SampleClock, Tracker, key_of
 from qwatch.rollup import MinuteAccumulator
-from qwatch.serve.state import ListenerState, SiteSnapshot, Snapshot, qwatch_version
+from qwatch.serve.state import SiteSnapshot, Snapshot
 from qwatch.sources.redis import Poll, RedisSource, RedisUnavailable
 from qwatch.store import maintenance, migrate
 from qwatch.store.engine import create_engine
 from qwatch.store.reads import tracker_seed, watched_at
 from qwatch.store.writer import Batch, StoreUnavailable, Writer
 from qwatch.values import STALE_AFTER
-
-if TYPE_CHECKING:
-    from qwatch.serve.server import Listener
 
 log = logging.getLogger("qwatch.daemon")
 
@@ -392,7 +388,11 @@ async def run_daemon(
 ) -> int:
     """Run until `stop` is set, or until SIGTERM/SIGINT when no `stop` is given."""
     daemon = Daemon(settings, once=once)
-    listener = await _start_listener(settings, daemon)
+    listener = None
+    if settings.listen is not None:  # bound before the first poll: a busy port stops us here
+        from qwatch.serve.server import start_listener  # aiohttp loads only when asked for
+
+        listener, daemon.on_poll = await start_listener(settings, daemon.interval_s)
     loop = asyncio.get_running_loop()
     watcher = None
     if stop is None:
@@ -408,20 +408,6 @@ async def run_daemon(
             await listener.stop()
     log.info("qwatch daemon stopped")
     return 0
-
-
-async def _start_listener(settings: Settings, daemon: Daemon) -> Listener | None:
-    """The HTTP listener, when `listen` is set; bound before the first poll (a busy port
-    is a ConfigError before anything else starts)."""
-    if settings.listen is None:
-        return None
-    from qwatch.serve.server import Listener  # aiohttp loads only when asked for
-
-    state = ListenerState(daemon.interval_s, qwatch_version())
-    listener = Listener(state, settings.listen, settings.metrics_token)
-    await listener.start()
-    daemon.on_poll = state.observe
-    return listener
 
 
 async def _stop_when(stop: asyncio.Event, daemon: Daemon) -> None:

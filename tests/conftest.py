@@ -9,6 +9,7 @@ pytest_plugins = [
     "tests.plugins.postgres_server",
     "tests.plugins.qcluster",
     "tests.plugins.qwatch_daemon",
+    "tests.plugins.prometheus_server",
 ]
 
 
@@ -24,6 +25,8 @@ def _isolated_env(
         "QWATCH_SECRET_KEY",
         "QWATCH_SECRET_KEY_FALLBACKS",
         "QWATCH_TIME_ZONE",
+        "QWATCH_LISTEN",
+        "QWATCH_METRICS_TOKEN",
         "DJANGO_SETTINGS_MODULE",
     ):
         monkeypatch.delenv(name, raising=False)

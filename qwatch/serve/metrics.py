@@ -120,6 +120,13 @@ def families(view: View) -> list[Metric]:
         bounds = [*(str(b) for b in DURATION_BUCKETS), "+Inf"]
         duration.add_metric([name], list(zip(bounds, site.buckets, strict=True)), site.duration_sum)
         sampler.add_metric([name], 1 if site.leader else 0)
+    limits = GaugeMetricFamily(
+        "qwatch_site_task_queue_limit",
+        "Django Q's queue_limit for the site's clusters, where configured",
+        labels=["site"],
+    )
+    for name, limit in sorted(view.queue_limits.items()):
+        limits.add_metric([name], limit)
     pending = GaugeMetricFamily(
         "qwatch_store_pending_polls", "polls waiting in the history writer's buffer"
     )
@@ -146,6 +153,7 @@ def families(view: View) -> list[Metric]:
         last_poll,
         duration,
         sampler,
+        limits,
         pending,
         dropped,
     ]

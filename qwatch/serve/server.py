@@ -19,10 +19,18 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from qwatch import live
-from qwatch.config import ListenAddress
+from qwatch.config import ListenAddress, Settings
 from qwatch.errors import ConfigError
 from qwatch.serve.metrics import CONTENT_TYPE, render
-from qwatch.serve.state import ListenerState, Probe, View, liveness, readiness
+from qwatch.serve.state import (
+    ListenerState,
+    Probe,
+    Snapshot,
+    View,
+    liveness,
+    qwatch_version,
+    readiness,
+)
 
 log = logging.getLogger("qwatch.serve")
 
@@ -99,3 +107,24 @@ class Listener:
 
     async def stop(self) -> None:
         await self._runner.cleanup()
+
+
+def queue_limits(settings: Settings) -> dict[str, int]:
+    """Each site's Django Q queue_limit: as configured, else Django Q's default, workers²."""
+    limits = {}
+    for site in settings.sites:
+        limit = site.queue_limit or (site.workers**2 if site.workers else None)
+        if limit:
+            limits[site.name] = limit
+    return limits
+
+
+async def start_listener(
+    settings: Settings, interval_s: float
+) -> tuple[Listener, Callable[[Snapshot], None]]:
+    """The listener on `settings.listen`, started, and the hook the daemon calls per poll."""
+    assert settings.listen is not None
+    state = ListenerState(interval_s, qwatch_version(), queue_limits(settings))
+    listener = Listener(state, settings.listen, settings.metrics_token)
+    await listener.start()
+    return listener, state.observe

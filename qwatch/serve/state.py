@@ -94,6 +94,7 @@ class View:
     dropped: int
     capacity: int
     version: str
+    queue_limits: Mapping[str, int]  # site -> Django Q's queue_limit, where known
 
 
 @dataclass
@@ -114,9 +115,12 @@ class _Site:
 class ListenerState:
     """The daemon's side calls `observe`; the listener's side calls `view`."""
 
-    def __init__(self, interval_s: float, version: str) -> None:
+    def __init__(
+        self, interval_s: float, version: str, queue_limits: Mapping[str, int] | None = None
+    ) -> None:
         self.interval_s = interval_s
         self.version = version
+        self.queue_limits = dict(queue_limits or {})
         self._sites: dict[str, _Site] = {}
         self._last: Snapshot | None = None
 
@@ -160,6 +164,7 @@ class ListenerState:
             dropped=snapshot.dropped if snapshot else 0,
             capacity=snapshot.capacity if snapshot else 1,
             version=self.version,
+            queue_limits=self.queue_limits,
         )
 
     def _site_view(self, site: _Site) -> SiteView:

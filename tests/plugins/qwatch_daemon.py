@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,14 @@ def daemon_factory(
     started: list[DaemonProcess] = []
 
     def start(
-        *, name: str, redis_url: str, db_url: str, interval: float = 0.5, sample_every: float = 1.0
+        *,
+        name: str,
+        redis_url: str,
+        db_url: str,
+        interval: float = 0.5,
+        sample_every: float = 1.0,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> DaemonProcess:
         log_path = tmp_path_factory.mktemp("daemon") / "daemon.log"
         with log_path.open("wb") as out:
@@ -105,8 +112,9 @@ def daemon_factory(
                     str(interval),
                     "--sample-every",
                     str(sample_every),
+                    *args,
                 ],
-                env=qwatch_env(name, redis_url, db_url),
+                env={**qwatch_env(name, redis_url, db_url), **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
