@@ -124,3 +124,17 @@ async def test_a_busy_port_is_a_config_error_naming_listen():
         listener = Listener(state_after(), ListenAddress("127.0.0.1", port), None)
         with pytest.raises(ConfigError, match=rf"^listen: cannot listen on 127.0.0.1:{port}: "):
             await listener.start()
+
+
+def test_render_equals_prometheus_client_byte_for_byte():
+    from qwatch.serve.metrics import reference
+
+    odd = stat('x"y\\z', host="web\n3", pid=None, reincarnations=1_234_567, workers=())
+    big = stat("big", host="web1", task_q_size=5_000_000, tob=T0 - timedelta(days=400))
+    state = state_after(
+        snapshot(T0, stat("a"), stat("gone", host="web2"), odd, big, events={"appeared": 4}),
+        snapshot(T0 + timedelta(seconds=1), stat("a", status="Stopping"), odd, big),
+    )
+    view = state.view()
+    assert render(view) == reference(view)
+    assert render(state_after().view()) == reference(state_after().view())

@@ -9,6 +9,7 @@ The metric names are the contract dashboards and alert rules are written against
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 from prometheus_client.core import (
     CollectorRegistry,
@@ -19,6 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from qwatch.serve.state import DURATION_BUCKETS, View
 from qwatch.values import STATES
@@ -159,8 +161,82 @@ def families(view: View) -> list[Metric]:
     ]
 
 
-def render(view: View) -> bytes:
-    """The text exposition of one View."""
+def reference(view: View) -> bytes:
+    """The whole exposition by prometheus_client alone: what `render` must equal, byte for byte."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ViewCollector(lambda: view))
     return generate_latest(registry)
+
+
+def render(view: View) -> bytes:
+    """The text exposition of one View, equal to `reference(view)`.
+
+    prometheus_client writes every family's HELP and TYPE and every site-level series; the
+    per-cluster sample lines (eleven per cluster, nearly all of a large fleet's text) are
+    written here, after their family's TYPE line: generate_latest takes some 60 us a sample
+    (validating each label name again), 0.7 s for 1,000 clusters, against a 50 ms target.
+    """
+    light = replace(view, sites=tuple(replace(site, clusters=()) for site in view.sites))
+    head = reference(light).decode()
+    per_family = _cluster_lines(view)
+    out: list[str] = []
+    for line in head.splitlines(keepends=True):
+        out.append(line)
+        if line.startswith("# TYPE "):
+            out.extend(per_family.get(line.split(" ", 3)[2], ()))
+    return "".join(out).encode()
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _cluster_lines(view: View) -> dict[str, list[str]]:
+    info: list[str] = []
+    state: list[str] = []
+    workers: list[str] = []
+    task_q: list[str] = []
+    result_q: list[str] = []
+    reincarnations: list[str] = []
+    born: list[str] = []
+    for site in view.sites:
+        site_label = _escape(site.site)
+        for lingering in site.clusters:
+            stat = lingering.stat
+            # Label names in sorted order, as generate_latest writes them.
+            front = f'cluster_id="{_escape(stat.cluster_id)}",host="{_escape(stat.host)}"'
+            labels = f'{front},site="{site_label}"'
+            if lingering.live:
+                pid = "" if stat.pid is None else str(stat.pid)
+                info.append(f'qwatch_cluster_info{{{front},pid="{pid}",site="{site_label}"}} 1.0\n')
+            for one in STATES:
+                value = "1.0" if lingering.live and stat.status == one else "0.0"
+                state.append(f'qwatch_cluster_state{{{labels},state="{one}"}} {value}\n')
+            workers.append(f"qwatch_cluster_workers{{{labels}}} {_number(stat.pool)}\n")
+            task_q.append(
+                f"qwatch_cluster_task_queue_size{{{labels}}} {_number(stat.task_q_size)}\n"
+            )
+            result_q.append(
+                f"qwatch_cluster_result_queue_size{{{labels}}} {_number(stat.done_q_size)}\n"
+            )
+            reincarnations.append(
+                f"qwatch_cluster_reincarnations_total{{{labels}}} {_number(stat.reincarnations)}\n"
+            )
+            born.append(
+                f"qwatch_cluster_start_time_seconds{{{labels}}} "
+                f"{floatToGoString(stat.tob.timestamp())}\n"
+            )
+    return {
+        "qwatch_cluster_info": info,
+        "qwatch_cluster_state": state,
+        "qwatch_cluster_workers": workers,
+        "qwatch_cluster_task_queue_size": task_q,
+        "qwatch_cluster_result_queue_size": result_q,
+        "qwatch_cluster_reincarnations_total": reincarnations,
+        "qwatch_cluster_start_time_seconds": born,
+    }
+
+
+def _number(value: int) -> str:
+    # floatToGoString's own answer for small whole numbers, without its float round trip.
+    return f"{value}.0" if 0 <= value < 1_000_000 else floatToGoString(value)
