@@ -20,7 +20,6 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from qwatch.serve.state import DURATION_BUCKETS, View
 from qwatch.values import STATES
@@ -223,8 +222,7 @@ def _cluster_lines(view: View) -> dict[str, list[str]]:
                 f"qwatch_cluster_reincarnations_total{{{labels}}} {_number(stat.reincarnations)}\n"
             )
             born.append(
-                f"qwatch_cluster_start_time_seconds{{{labels}}} "
-                f"{floatToGoString(stat.tob.timestamp())}\n"
+                f"qwatch_cluster_start_time_seconds{{{labels}}} {_go_float(stat.tob.timestamp())}\n"
             )
     return {
         "qwatch_cluster_info": info,
@@ -238,5 +236,16 @@ def _cluster_lines(view: View) -> dict[str, list[str]]:
 
 
 def _number(value: int) -> str:
-    # floatToGoString's own answer for small whole numbers, without its float round trip.
-    return f"{value}.0" if 0 <= value < 1_000_000 else floatToGoString(value)
+    # _go_float's answer for small whole numbers, without the float round trip.
+    return f"{value}.0" if 0 <= value < 1_000_000 else _go_float(value)
+
+
+def _go_float(value: float) -> str:
+    """A finite number as prometheus_client's floatToGoString writes it (which is untyped):
+    Python's repr, but with an exponent from seven digits before the point, as Go does."""
+    text = repr(float(value))
+    dot = text.find(".")
+    if value > 0 and dot > 6:
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return text
