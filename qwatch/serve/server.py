@@ -62,7 +62,10 @@ def make_app(
         return await handler(request)
 
     async def metrics(_: web.Request) -> web.Response:
-        body = await asyncio.get_running_loop().run_in_executor(None, render, state.view())
+        captured = state.capture()  # on the loop: observe() cannot run meanwhile
+        body = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: render(captured.view())
+        )
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     def probe(answer: Probe) -> web.Response:
@@ -75,7 +78,10 @@ def make_app(
         return probe(readiness(state.view()))
 
     async def clusters(_: web.Request) -> web.Response:
-        text = await asyncio.get_running_loop().run_in_executor(None, clusters_json, state.view())
+        captured = state.capture()
+        text = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: clusters_json(captured.view())
+        )
         return web.Response(text=text, content_type="application/json")
 
     app = web.Application(middlewares=[require_token])

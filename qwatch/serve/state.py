@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from importlib import metadata
 
@@ -155,11 +155,38 @@ class ListenerState:
                 del site.hosts[host]
 
     def view(self) -> View:
-        snapshot = self._last
+        return self.capture().view()
+
+    def capture(self) -> Captured:
+        """Copies of what a View is built from, taken at C speed on the daemon's loop, so
+        the View itself (a tuple per cluster) can be built in another thread."""
+        sites = tuple(
+            replace(
+                site,
+                seen=dict(site.seen),
+                hosts=dict(site.hosts),
+                events=Counter(site.events),
+                buckets=list(site.buckets),
+            )
+            for site in self._sites.values()
+        )
+        return Captured(self._last, sites, self.interval_s, self.version, self.queue_limits)
+
+
+@dataclass(frozen=True)
+class Captured:
+    snapshot: Snapshot | None
+    sites: tuple[_Site, ...]
+    interval_s: float
+    version: str
+    queue_limits: Mapping[str, int]
+
+    def view(self) -> View:
+        snapshot = self.snapshot
         return View(
             at=snapshot.at if snapshot else None,
             interval_s=self.interval_s,
-            sites=tuple(self._site_view(site) for site in self._sites.values()),
+            sites=tuple(_site_view(site) for site in self.sites),
             pending=snapshot.pending if snapshot else 0,
             dropped=snapshot.dropped if snapshot else 0,
             capacity=snapshot.capacity if snapshot else 1,
@@ -167,36 +194,35 @@ class ListenerState:
             queue_limits=self.queue_limits,
         )
 
-    def _site_view(self, site: _Site) -> SiteView:
-        last = site.last
-        assert last is not None  # a _Site is made by observing it
-        live_ids = (
-            {s.cluster_id for s in site.last_poll.clusters} if site.last_poll is not None else set()
-        )
-        clusters = tuple(
-            Lingering(stat, stat.cluster_id in live_ids) for stat, _ in site.seen.values()
-        )
-        hosts = dict.fromkeys(site.hosts, 0)
-        if last.leader and site.last_poll is not None:
-            for stat in site.last_poll.clusters:
-                hosts[stat.host] += 1
-        poll = site.last_poll
-        return SiteView(
-            site=site.name,
-            leader=last.leader,
-            redis_up=last.reached_redis,
-            error=last.error,
-            last_poll_at=site.last_poll_at,
-            clusters=clusters,
-            hosts=hosts,
-            queued=dict(poll.queued) if poll and last.leader else {},
-            skipped=dict(Counter(s.reason for s in poll.skipped)) if poll and last.leader else {},
-            events=dict(site.events),
-            buckets=tuple(site.buckets),
-            duration_sum=site.duration_sum,
-            polls=site.polls,
-            poll=poll if last.leader else None,
-        )
+
+def _site_view(site: _Site) -> SiteView:
+    last = site.last
+    assert last is not None  # a _Site is made by observing it
+    live_ids = (
+        {s.cluster_id for s in site.last_poll.clusters} if site.last_poll is not None else set()
+    )
+    clusters = tuple(Lingering(stat, stat.cluster_id in live_ids) for stat, _ in site.seen.values())
+    hosts = dict.fromkeys(site.hosts, 0)
+    if last.leader and site.last_poll is not None:
+        for stat in site.last_poll.clusters:
+            hosts[stat.host] += 1
+    poll = site.last_poll
+    return SiteView(
+        site=site.name,
+        leader=last.leader,
+        redis_up=last.reached_redis,
+        error=last.error,
+        last_poll_at=site.last_poll_at,
+        clusters=clusters,
+        hosts=hosts,
+        queued=dict(poll.queued) if poll and last.leader else {},
+        skipped=dict(Counter(s.reason for s in poll.skipped)) if poll and last.leader else {},
+        events=dict(site.events),
+        buckets=tuple(site.buckets),
+        duration_sum=site.duration_sum,
+        polls=site.polls,
+        poll=poll if last.leader else None,
+    )
 
 
 @dataclass(frozen=True)
