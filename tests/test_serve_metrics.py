@@ -138,3 +138,24 @@ def test_render_equals_prometheus_client_byte_for_byte():
     view = state.view()
     assert render(view) == reference(view)
     assert render(state_after().view()) == reference(state_after().view())
+
+
+def test_a_renderer_keeps_unchanged_clusters_and_stays_equal_to_prometheus_client():
+    from qwatch.serve.metrics import Renderer, reference
+
+    renderer = Renderer()
+    state = state_after(snapshot(T0, stat("a"), stat("b", host="web2")))
+    assert renderer(state.view()) == reference(state.view())
+    # b's record moves on (its timestamp) but shows the same; a changes state; c appears
+    state.observe(
+        snapshot(
+            T0 + timedelta(seconds=1),
+            stat("a", status="Working", task_q_size=3),
+            stat("b", host="web2", timestamp=T0 + timedelta(seconds=1)),
+            stat("c", host="web3"),
+        )
+    )
+    assert renderer(state.view()) == reference(state.view())
+    state.observe(snapshot(T0 + timedelta(minutes=6), stat("c", host="web3")))  # a, b gone
+    assert renderer(state.view()) == reference(state.view())
+    assert b'cluster_id="a"' not in renderer(state.view())

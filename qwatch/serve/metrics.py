@@ -21,7 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from qwatch.serve.state import DURATION_BUCKETS, View
+from qwatch.serve.state import DURATION_BUCKETS, Lingering, View
 from qwatch.values import STATES
 
 CLUSTER = ["site", "host", "cluster_id"]
@@ -167,72 +167,103 @@ def reference(view: View) -> bytes:
     return generate_latest(registry)
 
 
-def render(view: View) -> bytes:
-    """The text exposition of one View, equal to `reference(view)`.
+CLUSTER_FAMILIES = (
+    "qwatch_cluster_info",
+    "qwatch_cluster_state",
+    "qwatch_cluster_workers",
+    "qwatch_cluster_task_queue_size",
+    "qwatch_cluster_result_queue_size",
+    "qwatch_cluster_reincarnations_total",
+    "qwatch_cluster_start_time_seconds",
+)
+# One cluster's text, one string per family in CLUSTER_FAMILIES (info "" once it vanished).
+_Lines = tuple[str, str, str, str, str, str, str]
+
+
+class Renderer:
+    """The text exposition of a View, equal to `reference(view)`, byte for byte.
 
     prometheus_client writes every family's HELP and TYPE and every site-level series; the
     per-cluster sample lines (eleven per cluster, nearly all of a large fleet's text) are
-    written here, after their family's TYPE line: generate_latest takes some 60 us a sample
-    (validating each label name again), 0.7 s for 1,000 clusters, against a 50 ms target.
+    written here, after their family's TYPE line: generate_latest spends some 60 us on a
+    sample (validating each label name again), 0.7 s for 1,000 clusters against a 50 ms
+    target. A cluster's lines are kept from one scrape to the next while what they show
+    (not its record's timestamp) is unchanged, which between two scrapes is nearly always.
     """
-    light = replace(view, sites=tuple(replace(site, clusters=()) for site in view.sites))
-    head = reference(light).decode()
-    per_family = _cluster_lines(view)
-    out: list[str] = []
-    for line in head.splitlines(keepends=True):
-        out.append(line)
-        if line.startswith("# TYPE "):
-            out.extend(per_family.get(line.split(" ", 3)[2], ()))
-    return "".join(out).encode()
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, str], tuple[tuple[object, ...], _Lines]] = {}
+
+    def __call__(self, view: View) -> bytes:
+        light = replace(view, sites=tuple(replace(site, clusters=()) for site in view.sites))
+        head = reference(light).decode()
+        kept, fresh = self._kept, {}
+        columns: list[list[str]] = [[] for _ in CLUSTER_FAMILIES]
+        for site in view.sites:
+            for lingering in site.clusters:
+                stat = lingering.stat
+                key = (site.site, stat.cluster_id)
+                shown: tuple[object, ...] = (
+                    lingering.live,
+                    stat.host,
+                    stat.pid,
+                    stat.status,
+                    stat.pool,
+                    stat.task_q_size,
+                    stat.done_q_size,
+                    stat.reincarnations,
+                    stat.tob,
+                )
+                hit = kept.get(key)
+                lines = (
+                    hit[1] if hit is not None and hit[0] == shown else _lines(site.site, lingering)
+                )
+                fresh[key] = (shown, lines)
+                for column, text in zip(columns, lines, strict=True):
+                    column.append(text)
+        self._kept = fresh  # vanished clusters drop out; a concurrent render only redoes work
+        per_family = dict(zip(CLUSTER_FAMILIES, columns, strict=True))
+        out: list[str] = []
+        for line in head.splitlines(keepends=True):
+            out.append(line)
+            if line.startswith("# TYPE "):
+                out.extend(per_family.get(line.split(" ", 3)[2], ()))
+        return "".join(out).encode()
+
+
+def render(view: View) -> bytes:
+    """One View's text exposition, with nothing kept (the listener keeps a Renderer)."""
+    return Renderer()(view)
 
 
 def _escape(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-def _cluster_lines(view: View) -> dict[str, list[str]]:
-    info: list[str] = []
-    state: list[str] = []
-    workers: list[str] = []
-    task_q: list[str] = []
-    result_q: list[str] = []
-    reincarnations: list[str] = []
-    born: list[str] = []
-    for site in view.sites:
-        site_label = _escape(site.site)
-        for lingering in site.clusters:
-            stat = lingering.stat
-            # Label names in sorted order, as generate_latest writes them.
-            front = f'cluster_id="{_escape(stat.cluster_id)}",host="{_escape(stat.host)}"'
-            labels = f'{front},site="{site_label}"'
-            if lingering.live:
-                pid = "" if stat.pid is None else str(stat.pid)
-                info.append(f'qwatch_cluster_info{{{front},pid="{pid}",site="{site_label}"}} 1.0\n')
-            for one in STATES:
-                value = "1.0" if lingering.live and stat.status == one else "0.0"
-                state.append(f'qwatch_cluster_state{{{labels},state="{one}"}} {value}\n')
-            workers.append(f"qwatch_cluster_workers{{{labels}}} {_number(stat.pool)}\n")
-            task_q.append(
-                f"qwatch_cluster_task_queue_size{{{labels}}} {_number(stat.task_q_size)}\n"
-            )
-            result_q.append(
-                f"qwatch_cluster_result_queue_size{{{labels}}} {_number(stat.done_q_size)}\n"
-            )
-            reincarnations.append(
-                f"qwatch_cluster_reincarnations_total{{{labels}}} {_number(stat.reincarnations)}\n"
-            )
-            born.append(
-                f"qwatch_cluster_start_time_seconds{{{labels}}} {_go_float(stat.tob.timestamp())}\n"
-            )
-    return {
-        "qwatch_cluster_info": info,
-        "qwatch_cluster_state": state,
-        "qwatch_cluster_workers": workers,
-        "qwatch_cluster_task_queue_size": task_q,
-        "qwatch_cluster_result_queue_size": result_q,
-        "qwatch_cluster_reincarnations_total": reincarnations,
-        "qwatch_cluster_start_time_seconds": born,
-    }
+def _lines(site: str, lingering: Lingering) -> _Lines:
+    stat = lingering.stat
+    site_label = _escape(site)
+    # Label names in sorted order, as generate_latest writes them.
+    front = f'cluster_id="{_escape(stat.cluster_id)}",host="{_escape(stat.host)}"'
+    labels = f'{front},site="{site_label}"'
+    info = ""
+    if lingering.live:
+        pid = "" if stat.pid is None else str(stat.pid)
+        info = f'qwatch_cluster_info{{{front},pid="{pid}",site="{site_label}"}} 1.0\n'
+    state = "".join(
+        f'qwatch_cluster_state{{{labels},state="{one}"}} '
+        f"{'1.0' if lingering.live and stat.status == one else '0.0'}\n"
+        for one in STATES
+    )
+    return (
+        info,
+        state,
+        f"qwatch_cluster_workers{{{labels}}} {_number(stat.pool)}\n",
+        f"qwatch_cluster_task_queue_size{{{labels}}} {_number(stat.task_q_size)}\n",
+        f"qwatch_cluster_result_queue_size{{{labels}}} {_number(stat.done_q_size)}\n",
+        f"qwatch_cluster_reincarnations_total{{{labels}}} {_number(stat.reincarnations)}\n",
+        f"qwatch_cluster_start_time_seconds{{{labels}}} {_go_float(stat.tob.timestamp())}\n",
+    )
 
 
 def _number(value: int) -> str:

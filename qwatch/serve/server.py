@@ -21,7 +21,7 @@ from aiohttp import web
 from qwatch import live
 from qwatch.config import ListenAddress, Settings
 from qwatch.errors import ConfigError
-from qwatch.serve.metrics import CONTENT_TYPE, render
+from qwatch.serve.metrics import CONTENT_TYPE, Renderer
 from qwatch.serve.state import (
     ListenerState,
     Probe,
@@ -48,6 +48,7 @@ def make_app(
 ) -> web.Application:
     clock = now or (lambda: datetime.now(UTC))
     expected = f"Bearer {token}".encode() if token else None
+    render = Renderer()
 
     @web.middleware
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
