@@ -30,7 +30,7 @@ def stat(cluster_id: str = "c1", host: str = "web1", **changes: object) -> Clust
         "timestamp": T0,
     }
     values.update(changes)
-    return ClusterStat(**values)  # type: ignore[arg-type]
+    return ClusterStat(**values)  # type: ignore[arg-type]  # changes: any field, by name
 
 
 def poll(*clusters: ClusterStat, at: datetime = T0, queued: int = 3, skipped: int = 0) -> Poll:
