@@ -86,6 +86,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         database_url=args.db,
         name=args.name,
         display_time_zone=getattr(args, "tz", None),  # only the commands that print times
+        listen=getattr(args, "listen", None),
         environ=os.environ,
     )
 
@@ -100,6 +101,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     polls = asyncio.run(live.read_all(settings))
     print(live.as_json(polls) if args.json else live.as_table(polls))
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """A Nagios plugin: exit 0-3 with one line, even for errors the other commands raise."""
+    from qwatch import check, probe
+    from qwatch.durations import parse_duration
+
+    try:
+        age = args.max_sample_age
+        max_age = parse_duration(age).total_seconds() if age is not None else None
+        limits = check.Thresholds(
+            host=args.host,
+            min_clusters=args.min_clusters,
+            state_not=check.parse_states(args.state_not) if args.state_not else frozenset(),
+            max_task_queue=args.max_task_queue,
+            max_backlog=args.max_backlog,
+            max_sample_age_s=max_age,
+        )
+        settings = settings_from(args)
+        settings.require_secret()
+        verdict = asyncio.run(probe.run(settings, limits))
+    except QwatchError as exc:
+        verdict = check.unknown(str(exc))
+    except ValueError as exc:  # parse_states
+        verdict = check.unknown(f"--state-not: {exc}")
+    print(verdict.line)
+    return int(verdict.status)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(text)
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -222,7 +256,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-migrate", action="store_true", help="refuse to start on an older schema"
     )
     _foreign_tables_option(daemon)
+    daemon.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz, /readyz, /api/clusters here (:PORT binds 127.0.0.1)",
+    )
     daemon.set_defaults(func=cmd_daemon)
+
+    check = commands.add_parser(
+        "check",
+        help="probe the live clusters once; Nagios exit codes (0 OK, 1 WARN, 2 CRIT, 3 UNKNOWN)",
+    )
+    check.add_argument("--host", help="only the clusters on this host (default: every host)")
+    check.add_argument(
+        "--min-clusters", type=_count, metavar="N", help="CRITICAL below N live clusters"
+    )
+    check.add_argument(
+        "--state-not",
+        metavar="STATES",
+        help="CRITICAL when a cluster is in one of these, e.g. Stopping,Stopped",
+    )
+    check.add_argument(
+        "--max-task-queue",
+        type=_count,
+        metavar="N",
+        help="WARNING when a cluster's queue is above N",
+    )
+    check.add_argument(
+        "--max-backlog", type=_count, metavar="N", help="WARNING when the broker holds above N"
+    )
+    check.add_argument(
+        "--max-sample-age",
+        metavar="AGE",
+        help="WARNING when the daemon's last poll in the history is older (e.g. 60s, 5m)",
+    )
+    check.set_defaults(func=cmd_check)
 
     db = commands.add_parser("db", help="the history database's schema")
     db.add_argument("action", choices=["upgrade", "current"])

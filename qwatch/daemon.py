@@ -19,7 +19,8 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -30,6 +31,7 @@ from qwatch.errors import Unavailable
 from qwatch.events import SampleClock, Tracker, key_of
 from qwatch.retry import backoff
 from qwatch.rollup import MinuteAccumulator
+from qwatch.serve.state import SiteSnapshot, Snapshot
 from qwatch.sources.redis import Poll, RedisSource, RedisUnavailable
 from qwatch.store import maintenance, migrate, reads
 from qwatch.store.engine import create_engine
@@ -54,6 +56,7 @@ SITES_END_BEFORE_S = 1.0
 ENGINE_ENDS_BEFORE_S = 0.5
 SHUTDOWN_CANCEL_WAIT_S = 0.2  # for a cancelled task to unwind
 RESEED_ENDED_WITHIN = timedelta(hours=24)
+WRITE_BUFFER_POLLS = 3600  # an hour of polls at 1 s bridges a database outage
 # A batch at least this often, even with nothing to write: the site's watch mark is how
 # readers tell a stopped daemon (after STALE_AFTER without a mark) from a stopped fleet.
 HEARTBEAT = timedelta(seconds=30)
@@ -96,6 +99,8 @@ class SiteLoop:
     error: RedisUnavailable | None = None  # why the last poll failed; None after a good one
     failures: int = 0
     retry_at: float = 0.0  # loop time before which a failed Redis is not tried again
+    # What the last tick read, for the listener: the poll, or why Redis was not read.
+    last_poll: Poll | None = None
 
     def __post_init__(self) -> None:
         self.clock = self._new_clock()
@@ -111,17 +116,20 @@ class SiteLoop:
     async def tick(self, engine_seed: SeedFn) -> Batch | None:
         """One poll: the batch to write, or None (standby, or nothing new)."""
         loop = asyncio.get_running_loop()
+        self.last_poll = None
         if loop.time() < self.retry_at:  # backing off a failed Redis
             return self._with_watch(None, utcnow()) if self.leader else None
         started = utcnow()
         try:
             if not await self._hold_lock(engine_seed):
+                self.error = None  # Redis answered: a standby is not failing
                 return None
             poll = await self.source.poll()
         except RedisUnavailable as exc:
             batch = self._failed(exc, loop.time(), started)
             at = batch.at if batch is not None else utcnow()
         else:
+            self.last_poll = poll
             batch, at = self._batch(poll), poll.at
         return self._with_watch(batch, at) if self.leader else None
 
@@ -278,7 +286,7 @@ class Daemon:
         self.once = once
         self.interval_s = settings.daemon.interval_s
         self.engine = create_engine(settings.database_url)
-        self.writer = Writer(self.engine)
+        self.writer = Writer(self.engine, max_buffered=WRITE_BUFFER_POLLS)
         self.seed = SeedFn(self.engine)
         token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.sites = [
@@ -296,6 +304,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._deadline: float | None = None  # loop time the shutdown budget runs out
         self._wrote = asyncio.Event()
+        # Called with each poll's Snapshot (the HTTP listener's state); must not block.
+        self.on_poll: Callable[[Snapshot], None] | None = None
 
     async def run(self, migrate_schema: bool = True, allow_foreign_tables: bool = False) -> None:
         """Sample until stopped (or once); with `once`, raise Unavailable naming every site
@@ -361,16 +371,31 @@ class Daemon:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while not self.stopping.is_set():
+            started = loop.time()
             batch = await site.tick(self.seed)
             if batch is not None:
                 self.writer.submit(batch)
                 self._wrote.set()
+            if self.on_poll is not None:  # the listener's state: one site's part of a poll
+                self.on_poll(self._snapshot(site, batch, loop.time() - started))
             next_at += self.interval_s
             now = loop.time()
             if next_at < now:
                 next_at = now + self.interval_s - (now - next_at) % self.interval_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), next_at - now)
+
+    def _snapshot(self, site: SiteLoop, batch: Batch | None, seconds: float) -> Snapshot:
+        part = SiteSnapshot(
+            site=site.site.name,
+            leader=site.leader,
+            duration_s=seconds,
+            poll=site.last_poll,
+            error=None if site.error is None else str(site.error),
+            events=Counter(event.kind for event in batch.events) if batch else {},
+        )
+        writer = self.writer
+        return Snapshot(utcnow(), (part,), writer.pending, writer.dropped, WRITE_BUFFER_POLLS)
 
     async def _write_loop(self) -> None:
         failures = 0
@@ -476,18 +501,25 @@ async def run_daemon(
     0 after a clean stop; with `once`, Unavailable (exit 1) unless every site was read and
     its poll written.
     """
-    daemon = Daemon(settings, once=once)
-    loop = asyncio.get_running_loop()
+    listener = on_poll = None
+    if settings.listen is not None:  # bound before anything else: a busy port stops us here
+        from qwatch.serve.server import start_listener  # aiohttp loads only when asked for
+
+        listener, on_poll = await start_listener(settings, settings.daemon.interval_s)
     watcher = None
-    if stop is None:
-        _install_signal_handlers(loop, daemon)
-    else:
-        watcher = asyncio.create_task(_stop_when(stop, daemon))
     try:
+        daemon = Daemon(settings, once=once)  # creates the SQLite history, if it is one
+        daemon.on_poll = on_poll
+        if stop is None:
+            _install_signal_handlers(asyncio.get_running_loop(), daemon)
+        else:
+            watcher = asyncio.create_task(_stop_when(stop, daemon))
         await daemon.run(migrate_schema=migrate, allow_foreign_tables=allow_foreign_tables)
     finally:
         if watcher is not None:
             watcher.cancel()
+        if listener is not None:
+            await listener.stop()
     log.info("qwatch daemon stopped")
     return 0
 

@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.plugins.qcluster",
     "tests.plugins.qwatch_daemon",
     "tests.records",  # its `full_decodes` fixture, for the decoder's memo tests
+    "tests.plugins.prometheus_server",
 ]
 
 
@@ -28,6 +29,8 @@ def _isolated_env(
         "QWATCH_SECRET_KEY_FALLBACKS",
         "QWATCH_TIME_ZONE",
         "QWATCH_DISPLAY_TIME_ZONE",
+        "QWATCH_LISTEN",
+        "QWATCH_METRICS_TOKEN",
         "DJANGO_SETTINGS_MODULE",
     ):
         monkeypatch.delenv(name, raising=False)

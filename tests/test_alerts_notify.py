@@ -25,7 +25,7 @@ from qwatch.alerts.notify import Outcome, backoff_delay, deliver, deliver_all
 from qwatch.alerts.payloads import Message
 from qwatch.alerts.rules import Alert
 from qwatch.config import CommandTarget, EmailTarget, WebhookTarget, load_settings
-from tests.plugins.redis_server import free_port
+from tests.helpers import free_port
 
 SENTINEL = "Sentinel-7f3a"
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)

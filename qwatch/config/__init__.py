@@ -14,6 +14,7 @@ Modules, each with one job:
     database_url    the history database URL: default, async driver form, SQLite file,
                     a PostgreSQL URL's libpq options (sslmode, connect_timeout, …)
     alerts          [alerts] and [[notify]]: AlertSettings, the notification targets
+    listen          the daemon's HTTP listen address (HOST:PORT, :PORT)
     settings        the frozen dataclasses: RedisSettings, Site, DaemonSettings, Settings
     toml_file       qwatch.toml: find, read, type-check, apply
     django_project  a Site from a Django project's settings module
@@ -37,6 +38,7 @@ from qwatch.config.database_url import (
 )
 from qwatch.config.django_project import DJANGO_DEFAULT_TIME_ZONE as DJANGO_DEFAULT_TIME_ZONE
 from qwatch.config.django_project import site_from_django
+from qwatch.config.listen import ListenAddress, parse_listen
 from qwatch.config.load import load_settings
 from qwatch.config.settings import DEFAULT_NAME as DEFAULT_NAME
 from qwatch.config.settings import DEFAULT_REDIS_URL, DaemonSettings, RedisSettings, Settings, Site
@@ -54,6 +56,7 @@ __all__ = [
     "ConfigError",
     "DaemonSettings",
     "EmailTarget",
+    "ListenAddress",
     "PostgresOptions",
     "RedisSettings",
     "Settings",
@@ -63,6 +66,7 @@ __all__ = [
     "async_database_url",
     "default_database_url",
     "load_settings",
+    "parse_listen",
     "postgres_options",
     "safe_url",
     "site_from_django",

@@ -11,6 +11,7 @@ from typing import Any
 from qwatch.config.alerts import alerts_from_document
 from qwatch.config.database_url import async_database_url, default_database_url
 from qwatch.config.django_project import site_from_django
+from qwatch.config.listen import ListenAddress, parse_listen
 from qwatch.config.settings import DEFAULT_DISPLAY_TIME_ZONE, RedisSettings, Settings, Site
 from qwatch.config.toml_file import (
     SITE_KEYS,
@@ -74,6 +75,7 @@ def load_settings(
     database_url: str | None = None,
     name: str | None = None,
     display_time_zone: str | None = None,
+    listen: str | None = None,
     environ: Mapping[str, str] = os.environ,
     cwd: Path | None = None,
 ) -> Settings:
@@ -160,6 +162,15 @@ def load_settings(
 
     daemon = daemon_from_table(document.get("daemon", {}), label)
     alerts = alerts_from_document(document.get("alerts", {}), document.get("notify", []), label)
+    address: ListenAddress | None = None
+    for listen_setting, listen_value in (
+        (f"{label}: listen", document.get("listen")),
+        ("QWATCH_LISTEN", environ.get("QWATCH_LISTEN") or None),
+        ("--listen", listen),
+    ):
+        if listen_value is not None:
+            address = parse_listen(listen_value, listen_setting)
+    token = environ.get("QWATCH_METRICS_TOKEN") or document.get("metrics_token") or None
     return Settings(
         sites=tuple(sites),
         database_url=db_url,
@@ -167,4 +178,6 @@ def load_settings(
         alerts=alerts,
         config_file=path,
         display_time_zone=zone,
+        listen=address,
+        metrics_token=token,
     )

@@ -11,6 +11,7 @@ from urllib.parse import quote
 from qwatch import fmt
 from qwatch.config.alerts import AlertSettings
 from qwatch.config.database_url import default_database_url
+from qwatch.config.listen import ListenAddress
 from qwatch.config.redis_url import fields_from_kwargs, parse_redis_url
 from qwatch.config.values import is_int, positive_seconds
 from qwatch.errors import ConfigError
@@ -139,6 +140,8 @@ class Settings:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     config_file: Path | None = None  # the TOML file read, if any
+    listen: ListenAddress | None = None  # the daemon's HTTP listener; None: off
+    metrics_token: str | None = field(default=None, repr=False)  # bearer token for it
     display_time_zone: str = DEFAULT_DISPLAY_TIME_ZONE  # UTC, local or an IANA name
 
     @property

@@ -41,6 +41,8 @@ SITE_KEYS = {
 TOP_KEYS = {
     **SITE_KEYS,
     "database_url": "name",
+    "listen": "name",
+    "metrics_token": "name",
     "display_time_zone": "name",
     "daemon": "table",
     "sites": "tables",

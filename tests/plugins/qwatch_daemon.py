@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,8 @@ def daemon_factory(
         interval: float = 0.5,
         sample_every: float = 1.0,
         config: Path | None = None,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> DaemonProcess:
         """A daemon on one site (name, redis_url), or on the sites of a `config` file."""
         log_path = tmp_path_factory.mktemp("daemon") / "daemon.log"
@@ -113,8 +115,9 @@ def daemon_factory(
                     "--sample-every",
                     str(sample_every),
                     *(["--config", str(config)] if config else []),
+                    *args,
                 ],
-                env=qwatch_env(name, redis_url, db_url),
+                env={**qwatch_env(name, redis_url, db_url), **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
