@@ -65,8 +65,7 @@ from qwatch.monitor.records import (
     StoreKind,
     TableHistory,
 )
-from qwatch.sources.redis import Poll
-from qwatch.values import ClusterStat, EventRow, Latest, Run
+from qwatch.values import ClusterStat, EventRow, Latest, Poll, Run
 
 TARGET_MS = 30.0
 MAIN_N = 200

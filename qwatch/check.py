@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 
-from qwatch.sources.redis import Poll
-from qwatch.values import STATES
+from qwatch.values import STATES, Poll
 
 
 class Status(IntEnum):

@@ -32,11 +32,11 @@ from qwatch.events import SampleClock, Tracker, key_of
 from qwatch.retry import backoff
 from qwatch.rollup import MinuteAccumulator
 from qwatch.serve.state import SiteSnapshot, Snapshot
-from qwatch.sources.redis import Poll, RedisSource, RedisUnavailable
+from qwatch.sources.redis import RedisSource, RedisUnavailable
 from qwatch.store import maintenance, migrate, reads
 from qwatch.store.engine import create_engine
 from qwatch.store.writer import Batch, StoreUnavailable, Writer
-from qwatch.values import STALE_AFTER, ClusterStat, Run
+from qwatch.values import STALE_AFTER, ClusterStat, Poll, Run
 
 log = logging.getLogger("qwatch.daemon")
 

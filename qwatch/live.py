@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from qwatch import output
 from qwatch.config import Settings
 from qwatch.fmt import hms, iso
-from qwatch.sources.redis import Poll, RedisSource
-from qwatch.values import ClusterStat
+from qwatch.sources.redis import RedisSource
+from qwatch.values import ClusterStat, Poll
 
 COLUMNS = ("Host", "Id", "State", "Pool", "TQ", "RQ", "RC", "Up")
 

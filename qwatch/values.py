@@ -182,3 +182,22 @@ class GapRow:
 
     def span(self, now: datetime) -> Span:
         return Span(self.started_at, self.ended_at or max(now, self.started_at))
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A record a poll refused: its key and a short reason (safe to print)."""
+
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Poll:
+    """One read of a site: every live cluster, the broker backlog, and what was refused."""
+
+    site: str
+    at: datetime  # aware UTC, when the read finished
+    clusters: tuple[ClusterStat, ...]
+    queued: dict[str, int] = field(default_factory=dict)  # broker list key -> LLEN
+    skipped: tuple[Skipped, ...] = ()

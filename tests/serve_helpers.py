@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from qwatch.serve.state import ListenerState, SiteSnapshot, Snapshot
-from qwatch.sources.redis import Poll, Skipped
-from qwatch.values import ClusterStat
+from qwatch.values import ClusterStat, Poll, Skipped
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 SITE = "shop"

@@ -21,8 +21,7 @@ from qwatch.monitor.records import (
 )
 from qwatch.monitor.spark import BLOCKS, level, slots, sparkline
 from qwatch.monitor.state import Focus, MonitorState, Source
-from qwatch.sources.redis import Poll, Skipped
-from qwatch.values import ClusterStat, EventRow, GapKind, GapRow, Latest, Run
+from qwatch.values import ClusterStat, EventRow, GapKind, GapRow, Latest, Poll, Run, Skipped
 from tests.helpers import cluster_stat, run_row
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)

@@ -12,8 +12,8 @@ import pytest
 
 from qwatch.config import RedisSettings, Site
 from qwatch.decode import DecodeMemo, Decoder
-from qwatch.sources.redis import Poll, RedisSource, RedisUnavailable, Skipped
-from qwatch.values import ClusterStat
+from qwatch.sources.redis import RedisSource, RedisUnavailable
+from qwatch.values import ClusterStat, Poll, Skipped
 from tests.helpers import CAPTURE_ROTATED_SECRET, EXPECTED, PAYLOADS, free_port, wait_for_async
 from tests.helpers import CAPTURE_SECRET as SECRET
 from tests.helpers import CAPTURE_SITE as NAME

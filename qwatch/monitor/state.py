@@ -24,8 +24,7 @@ from qwatch.monitor.records import (
     TableHistory,
 )
 from qwatch.monitor.spark import sparkline
-from qwatch.sources.redis import Poll
-from qwatch.values import STATES
+from qwatch.values import STATES, Poll
 
 SORT_KEYS = ("host", "id", "state", "pool", "tq", "rq", "rc", "up", "rc1h")
 DEFAULT_RANGE = "1h"

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from importlib import metadata
 
-from qwatch.sources.redis import Poll
-from qwatch.values import ClusterStat
+from qwatch.values import ClusterStat, Poll
 
 CLUSTER_LINGER = timedelta(minutes=5)  # a vanished cluster's series, for rate() to see its end
 HOST_MEMORY = timedelta(hours=24)  # a host that had a cluster keeps its qwatch_host_clusters

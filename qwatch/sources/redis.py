@@ -13,7 +13,6 @@ import asyncio
 import operator
 import socket
 import ssl
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +26,7 @@ from qwatch.config import RedisSettings, Site
 from qwatch.decode import DecodeError, DecodeMemo, Decoder
 from qwatch.errors import Unavailable
 from qwatch.sources.resp import ProtocolError, ReplyParser
-from qwatch.values import ClusterStat
+from qwatch.values import ClusterStat, Poll, Skipped
 
 SCAN_COUNT = 1000
 MGET_BATCH = 500
@@ -74,23 +73,6 @@ class RedisReplyError(RedisUnavailable):
 # Sort keys made in C: a lambda per cluster cost a twentieth of a poll of 10,000.
 _BY_HOST_AND_ID = operator.attrgetter("host", "cluster_id")
 _BY_KEY = operator.attrgetter("key")
-
-
-@dataclass(frozen=True, slots=True)
-class Skipped:
-    key: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Poll:
-    """One read of a site: every live cluster, the broker backlog, and what was refused."""
-
-    site: str
-    at: datetime  # aware UTC, when the read finished
-    clusters: tuple[ClusterStat, ...]
-    queued: dict[str, int] = field(default_factory=dict)  # broker list key -> LLEN
-    skipped: tuple[Skipped, ...] = ()
 
 
 class _Protocol(asyncio_redis.RedisProtocol):  # type: ignore[misc]  # the library has no types
