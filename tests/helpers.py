@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from qwatch.alerts.rules import Alert
 from qwatch.demo.processes import free_port
 from qwatch.rollup import MinuteRow
 from qwatch.values import ClusterStat, Run
@@ -224,3 +225,23 @@ def write_small_history(url: str, now: datetime, site: str = "shop") -> str:
 
     asyncio.run(write())
     return cluster_id
+
+
+ALERT_T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+def down_alert(**fields: Any) -> Alert:
+    """A firing `cluster_down` on host web1 of site shop since ALERT_T0; any field by name."""
+    alert = Alert(
+        rule="cluster_down",
+        site="shop",
+        subject="web1",
+        severity="critical",
+        summary=(
+            "shop: no live cluster on web1 for 1m; start qcluster there or check its supervisor"
+        ),
+        started_at=ALERT_T0,
+        host="web1",
+        details={"host": "web1", "held_s": 60.0, "for_s": 60.0, "since": ALERT_T0.isoformat()},
+    )
+    return replace(alert, **fields) if fields else alert

@@ -11,7 +11,6 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
@@ -23,22 +22,12 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from qwatch.alerts.notify import Outcome, backoff_delay, deliver, deliver_all
 from qwatch.alerts.payloads import Message
-from qwatch.alerts.rules import Alert
 from qwatch.config import CommandTarget, EmailTarget, WebhookTarget, load_settings
-from tests.helpers import free_port
+from tests.helpers import ALERT_T0, down_alert, free_port
 
 SENTINEL = "Sentinel-7f3a"
-T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-ALERT = Alert(
-    rule="cluster_down",
-    site="shop",
-    subject="web1",
-    severity="critical",
-    summary="shop: no live cluster on web1 for 1m; start qcluster there or check its supervisor",
-    started_at=T0,
-    host="web1",
-    details={"held_s": 60.0},
-)
+T0 = ALERT_T0
+ALERT = down_alert(details={"held_s": 60.0})
 MESSAGE = Message("shop", (ALERT,))
 
 

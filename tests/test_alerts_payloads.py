@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -16,19 +16,11 @@ from qwatch.alerts.payloads import (
     slack_body,
 )
 from qwatch.alerts.rules import Alert
+from tests.helpers import ALERT_T0, down_alert
 
-T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+T0 = ALERT_T0
 
-DOWN = Alert(
-    rule="cluster_down",
-    site="shop",
-    subject="web1",
-    severity="critical",
-    summary="shop: no live cluster on web1 for 1m; start qcluster there or check its supervisor",
-    started_at=T0,
-    host="web1",
-    details={"host": "web1", "held_s": 60.0, "for_s": 60.0, "since": T0.isoformat()},
-)
+DOWN = down_alert()
 FULL = Alert(
     rule="queue_full",
     site="shop",

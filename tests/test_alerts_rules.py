@@ -30,6 +30,7 @@ from qwatch.alerts.rules import (
     Threshold,
 )
 from qwatch.values import REINCARNATED, RESTARTED, ClusterStat
+from tests.helpers import cluster_stat
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 SITE = "shop"
@@ -46,22 +47,7 @@ def stat(
     status: str = "Idle",
     tq: int = 0,
 ) -> ClusterStat:
-    return ClusterStat(
-        name=SITE,
-        cluster_id=cluster_id,
-        host=host,
-        pid=4000,
-        sentinel=4001,
-        monitor=4002,
-        pusher=4003,
-        workers=(4004, 4005),
-        status=status,
-        task_q_size=tq,
-        done_q_size=0,
-        reincarnations=0,
-        tob=T0,
-        timestamp=T0,
-    )
+    return cluster_stat(cluster_id, name=SITE, host=host, status=status, tq=tq, tob=T0)
 
 
 @dataclass(frozen=True)
