@@ -489,6 +489,11 @@ class Daemon:
             poll=site.last_poll,
             error=None if site.error is None else str(site.error),
             events=Counter(event.kind for event in batch.events) if batch else {},
+            alerts_firing=(
+                Counter(alert.rule for alert in site.alerts.evaluator.firing)
+                if site.alerts is not None
+                else {}
+            ),
         )
         writer = self.writer
         return Snapshot(utcnow(), (part,), writer.pending, writer.dropped, WRITE_BUFFER_POLLS)

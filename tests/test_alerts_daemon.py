@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 from tests.plugins.qcluster import SECRET_KEY
 from tests.plugins.qwatch_daemon import query, run_qwatch
 
@@ -121,10 +122,15 @@ def test_cluster_down_fires_once_resolves_resumes_and_is_silenced(
 
     # A restarted daemon resumes from the table: still firing, not sent again.
     assert daemon.terminate() == 0
-    second = daemon_factory(db_url=db, config=config)
+    port = free_port()
+    second = daemon_factory(db_url=db, config=config, args=["--listen", f"127.0.0.1:{port}"])
     second.wait_log("sampling site")
     time.sleep(4)
     assert receiver.statuses() == [("firing", ["cluster_down"])], second.log
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        metrics = reply.read().decode()
+    assert f'qwatch_alerts_firing{{rule="cluster_down",site="{NAME}"}} 1.0' in metrics
+    assert f'qwatch_alerts_firing{{rule="stuck",site="{NAME}"}} 0.0' in metrics
     assert len(stored(db)) == 1
 
     # Back: resolved, once.
