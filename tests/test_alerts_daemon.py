@@ -1,6 +1,8 @@
 """Alerts wired into the daemon, end to end: a real qcluster, real daemons, a real HTTP
-receiver (aiohttp, in a thread of its own): cluster_down fires once after `for`, resolves
-when the cluster is back, is not sent again by a restarted daemon, and a silence holds."""
+receiver (aiohttp, in a thread of its own): cluster_down fires once after `for` (through a
+receiver that answers 500 twice first), only the sampler of a pair sends, it resolves when
+the cluster is back, is not sent again by a daemon taking over or restarted, is counted
+on /metrics, and a silence holds."""
 
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ NAME = "qwatchtest"
 class Receiver:
     """An aiohttp receiver on a loop in its own thread: every body it was sent."""
 
-    bodies: list[Any] = field(default_factory=list)
+    bodies: list[Any] = field(default_factory=list)  # the ones answered 200
+    refuse: int = 0  # answer this many requests 500 first
+    requests: int = 0
     url: str = ""
 
     def statuses(self) -> list[tuple[str, list[str]]]:
@@ -42,7 +46,12 @@ def receiver() -> Iterator[Receiver]:
     ready = threading.Event()
 
     async def handle(request: web.Request) -> web.Response:
-        found.bodies.append(await request.json())
+        body = await request.json()
+        found.requests += 1
+        if found.refuse > 0:
+            found.refuse -= 1
+            return web.Response(status=500, text="busy")
+        found.bodies.append(body)
         return web.Response(text="ok")
 
     async def start() -> web.AppRunner:
@@ -98,14 +107,19 @@ def test_cluster_down_fires_once_resolves_resumes_and_is_silenced(
     project = django_project_factory(redis_server.url, name=NAME)
     first = project.start_cluster()
     daemon = daemon_factory(db_url=db, config=config)
+    daemon.wait_log("sampling site")
+    standby = daemon_factory(db_url=db, config=config)
+    standby.wait_log("standing by")
     wait_for(lambda: query(db, "SELECT 1 FROM events WHERE kind = 'appeared'"), 30, "appeared")
     assert receiver.bodies == [] and stored(db) == []
+    receiver.refuse = 2  # retried after 1 s and 2 s: delivered on the third attempt
 
     # Stopped: down for `for` (2 s) once it is no longer live, then one message.
     stopping = time.monotonic()
     first.stop()  # returns once the cluster has exited: it stopped being live before that
     wait_for(lambda: receiver.bodies, 30, "a firing message", detail=lambda: daemon.log)
     assert time.monotonic() - stopping >= 2
+    assert receiver.requests == 3
     [body] = receiver.bodies
     assert receiver.statuses() == [("firing", ["cluster_down"])]
     [alert] = body["alerts"]
@@ -119,9 +133,17 @@ def test_cluster_down_fires_once_resolves_resumes_and_is_silenced(
     assert json.loads(details)["for_s"] == 2.0
     assert "Sentinel-91c2" not in daemon.log  # the webhook's query string stays secret
     assert "sent FIRING qwatchtest: cluster_down" in daemon.log
+    assert "(3 attempt(s)" in daemon.log
+    # a standby neither evaluates nor sends
+    assert "qwatch.alerts" not in standby.log and "alert cluster_down" not in standby.log
 
-    # A restarted daemon resumes from the table: still firing, not sent again.
+    # The standby takes over, then a restarted daemon: each resumes from the table, the
+    # alert still firing, and neither sends it again.
     assert daemon.terminate() == 0
+    standby.wait_log("sampling site")
+    time.sleep(3)
+    assert receiver.statuses() == [("firing", ["cluster_down"])], standby.log
+    assert standby.terminate() == 0
     port = free_port()
     second = daemon_factory(db_url=db, config=config, args=["--listen", f"127.0.0.1:{port}"])
     second.wait_log("sampling site")

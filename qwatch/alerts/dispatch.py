@@ -14,7 +14,6 @@ out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -114,15 +113,20 @@ class Dispatcher:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            job = None
-            wait = max(0.0, self._silences_at + SILENCES_REFRESH_S - loop.time())
-            with contextlib.suppress(TimeoutError):  # time to read the silences again
-                job = await asyncio.wait_for(self._queue.get(), wait)
-            if loop.time() - self._silences_at >= SILENCES_REFRESH_S:
-                await self._refresh_silences()
-            if job is not None:
-                await self._send(*job)
+        # One get() kept across the waits: cancelling one at a timeout could lose a message.
+        getting = asyncio.ensure_future(self._queue.get())
+        try:
+            while True:
+                wait = max(0.0, self._silences_at + SILENCES_REFRESH_S - loop.time())
+                await asyncio.wait({getting}, timeout=wait)
+                if loop.time() - self._silences_at >= SILENCES_REFRESH_S:
+                    await self._refresh_silences()
+                if getting.done():
+                    job = getting.result()
+                    getting = asyncio.ensure_future(self._queue.get())
+                    await self._send(*job)
+        finally:
+            getting.cancel()
 
     async def _refresh_silences(self) -> None:
         self._silences_at = asyncio.get_running_loop().time()
