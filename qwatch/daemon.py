@@ -1,12 +1,13 @@
 """`qwatch daemon`: sample every site's live Stats into the history, on a fixed schedule.
 
 The loop only wires and times: Redis reads are `sources.redis`, the diff into events is
-`events`, per-minute rollups are `rollup`, and SQL is `store`. Each site polls in a task of
-its own, writing happens in another behind a bounded buffer, and hour rollups and pruning in
-a third, so neither a slow database, maintenance nor another site's stuck Redis ever delays
-a poll. Stopping shares one budget (SHUTDOWN_BUDGET_S) among every site's last poll, final
-flush, lock release and connection close, run side by side; what is left when it runs out
-is cancelled.
+`events`, per-minute rollups are `rollup`, the alert rules and their delivery `alerts`, and
+SQL is `store`. Each site polls in a task of its own, writing happens in another behind a
+bounded buffer, hour rollups and pruning in a third, and alert delivery in a fourth, so
+neither a slow database, maintenance, a slow alert target nor another site's stuck Redis
+ever delays a poll. Stopping shares one budget (SHUTDOWN_BUDGET_S) among every site's
+last poll, final flush, lock release and connection close, run side by side; what is left
+when it runs out is cancelled.
 """
 
 from __future__ import annotations
