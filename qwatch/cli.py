@@ -224,6 +224,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from qwatch import alert_list
+
+    print(asyncio.run(alert_list.run(settings_from(args), args.since, args.format)))
+    return 0
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    from qwatch import silencing
+
+    settings = settings_from(args)
+    if args.action == "add":
+        new = silencing.NewSilence(args.rule, args.site, args.host, args.for_, args.reason)
+        print(_run_store(silencing.add(settings, new)))
+    elif args.action == "remove":
+        print(_run_store(silencing.remove(settings, args.id)))
+    else:
+        print(asyncio.run(silencing.listing(settings, args.format)))
+    return 0
+
+
 def _run_store(coro: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine that writes; a driver's error on the way becomes one line."""
     from sqlalchemy.exc import DBAPIError, OperationalError
@@ -319,8 +340,34 @@ def build_parser() -> argparse.ArgumentParser:
     _zone_option(report)
     report.set_defaults(func=cmd_report)
 
+    alerts = commands.add_parser("alerts", help="the alerts firing now, or since a time")
+    alerts.add_argument(
+        "--since", metavar="TIME", help="also those that ended since (7d, or an ISO time)"
+    )
+    alerts.add_argument("--format", choices=FORMATS, default="table")
+    _zone_option(alerts)
+    alerts.set_defaults(func=cmd_alerts)
+
+    silence = commands.add_parser("silence", help="maintenance: send no alerts for a while")
+    actions = silence.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = actions.add_parser("add", help="silence a rule (or all) on a site or host")
+    add.add_argument("rule", help="a rule (cluster_down, stuck, …) or all")
+    add.add_argument("--site", help="only this site (default every site)")
+    add.add_argument("--host", help="only this host (default every host)")
+    add.add_argument("--for", dest="for_", required=True, metavar="DURATION", help="e.g. 2h")
+    add.add_argument("--reason", required=True, help="why: shown with the silence")
+    listed = actions.add_parser("list", help="the silences in force")
+    listed.add_argument("--format", choices=FORMATS, default="table")
+    remove = actions.add_parser("remove", help="end a silence now")
+    remove.add_argument("id", type=_count, help="its id (from `qwatch silence list`)")
+    for action in (add, listed, remove):
+        _zone_option(action)
+        _settings_options(action)
+    silence.set_defaults(func=cmd_silence)
+
     for sub in commands.choices.values():
-        _settings_options(sub)
+        if sub is not silence:
+            _settings_options(sub)
 
     # Added after the settings options: the demo makes its own Redis, sites and database.
     demo = commands.add_parser("demo", help="start a throwaway Redis, clusters, daemon, monitor")

@@ -1,12 +1,13 @@
 """`qwatch daemon`: sample every site's live Stats into the history, on a fixed schedule.
 
 The loop only wires and times: Redis reads are `sources.redis`, the diff into events is
-`events`, per-minute rollups are `rollup`, and SQL is `store`. Each site polls in a task of
-its own, writing happens in another behind a bounded buffer, and hour rollups and pruning in
-a third, so neither a slow database, maintenance nor another site's stuck Redis ever delays
-a poll. Stopping shares one budget (SHUTDOWN_BUDGET_S) among every site's last poll, final
-flush, lock release and connection close, run side by side; what is left when it runs out
-is cancelled.
+`events`, per-minute rollups are `rollup`, the alert rules and their delivery `alerts`, and
+SQL is `store`. Each site polls in a task of its own, writing happens in another behind a
+bounded buffer, hour rollups and pruning in a third, and alert delivery in a fourth, so
+neither a slow database, maintenance, a slow alert target nor another site's stuck Redis
+ever delays a poll. Stopping shares one budget (SHUTDOWN_BUDGET_S) among every site's
+last poll, final flush, lock release and connection close, run side by side; what is left
+when it runs out is cancelled.
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ import signal
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from qwatch.alerts import rules
+from qwatch.alerts.dispatch import Dispatcher, SiteAlerts
+from qwatch.alerts.rules import Alert, Evaluator, Threshold
+from qwatch.alerts.silences import Silence
 from qwatch.config import Settings, Site, safe_url
 from qwatch.errors import Unavailable
 from qwatch.events import SampleClock, Tracker, key_of
@@ -36,7 +41,7 @@ from qwatch.sources.redis import RedisSource, RedisUnavailable
 from qwatch.store import maintenance, migrate, reads
 from qwatch.store.engine import create_engine
 from qwatch.store.writer import Batch, StoreUnavailable, Writer
-from qwatch.values import STALE_AFTER, ClusterStat, Poll, Run
+from qwatch.values import REINCARNATED, RESTARTED, STALE_AFTER, ClusterStat, Poll, Run
 
 log = logging.getLogger("qwatch.daemon")
 
@@ -101,6 +106,8 @@ class SiteLoop:
     retry_at: float = 0.0  # loop time before which a failed Redis is not tried again
     # What the last tick read, for the listener: the poll, or why Redis was not read.
     last_poll: Poll | None = None
+    alert_rules: Mapping[str, Threshold] = field(default_factory=lambda: rules.DEFAULTS)
+    alerts: SiteAlerts | None = None  # while sampling: resumed from the alerts table
 
     def __post_init__(self) -> None:
         self.clock = self._new_clock()
@@ -118,7 +125,10 @@ class SiteLoop:
         loop = asyncio.get_running_loop()
         self.last_poll = None
         if loop.time() < self.retry_at:  # backing off a failed Redis
-            return self._with_watch(None, utcnow()) if self.leader else None
+            if not self.leader:
+                return None
+            at = utcnow()
+            return self._with_watch(self._evaluate(None, at, None), at)
         started = utcnow()
         try:
             if not await self._hold_lock(engine_seed):
@@ -131,7 +141,36 @@ class SiteLoop:
         else:
             self.last_poll = poll
             batch, at = self._batch(poll), poll.at
-        return self._with_watch(batch, at) if self.leader else None
+        if not self.leader:
+            return None
+        return self._with_watch(self._evaluate(batch, at, self.last_poll), at)
+
+    def _evaluate(self, batch: Batch | None, at: datetime, poll: Poll | None) -> Batch | None:
+        """The site's alert rules after this poll (None: Redis was not read); the alerts
+        that fired or resolved ride in the poll's batch, written in its transaction."""
+        if self.alerts is None:
+            return batch
+        if poll is not None:
+            queued = poll.queued.get(self.site.broker_key) if self.site.broker == "redis" else None
+            seen = rules.Poll(
+                self.site.name,
+                poll.at,
+                poll.clusters,
+                queued=queued,
+                queue_limit=self.site.task_queue_limit,
+            )
+        else:
+            reason = "" if self.error is None else str(self.error)
+            seen = rules.Poll(self.site.name, at, redis_ok=False, reason=reason)
+        change = self.alerts.evaluate(seen, batch.events if batch is not None else ())
+        for alert in change.fired:
+            log.warning("alert %s firing: %s", alert.rule, alert.summary)
+        for alert in change.resolved:
+            log.info("alert %s resolved: %s", alert.rule, alert.summary)
+        if not (change.fired or change.resolved):
+            return batch
+        batch = batch or Batch(self.site.name, at)
+        return replace(batch, alerts_fired=change.fired, alerts_resolved=change.resolved)
 
     def _with_watch(self, batch: Batch | None, at: datetime) -> Batch | None:
         """The batch, carrying what the watch needs: the time no daemon sampled the site
@@ -157,6 +196,7 @@ class SiteLoop:
             log.info("sampling site %r from %s", self.site.name, self.address)
             # Resume from the history: a takeover or restart must not re-announce clusters.
             self.tracker, self.resumed_from = await engine_seed(self.site.name)
+            self.alerts = await engine_seed.alerts(self.site.name, self.alert_rules)
             self.minutes = MinuteAccumulator()
             self.clock = self._new_clock()
             self.last_good_at = None  # polled before standing by: not this watch's start
@@ -164,6 +204,8 @@ class SiteLoop:
             log.info("site %r: another daemon is sampling it; standing by", self.site.name)
         self.standby_logged = not held
         self.leader = held
+        if not held:
+            self.alerts = None  # the sampler evaluates and sends; a standby does neither
         return held
 
     def _failed(self, exc: RedisUnavailable, now: float, started: datetime) -> Batch | None:
@@ -256,6 +298,37 @@ class SeedFn:
         ended = [resumed(run) for run in found if run.ended_at is not None]
         return Tracker(site, live=live, vanished=ended), mark
 
+    async def alerts(self, site: str, thresholds: Mapping[str, Threshold]) -> SiteAlerts:
+        """A site's alert rules resumed: the alerts the table holds as firing (and what was
+        sent for them), the hosts that had a cluster, the events of the counting windows."""
+        now = utcnow()
+        window = max(
+            thresholds[rule].window_s for rule in (rules.RESTART_LOOP, rules.REINCARNATION_STORM)
+        )
+        try:
+            async with self.engine.connect() as conn:
+                stored = await reads.alerts(conn, sites=[site])
+                found = await reads.runs(conn, sites=[site], ended_since=now - RESEED_ENDED_WITHIN)
+                events = await reads.site_events(
+                    conn, site, (RESTARTED, REINCARNATED), now - timedelta(seconds=window)
+                )
+        except Exception as exc:  # a database outage must not stop sampling
+            log.warning("could not read site %r's alerts to resume from (%s)", site, exc)
+            return SiteAlerts(Evaluator(site, thresholds))
+        evaluator = Evaluator(
+            site,
+            thresholds,
+            firing=[row.alert for row in stored],
+            hosts={run.host for run in found},
+            events=events,
+        )
+        notified = [
+            (row.alert, row.last_notified_status, row.last_notified_at)
+            for row in stored
+            if row.last_notified_status is not None and row.last_notified_at is not None
+        ]
+        return SiteAlerts.resumed(evaluator, notified)
+
 
 def resumed(run: Run) -> ClusterStat:
     """A stored run as the ClusterStat its last poll was, near enough for the event tracker
@@ -298,9 +371,16 @@ class Daemon:
                 interval_s=self.interval_s,
                 sample_every_s=settings.daemon.sample_every_s,
                 retries=not once,
+                alert_rules=settings.alerts.rules,
             )
             for site in settings.sites
         ]
+        # Delivery in a task of its own; `--once` records alerts but sends nothing.
+        self.dispatcher = (
+            Dispatcher(settings.alerts, self._read_silences, self._store_notified)
+            if settings.alerts.targets and not once
+            else None
+        )
         self.stopping = asyncio.Event()
         self._deadline: float | None = None  # loop time the shutdown budget runs out
         self._wrote = asyncio.Event()
@@ -327,18 +407,23 @@ class Daemon:
         upkeep = asyncio.create_task(self._maintenance_loop())
         sampling = [asyncio.create_task(self._sample(site)) for site in self.sites]
         stopped = asyncio.create_task(self.stopping.wait())
+        # Messages still in flight at the stop are not sent; a restart resumes them.
+        alerting = [asyncio.create_task(self.dispatcher.run())] if self.dispatcher else []
         try:
             # A task that ends before the stop is a bug: stop the others, then raise it.
             await asyncio.wait(
-                [stopped, writing, upkeep, *sampling], return_when=asyncio.FIRST_COMPLETED
+                [stopped, writing, upkeep, *alerting, *sampling],
+                return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
             self.stop()
             stopped.cancel()
             upkeep.cancel()
+            for task in alerting:
+                task.cancel()
             await self._shutdown(sampling)
             writing.cancel()
-        for task in (writing, upkeep, *sampling):
+        for task in (writing, upkeep, *alerting, *sampling):
             error = None if task.cancelled() or not task.done() else task.exception()
             if error is not None:
                 raise error
@@ -376,6 +461,8 @@ class Daemon:
             if batch is not None:
                 self.writer.submit(batch)
                 self._wrote.set()
+            if self.dispatcher is not None and site.alerts is not None and site.leader:
+                self.dispatcher.after_poll(site.alerts, utcnow())
             if self.on_poll is not None:  # the listener's state: one site's part of a poll
                 self.on_poll(self._snapshot(site, batch, loop.time() - started))
             next_at += self.interval_s
@@ -385,6 +472,16 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), next_at - now)
 
+    async def _read_silences(self, at: datetime) -> list[Silence]:
+        async with self.engine.connect() as conn:
+            return await reads.silences(conn, active_at=at)
+
+    def _store_notified(self, site: str, notified: tuple[tuple[Alert, str, datetime], ...]) -> None:
+        """What the delivery task sent, into the alerts table (after the poll that fired it:
+        the writer keeps the order)."""
+        self.writer.submit(Batch(site, utcnow(), notified=notified))
+        self._wrote.set()
+
     def _snapshot(self, site: SiteLoop, batch: Batch | None, seconds: float) -> Snapshot:
         part = SiteSnapshot(
             site=site.site.name,
@@ -393,6 +490,11 @@ class Daemon:
             poll=site.last_poll,
             error=None if site.error is None else str(site.error),
             events=Counter(event.kind for event in batch.events) if batch else {},
+            alerts_firing=(
+                Counter(alert.rule for alert in site.alerts.evaluator.firing)
+                if site.alerts is not None
+                else {}
+            ),
         )
         writer = self.writer
         return Snapshot(utcnow(), (part,), writer.pending, writer.dropped, WRITE_BUFFER_POLLS)

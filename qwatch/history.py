@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from qwatch import output, wording
 from qwatch import timeline as tl
+from qwatch.alerts.rules import Alert
 from qwatch.config import Settings, safe_url
 from qwatch.durations import DurationError, parse_duration, parse_time
 from qwatch.errors import UserError
@@ -55,6 +56,39 @@ class History:
     events: list[EventRow]
     gaps: list[GapRow]
     summary: tl.Summary
+    # Alerts about the selection (its hosts, its clusters, its sites' site-wide rules) that
+    # fired or resolved in the range: `--events` lists their starts and ends too.
+    alerts: tuple[Alert, ...] = ()
+
+
+@dataclass(frozen=True)
+class AlertMark:
+    """An alert's start or end, listed beside the events."""
+
+    at: datetime
+    alert: Alert
+    resolved: bool
+
+    @property
+    def kind(self) -> str:
+        return "alert_resolved" if self.resolved else "alert_fired"
+
+
+def alert_marks(alerts: Sequence[Alert], since: datetime, until: datetime) -> list[AlertMark]:
+    """Each alert's start and end that fall in [since, until), in time order."""
+    marks = [AlertMark(a.started_at, a, False) for a in alerts]
+    marks += [AlertMark(a.ended_at, a, True) for a in alerts if a.ended_at is not None]
+    return sorted((m for m in marks if since <= m.at < until), key=lambda m: m.at)
+
+
+def _about(alerts: Sequence[Alert], runs: Sequence[Run]) -> tuple[Alert, ...]:
+    hosts = {run.host for run in runs}
+    ids = {run.cluster_id for run in runs}
+    return tuple(
+        a
+        for a in alerts
+        if a.host is None or a.cluster_id in ids or (a.cluster_id is None and a.host in hosts)
+    )
 
 
 def make_plan(request: Request, now: datetime, kept: Retention) -> tl.Plan:
@@ -92,6 +126,8 @@ async def read(
     events = await reads.events(conn, pks, plan.since, plan.until)
     gap_rows = await reads.gaps(conn, selection.sites, plan.since, plan.until)
     gaps = [g.span(now) for g in gap_rows]
+    stored = await reads.alerts(conn, sites=selection.sites, since=plan.since)
+    in_range = [row.alert for row in stored if row.alert.started_at < plan.until]
     return History(
         selection=selection,
         plan=plan,
@@ -100,6 +136,7 @@ async def read(
         events=events,
         gaps=gap_rows,
         summary=tl.summarize(plan, selection.runs, points, gaps, events, now),
+        alerts=_about(in_range, runs),
     )
 
 
@@ -121,12 +158,13 @@ async def run(settings: Settings, request: Request, now: datetime | None = None)
 
 def render(history: History, fmt: str, *, events_only: bool = False, zone: Zone = UTC_ZONE) -> str:
     """Tables show times in `zone`; CSV and JSON always in UTC."""
+    marks = alert_marks(history.alerts, history.plan.since, history.plan.until)
     if fmt == "json":
         return as_json(history, events_only=events_only)
     if fmt == "csv":
-        return events_csv(history.events) if events_only else buckets_csv(history.buckets)
+        return events_csv(history.events, marks) if events_only else buckets_csv(history.buckets)
     if events_only:
-        return f"{title(history, zone)}\n{events_table(history.events, zone)}"
+        return f"{title(history, zone)}\n{events_table(history.events, zone, marks)}"
     return "\n".join(
         [title(history, zone), buckets_table(history, zone), "", summary_text(history, zone)]
     )
@@ -230,18 +268,28 @@ def summary_text(history: History, zone: Zone = UTC_ZONE) -> str:
     return "\n".join(f"{name:<15} {text}" for name, text in lines)
 
 
-def events_table(events: Sequence[EventRow], zone: Zone = UTC_ZONE) -> str:
-    if not events:
+def _mark_detail(mark: AlertMark) -> str:
+    alert = mark.alert
+    if not mark.resolved:
+        return f"{alert.rule} ({alert.severity}): {alert.summary}"
+    assert alert.ended_at is not None
+    return f"{alert.rule} after {duration(alert.ended_at - alert.started_at)}"
+
+
+def events_table(
+    events: Sequence[EventRow], zone: Zone = UTC_ZONE, marks: Sequence[AlertMark] = ()
+) -> str:
+    if not events and not marks:
         return "no events in this range"
-    rows = [
+    timed = [(e.at, (short_id(e.cluster_id), e.kind, wording.detail(e))) for e in events] + [
         (
-            when(e.at, zone, date="day", seconds=True),
-            short_id(e.cluster_id),
-            e.kind,
-            wording.detail(e),
+            m.at,
+            (short_id(m.alert.cluster_id) if m.alert.cluster_id else "-", m.kind, _mark_detail(m)),
         )
-        for e in events
+        for m in marks
     ]
+    timed.sort(key=lambda item: item[0])  # stable: an event stays before an alert it caused
+    rows = [(when(at, zone, date="day", seconds=True), *cells) for at, cells in timed]
     return output.table((zone.header("time"), "cluster", "event", "detail"), rows, right=set())
 
 
@@ -331,7 +379,9 @@ def as_json(history: History, *, events_only: bool = False) -> str:
     if not events_only:
         document["buckets"] = [bucket_json(b) for b in history.buckets]
     document["events"] = [event_json(e) for e in history.events]
-    if not events_only:
+    if events_only:
+        document["alerts"] = [alert_json(a) for a in history.alerts]
+    else:
         document["summary"] = summary_json(history)
     return output.json(document)
 
@@ -353,6 +403,32 @@ def buckets_csv(buckets: Sequence[tl.Bucket]) -> str:
     return output.csv(BUCKET_COLUMNS, (_bucket_csv(b) for b in buckets))
 
 
-def events_csv(events: Sequence[EventRow]) -> str:
-    rows = ((iso(e.at), e.cluster_id, e.kind, output.json_cell(e.detail)) for e in events)
-    return output.csv(("at", "cluster_id", "kind", "detail"), rows)
+def alert_json(alert: Alert) -> dict[str, Any]:
+    return {
+        "rule": alert.rule,
+        "site": alert.site,
+        "subject": alert.subject,
+        "host": alert.host,
+        "cluster_id": alert.cluster_id,
+        "severity": alert.severity,
+        "summary": alert.summary,
+        "started_at": iso(alert.started_at),
+        "resolved_at": iso(alert.ended_at),
+    }
+
+
+def events_csv(events: Sequence[EventRow], marks: Sequence[AlertMark] = ()) -> str:
+    timed: list[tuple[datetime, list[object]]] = [
+        (e.at, [iso(e.at), e.cluster_id, e.kind, output.json_cell(e.detail)]) for e in events
+    ]
+    for m in marks:
+        a = m.alert
+        detail = {
+            "rule": a.rule,
+            "subject": a.subject,
+            "severity": a.severity,
+            "summary": a.summary,
+        }
+        timed.append((m.at, [iso(m.at), a.cluster_id or "", m.kind, output.json_cell(detail)]))
+    timed.sort(key=lambda item: item[0])
+    return output.csv(("at", "cluster_id", "kind", "detail"), (row for _, row in timed))

@@ -581,3 +581,45 @@ def test_history_recorded_by_the_daemon(
     assert code == 0 and any(cluster_id in r["cluster_ids"] for r in rows)
     code, out, _ = qwatch(capsys, "history", host, "--events", "--db", db)
     assert code == 0 and "reincarnated" in out
+
+
+def test_events_list_alert_starts_and_ends_beside_the_events(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qwatch.alerts.rules import Alert
+    from tests.helpers import write_small_history
+
+    url = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    now = datetime.now(UTC).replace(microsecond=0)
+    cluster_id = write_small_history(url, now)
+    host = "web-1"
+    down = Alert(
+        "cluster_down", "shop", host, "critical", f"shop: no live cluster on {host} for 1m",
+        now - timedelta(minutes=5), ended_at=now - timedelta(minutes=2), host=host,
+    )  # fmt: skip
+    elsewhere = Alert(
+        "cluster_down", "shop", "web-9", "critical", "web-9", down.started_at, host="web-9"
+    )
+
+    async def write() -> None:
+        engine = create_engine(url)
+        writer = Writer(engine)
+        writer.submit(Batch("shop", now, alerts_fired=[down, elsewhere], alerts_resolved=[down]))
+        await writer.flush()
+        await engine.dispose()
+
+    asyncio.run(write())
+    rng = ["--since", "1h", "--db", url]
+    code, out, _ = qwatch(capsys, "history", cluster_id[-8:], *rng, "--events")
+    lines = out.splitlines()[3:]
+    assert code == 0 and [line.split()[3] for line in lines] == ["alert_fired", "alert_resolved"]
+    assert "cluster_down (critical): shop: no live cluster on web-1" in lines[0]
+    assert lines[1].endswith("cluster_down after 3m")
+    code, out, _ = qwatch(capsys, "history", cluster_id[-8:], *rng, "--events", "--format", "json")
+    [alert] = json.loads(out)["alerts"]
+    assert (alert["subject"], alert["resolved_at"]) == (host, down.ended_at.isoformat())
+    code, out, _ = qwatch(capsys, "history", cluster_id[-8:], *rng, "--events", "--format", "csv")
+    assert [row["kind"] for row in csv.DictReader(io.StringIO(out))] == [
+        "alert_fired",
+        "alert_resolved",
+    ]

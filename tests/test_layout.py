@@ -23,6 +23,7 @@ READ_SIDE = (
     "qwatch.check",
     "qwatch.serve.state",
     "qwatch.alerts.rules",
+    "qwatch.alert_list",
 )
 STORE = (
     "qwatch.store.models",

@@ -459,6 +459,29 @@ def test_banner_and_hint() -> None:
     assert render.hint(state) is None
 
 
+def test_firing_alerts_are_red_lines_in_the_banner() -> None:
+    from qwatch.alerts.rules import Alert
+
+    state = make_state(stat())
+    down = [
+        Alert("cluster_down", "shop", f"web{i}", "critical", f"shop: no live cluster on web{i}",
+              NOW - timedelta(minutes=2), host=f"web{i}")
+        for i in range(5)
+    ]  # fmt: skip
+    state.set_alerts(down[:1])
+    (line,) = render.banner(state, NOW)
+    assert line[0][0] == "class:banner"
+    assert (
+        text_of(line) == " ALERT cluster_down (critical, 0:02:00): shop: no live cluster on web0 "
+    )
+    state.set_alerts(down)
+    lines = render.banner(state, NOW)
+    assert len(lines) == render.MAX_ALERT_LINES + 1
+    assert text_of(lines[-1]) == " … and 2 more alerts: `qwatch alerts` "
+    state.set_alerts([])
+    assert render.banner(state, NOW) == []
+
+
 def test_title_shows_range_sort_and_filter() -> None:
     state = make_state(stat())
     state.reverse_sort()

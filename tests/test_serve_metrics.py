@@ -85,6 +85,22 @@ def test_skipped_records_are_counted_by_reason():
     assert got[key] == 2
 
 
+def test_alerts_firing_per_rule_from_the_sampler_only():
+    from qwatch.serve.state import SiteSnapshot, Snapshot
+    from tests.serve_helpers import poll
+
+    leader = SiteSnapshot(SITE, True, 0.01, poll(stat("a")), alerts_firing={"cluster_down": 2})
+    standby = SiteSnapshot("other", False, 0.01, alerts_firing={"stuck": 1})
+    got = samples(render(state_after(Snapshot(T0, (leader, standby), 0, 0, 10)).view()))
+    firing = {
+        dict(labels)["rule"]: value
+        for (name, labels), value in got.items()
+        if name == "qwatch_alerts_firing" and dict(labels)["site"] == SITE
+    }
+    assert firing["cluster_down"] == 2 and firing["stuck"] == 0 and len(firing) == 6
+    assert not [k for k in got if k[0] == "qwatch_alerts_firing" and ("site", "other") in k[1]]
+
+
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool (apt prometheus) not installed")
 def test_promtool_accepts_the_exposition():
     state = state_after(snapshot(T0, stat("a"), stat("b", host="web2"), events={"appeared": 2}))

@@ -463,3 +463,29 @@ class _PgError(Exception):
 )
 def test_is_unavailable(error: BaseException, unavailable: bool) -> None:
     assert is_unavailable(error) is unavailable
+
+
+async def test_alert_starts_ends_and_notifications_are_written_once(engine: AsyncEngine) -> None:
+    from qwatch.alerts.rules import Alert
+
+    fired = Alert(
+        "cluster_down", SITE, "web-1", "critical", "down", T0, host="web-1", details={"held_s": 60}
+    )
+    other = Alert("stuck", SITE, "", "critical", "stuck", T0, details={"queued": 5})
+    writer = Writer(engine)
+    first = poll(T0, stat(), alerts_fired=[fired, other])
+    writer.submit(first)
+    writer.submit(first)  # replayed: nothing twice
+    writer.submit(Batch(SITE, T0, notified=[(fired, "firing", T0)]))
+    ended = replace(fired, ended_at=T0 + timedelta(minutes=5), details={"held_s": 360})
+    writer.submit(Batch(SITE, ended.ended_at, alerts_resolved=[ended]))
+    await writer.flush()
+    async with engine.connect() as conn:
+        firing = await reads.alerts(conn)
+        past = await reads.alerts(conn, since=T0)
+        events = await reads.site_events(conn, SITE, ("appeared",), T0)
+    assert [row.alert for row in firing] == [other]
+    assert [row.alert for row in past] == [ended, other]
+    assert (past[0].last_notified_status, past[0].last_notified_at) == ("firing", T0)
+    assert (past[1].last_notified_status, past[1].last_notified_at) == (None, None)
+    assert events == []

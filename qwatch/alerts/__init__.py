@@ -4,7 +4,10 @@ Modules, each with one job:
     rules      pure: one site's polls and events in, alerts firing and resolved out
     payloads   pure: the bodies sent (Alertmanager webhook, Slack text, command env, email)
     notify     I/O: delivery to webhook, command and email targets, with timeouts and retries
+    silences   pure: which alerts a silence keeps quiet
+    schedule   pure: which messages are due after a poll (fired, reminders, resolved)
+    dispatch   the daemon's side: each sampled site's state, and the delivery task
 
-Not yet wired into the daemon (docs/alerts.md). Importing this package imports nothing
+docs/alerts.md says how the daemon uses them. Importing this package imports nothing
 heavy: `notify` (aiohttp, aiosmtplib) is imported only by whoever sends.
 """

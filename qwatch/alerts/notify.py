@@ -28,6 +28,7 @@ from qwatch.alerts.payloads import (
 )
 from qwatch.config.alerts import CommandTarget, EmailTarget, Target, WebhookTarget
 from qwatch.fmt import duration
+from qwatch.retry import backoff
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +50,9 @@ class _Failed(Exception):
 
 
 def backoff_delay(attempt: int, *, base_s: float = 1.0, cap_s: float = 30.0) -> float:
-    """Seconds to wait after failed attempt number `attempt` (1, 2, …): 1, 2, 4 … up to 30."""
-    return float(min(cap_s, base_s * 2 ** (attempt - 1)))
+    """Seconds to wait after failed attempt number `attempt` (1, 2, …): 1, 2, 4 … up to 30
+    (qwatch.retry's backoff, the one every retry in qwatch uses)."""
+    return backoff(attempt, base_s, cap_s)
 
 
 async def _webhook(target: WebhookTarget, message: Message, timeout_s: float) -> None:

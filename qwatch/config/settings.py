@@ -92,6 +92,11 @@ class Site:
         return f"{self.cache_prefix or ''}django_q:{self.name}:cluster:*"
 
     @property
+    def task_queue_limit(self) -> int | None:
+        """Django Q's queue_limit: as configured, else its default, workers²; None: unknown."""
+        return self.queue_limit or (self.workers**2 if self.workers else None)
+
+    @property
     def broker_key(self) -> str:
         return f"django_q:{self.cluster_name or self.name}:q"
 

@@ -67,7 +67,9 @@ def banner_bar(state: MonitorState, now: Callable[[], datetime]) -> Container:
             out += ([("", "\n")] if i else []) + line
         return out
 
-    shown = Condition(lambda: any(live.error for live in state.sites.values()))
+    shown = Condition(
+        lambda: bool(state.alerts) or any(live.error for live in state.sites.values())
+    )
     # Wrapped, so a long reason is read in full rather than cut at the edge.
     window = Window(
         FormattedTextControl(lines), wrap_lines=True, dont_extend_height=True, style="class:banner"

@@ -178,6 +178,8 @@ class StoreWatcher:
             info = await freshness(conn)
             self.state.set_store(info)
             if info.kind is StoreKind.OK:
+                firing = await reads.alerts(conn, sites=list(self.state.sites))
+                self.state.set_alerts([row.alert for row in firing])
                 await self._read_history(conn)
 
     async def _read_history(self, conn: AsyncConnection) -> None:

@@ -87,8 +87,12 @@ def title(state: MonitorState) -> Line:
     return line
 
 
+MAX_ALERT_LINES = 3  # then "… and N more alerts": the table keeps the screen
+
+
 def banner(state: MonitorState, now: datetime) -> list[Line]:
-    """One red line per site whose Redis is failing: the reason and for how long."""
+    """One red line per site whose Redis is failing (the reason and for how long), then
+    one per alert firing (the sampling daemon's, from the history)."""
     lines: list[Line] = []
     for live in state.sites.values():
         if live.error is None:
@@ -101,6 +105,14 @@ def banner(state: MonitorState, now: datetime) -> list[Line]:
             shown.append("history still shown")
         text = f" {live.error} (for {down}; {'; '.join(shown)}) "
         lines.append([("class:banner", text)])
+    firing = state.alerts
+    for alert in firing[:MAX_ALERT_LINES]:
+        held = hms((now - alert.started_at).total_seconds())
+        text = f" ALERT {alert.rule} ({alert.severity}, {held}): {alert.summary} "
+        lines.append([("class:banner", text)])
+    if len(firing) > MAX_ALERT_LINES:
+        more = len(firing) - MAX_ALERT_LINES
+        lines.append([("class:banner", f" … and {more} more alerts: `qwatch alerts` ")])
     return lines
 
 

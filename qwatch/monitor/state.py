@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from qwatch.alerts.rules import Alert
 from qwatch.config import Site
 from qwatch.fmt import UTC_ZONE, Zone, short_id
 from qwatch.monitor.pane import HostHistory
@@ -142,6 +143,7 @@ class MonitorState:
     store: StoreInfo = field(default_factory=StoreInfo)
     table_history: TableHistory | None = None
     pane: HostHistory | None = None
+    alerts: tuple[Alert, ...] = ()  # firing now, from the history's alerts table
     range_index: int = next(i for i, r in enumerate(RANGES) if r.label == DEFAULT_RANGE)
     sort_key: str = "host"
     sort_reverse: bool = False
@@ -182,6 +184,9 @@ class MonitorState:
 
     def set_store(self, info: StoreInfo) -> None:
         self.store = info
+
+    def set_alerts(self, alerts: Sequence[Alert]) -> None:
+        self.alerts = tuple(alerts)
 
     def set_table_history(self, history: TableHistory) -> None:
         """Sparklines are drawn here, once per read, not once per frame."""

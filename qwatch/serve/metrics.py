@@ -21,6 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from qwatch.alerts.rules import RULES
 from qwatch.serve.state import DURATION_BUCKETS, Lingering, View
 from qwatch.values import STATES
 
@@ -91,8 +92,16 @@ def families(view: View) -> list[Metric]:
     sampler = GaugeMetricFamily(
         "qwatch_sampler", "1 if this daemon holds the site's sampler lock", labels=["site"]
     )
+    alerts = GaugeMetricFamily(
+        "qwatch_alerts_firing",
+        "alerts of each rule firing now (qwatch's own rules; exported by the sampler)",
+        labels=["site", "rule"],
+    )
     for site in view.sites:
         name = site.site
+        if site.leader:
+            for rule in RULES:
+                alerts.add_metric([name, rule], site.alerts_firing.get(rule, 0))
         for lingering in site.clusters:
             stat = lingering.stat
             labels = [name, stat.host, stat.cluster_id]
@@ -154,6 +163,7 @@ def families(view: View) -> list[Metric]:
         last_poll,
         duration,
         sampler,
+        alerts,
         limits,
         pending,
         dropped,

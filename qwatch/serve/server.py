@@ -120,7 +120,7 @@ def queue_limits(settings: Settings) -> dict[str, int]:
     """Each site's Django Q queue_limit: as configured, else Django Q's default, workers²."""
     limits = {}
     for site in settings.sites:
-        limit = site.queue_limit or (site.workers**2 if site.workers else None)
+        limit = site.task_queue_limit
         if limit:
             limits[site.name] = limit
     return limits

@@ -40,6 +40,7 @@ class SiteSnapshot:
     poll: Poll | None = None  # None: standing by, backing off, or Redis failed
     error: str | None = None  # why Redis could not be read (None when it was, or standby)
     events: Mapping[str, int] = field(default_factory=dict)  # event kind -> count this poll
+    alerts_firing: Mapping[str, int] = field(default_factory=dict)  # rule -> firing (sampler)
 
     @property
     def reached_redis(self) -> bool:
@@ -80,6 +81,7 @@ class SiteView:
     duration_sum: float
     polls: int
     poll: Poll | None  # the last successful read, for /api/clusters (leader only)
+    alerts_firing: Mapping[str, int] = field(default_factory=dict)  # rule -> firing (leader)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class _Site:
     buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
     duration_sum: float = 0.0
     polls: int = 0
+    alerts_firing: Mapping[str, int] = field(default_factory=dict)
 
 
 class ListenerState:
@@ -135,6 +138,7 @@ class ListenerState:
                     site.buckets[index] += 1
             site.buckets[-1] += 1
             site.events.update(part.events)
+            site.alerts_firing = part.alerts_firing if part.leader else {}
             if not part.leader:
                 # Only the sampler exports cluster series: a pair scraped together counts once.
                 site.seen.clear()
@@ -221,6 +225,7 @@ def _site_view(site: _Site) -> SiteView:
         duration_sum=site.duration_sum,
         polls=site.polls,
         poll=poll if last.leader else None,
+        alerts_firing=dict(site.alerts_firing) if last.leader else {},
     )
 
 

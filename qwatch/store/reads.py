@@ -23,6 +23,8 @@ from sqlalchemy import ColumnElement, Row, and_, bindparam, exists, func, or_, s
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from qwatch.alerts.rules import Alert
+from qwatch.alerts.silences import Silence
 from qwatch.config import safe_url, sqlite_path
 from qwatch.errors import SchemaError, Unavailable, UserError, one_line
 from qwatch.fmt import when
@@ -594,6 +596,92 @@ async def watched_at(conn: AsyncConnection, site: str) -> datetime | None:
     w = m.Watch.__table__
     mark: datetime | None = await conn.scalar(select(w.c.watched_at).where(w.c.site == site))
     return mark
+
+
+# --------------------------------------------------------------------------- alerts, silences
+
+A = m.Alert.__table__.c
+SL = m.Silence.__table__.c
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    """A row of `alerts`: the alert, and the last notification sent for it."""
+
+    id: int
+    alert: Alert
+    last_notified_at: datetime | None
+    last_notified_status: str | None
+
+
+async def alerts(
+    conn: AsyncConnection,
+    *,
+    sites: Iterable[str] | None = None,
+    since: datetime | None = None,
+) -> list[AlertRow]:
+    """Alerts firing now (no `since`), or also those that ended at or after `since`;
+    oldest start first."""
+    query = select(m.Alert.__table__).order_by(A.started_at, A.id)
+    if sites is not None:
+        query = query.where(A.site.in_(list(sites)))
+    if since is None:
+        query = query.where(A.resolved_at.is_(None))
+    else:
+        query = query.where(or_(A.resolved_at.is_(None), A.resolved_at >= since))
+    found = []
+    for row in await conn.execute(query):
+        alert = Alert(
+            rule=row.rule,
+            site=row.site,
+            subject=row.subject,
+            severity=row.severity,
+            summary=row.summary,
+            started_at=row.started_at,
+            ended_at=row.resolved_at,
+            host=row.host,
+            cluster_id=row.cluster_id,
+            details=row.details or {},
+        )
+        found.append(AlertRow(row.id, alert, row.last_notified_at, row.last_notified_status))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class HostEvent:
+    """An event with its run's host: what the alert rules count (qwatch.alerts.rules)."""
+
+    at: datetime
+    host: str
+    kind: str
+    detail: Mapping[str, Any]
+
+
+async def site_events(
+    conn: AsyncConnection, site: str, kinds: Collection[str], start: datetime
+) -> list[HostEvent]:
+    """Events of `kinds` on `site` since `start`, oldest first, with their run's host."""
+    query = (
+        select(E.at, C.host, E.kind, E.detail)
+        .join_from(m.Event.__table__, m.Cluster.__table__, E.cluster_pk == C.id)
+        .where(C.site == site, E.kind.in_(list(kinds)), E.at >= start)
+        .order_by(E.at, E.id)
+    )
+    return [
+        HostEvent(at, host, kind, detail or {})
+        for at, host, kind, detail in await conn.execute(query)
+    ]
+
+
+async def silences(conn: AsyncConnection, *, active_at: datetime | None = None) -> list[Silence]:
+    """Every silence (newest first), or those in force at `active_at`."""
+    query = select(m.Silence.__table__).order_by(SL.created_at.desc(), SL.id.desc())
+    if active_at is not None:
+        query = query.where(SL.until > active_at, SL.created_at <= active_at)
+    return [
+        Silence(row.id, row.rule, row.site, row.host, row.until, row.reason, row.created_at)
+        for row in await conn.execute(query)
+    ]
 
 
 # --------------------------------------------------------------------------- report views

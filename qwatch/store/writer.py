@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from qwatch.alerts.rules import Alert
 from qwatch.errors import Unavailable, one_line
 from qwatch.events import Event
 from qwatch.rollup import MinuteRow
@@ -50,6 +51,11 @@ class Batch:
     gap_close: datetime | None = None  # ended_at of the site's open gap; applied first
     # (since, until): no daemon sampled the site in between, found on taking it over.
     unwatched: tuple[datetime, datetime] | None = None
+    # Alerts that fired or resolved at this poll (rows of `alerts`: one per start), and
+    # the notifications sent since: (alert, status sent, when).
+    alerts_fired: Sequence[Alert] = ()
+    alerts_resolved: Sequence[Alert] = ()
+    notified: Sequence[tuple[Alert, str, datetime]] = ()
     # Kept in the site's watch mark, so a replayed batch can tell it was committed.
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -187,6 +193,7 @@ class Writer:
             if batch.minutes and await _already_written(conn, batch):
                 return new
             await self._write_rows(conn, dialect, batch, ids)
+            await _write_alerts(conn, dialect, batch)
             await _mark_watched(conn, dialect, batch)
         return new
 
@@ -317,6 +324,53 @@ async def _write_gaps(conn: AsyncConnection, dialect: Dialect, batch: Batch) -> 
             dialect.insert(gaps)
             .on_conflict_do_nothing(index_elements=["site", "started_at"])
             .values(site=batch.site, started_at=started_at, reason=reason, kind=GapKind.REDIS)
+        )
+
+
+def _alert_is(alert: Alert) -> Any:
+    a = m.Alert.__table__.c
+    return (
+        (a.rule == alert.rule)
+        & (a.site == alert.site)
+        & (a.subject == alert.subject)
+        & (a.started_at == alert.started_at)
+    )
+
+
+async def _write_alerts(conn: AsyncConnection, dialect: Dialect, batch: Batch) -> None:
+    """Alert starts inserted once (a replay adds nothing), ends and notifications set."""
+    table = m.Alert.__table__
+    if batch.alerts_fired:
+        await conn.execute(
+            dialect.insert(table).on_conflict_do_nothing(
+                index_elements=["rule", "site", "subject", "started_at"]
+            ),
+            [
+                {
+                    "rule": alert.rule,
+                    "site": alert.site,
+                    "subject": alert.subject,
+                    "host": alert.host,
+                    "cluster_id": alert.cluster_id,
+                    "severity": alert.severity,
+                    "summary": alert.summary,
+                    "details": dict(alert.details),
+                    "started_at": alert.started_at,
+                }
+                for alert in batch.alerts_fired
+            ],
+        )
+    for alert in batch.alerts_resolved:
+        await conn.execute(
+            update(m.Alert)
+            .where(_alert_is(alert))
+            .values(resolved_at=alert.ended_at, summary=alert.summary, details=dict(alert.details))
+        )
+    for alert, status, at in batch.notified:
+        await conn.execute(
+            update(m.Alert)
+            .where(_alert_is(alert))
+            .values(last_notified_at=at, last_notified_status=status)
         )
 
 
