@@ -26,6 +26,7 @@ from qwatch.rollup import MinuteRow
 from qwatch.store import models as m
 from qwatch.store.dialect import Dialect
 from qwatch.store.engine import is_unavailable
+from qwatch.store.fence import current_token, holds
 from qwatch.store.rollups import merge_pair
 from qwatch.values import ClusterStat, GapKind
 
@@ -50,12 +51,23 @@ class Batch:
     gap_close: datetime | None = None  # ended_at of the site's open gap; applied first
     # (since, until): no daemon sampled the site in between, found on taking it over.
     unwatched: tuple[datetime, datetime] | None = None
+    # The fencing token its sampler took the site over with (store.fence); the batch is
+    # written only while it is still the site's. None: unfenced (tools and tests).
+    fence: int | None = None
     # Kept in the site's watch mark, so a replayed batch can tell it was committed.
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class StoreUnavailable(Unavailable):
     """The database could not take a write; the batches stay queued, in order."""
+
+
+class _Fenced(Exception):
+    """A batch whose sampler lost the site: rolled back and dropped, never retried."""
+
+    def __init__(self, current: int | None) -> None:
+        super().__init__(current)
+        self.current = current
 
 
 class Writer:
@@ -75,6 +87,8 @@ class Writer:
         self._ids: dict[ClusterKey, int] = {}
         self._dropped = 0
         self._rejected = 0
+        self._fenced = 0
+        self._refused: set[tuple[str, int]] = set()  # (site, token): one line each
         self._down_since: float | None = None
         self._dropped_unreported = 0  # since the buffer last drained
         # Two flushes at once would write the head batch twice.
@@ -93,6 +107,29 @@ class Writer:
     def rejected(self) -> int:
         """Batches the database refused as invalid (a bug, logged with its traceback)."""
         return self._rejected
+
+    @property
+    def fenced(self) -> int:
+        """Batches refused or discarded because their sampler had lost the site."""
+        return self._fenced
+
+    def refused(self, site: str, token: int) -> bool:
+        """Whether a batch of `site` with fencing `token` was refused: its sampler lost the
+        site to another daemon and must take it over anew before writing again."""
+        return (site, token) in self._refused
+
+    def discard(self, site: str) -> int:
+        """Drop the queued batches of `site`, whose sampler lost the lock; how many.
+
+        While a flush is writing, the head batch stays (the flush pops it when done; the
+        fence refuses it if the takeover came first).
+        """
+        queue = list(self._queue)
+        head = queue[:1] if self._lock.locked() else []
+        kept = head + [batch for batch in queue[len(head) :] if batch.site != site]
+        self._queue = deque(kept)
+        self._fenced += len(queue) - len(kept)
+        return len(queue) - len(kept)
 
     def submit(self, batch: Batch) -> bool:
         """Queue `batch`; False when the buffer is full and it was dropped."""
@@ -124,6 +161,10 @@ class Writer:
             batch = self._queue[0]
             try:
                 new_ids = await self._write(batch)
+            except _Fenced as fenced:
+                self._queue.popleft()
+                self._refuse(batch, fenced.current)
+                continue
             except Exception as error:
                 self._ids.clear()  # a rolled-back insert may have left ids that never were
                 if not is_unavailable(error):
@@ -146,6 +187,20 @@ class Writer:
             written += 1
         self._note_recovered(written)
         return written
+
+    def _refuse(self, batch: Batch, current: int | None) -> None:
+        self._fenced += 1
+        assert batch.fence is not None
+        if (batch.site, batch.fence) not in self._refused:
+            self._refused.add((batch.site, batch.fence))
+            log.warning(
+                "site %r: refused a poll at %s with fencing token %d: another daemon took "
+                "the site over (token %s); dropping this sampler's stale polls",
+                batch.site,
+                batch.at.isoformat(),
+                batch.fence,
+                current,
+            )
 
     def _note_outage(self, error: BaseException, written: int) -> None:
         if self._down_since is None:
@@ -183,6 +238,8 @@ class Writer:
         ids = ChainMap(new, self._ids)
         async with self._engine.begin() as conn:
             dialect = Dialect.of(conn)
+            if batch.fence is not None and not await holds(conn, batch.site, batch.fence):
+                raise _Fenced(await current_token(conn, batch.site))
             await self._upsert_clusters(conn, dialect, batch, ids)
             if batch.minutes and await _already_written(conn, batch):
                 return new
