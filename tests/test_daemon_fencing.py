@@ -75,6 +75,46 @@ def sampling(one: DaemonProcess, two: DaemonProcess) -> tuple[DaemonProcess, Dae
     return leaders[0], next(d for d in both if d is not leaders[0])
 
 
+def freeze_the_sampler(
+    client: redis.Redis, redis_port: int, db: str, roles: tuple[DaemonProcess, ...], n: int
+) -> None:
+    """One round: a new cluster, the sampler frozen mid-poll, the cluster's record deleted,
+    the standby's takeover and `vanished`, the sampler resumed; then nothing stale."""
+    sampler, standby = roles
+    cluster = add_cluster(client, n)
+    samples = "SELECT count(*) FROM samples s JOIN clusters c ON c.id = s.cluster_pk"
+    of_it = f"{samples} WHERE c.cluster_id = '{cluster}'"
+    wait_for(
+        lambda: query(db, of_it)[0][0] >= 1,
+        20,
+        f"samples of cluster {n}",
+        detail=lambda: sampler.log[-1500:],
+    )
+    stood_by = sampler.log.count("standing by")
+    wait_for(lambda: polling(client, sampler.pid, redis_port), 10, "a poll")
+    os.kill(sampler.pid, signal.SIGSTOP)
+    vanished = (
+        "SELECT e.at FROM events e JOIN clusters c ON c.id = e.cluster_pk "
+        f"WHERE c.cluster_id = '{cluster}' AND e.kind = 'vanished'"
+    )
+    try:
+        client.delete(f"{PREFIX}{cluster}")
+        wait_for(lambda: query(db, vanished), 15, f"the standby's vanished of {n}")
+    finally:
+        os.kill(sampler.pid, signal.SIGCONT)
+    wait_for(lambda: sampler.log.count("standing by") > stood_by, 10, "the old sampler")
+    time.sleep(1.0)  # what it had in hand would be written by now
+
+    stamps = query(db, vanished)
+    assert len(stamps) == 1, (n, stamps, sampler.log[-3000:])
+    [(at,)] = stamps
+    after = query(db, f"{of_it} AND s.sampled_at > :at", at=at)
+    ended = query(db, f"SELECT ended_at FROM clusters WHERE cluster_id = '{cluster}'")
+    assert after == [(0,)], (n, sampler.log[-3000:])
+    assert ended[0][0] is not None, (n, sampler.log[-3000:])
+    assert "sampling site" in standby.log
+
+
 @pytest.mark.slow
 def test_a_frozen_sampler_writes_nothing_after_the_takeover(redis_server, daemon_factory, tmp_path):
     db = f"sqlite:///{tmp_path / 'history.sqlite3'}"
@@ -90,40 +130,7 @@ def test_a_frozen_sampler_writes_nothing_after_the_takeover(redis_server, daemon
         two.wait_log("standing by")
 
         for n in range(ROUNDS):
-            sampler, standby = sampling(one, two)
-            cluster = add_cluster(client, n)
-            samples = "SELECT count(*) FROM samples s JOIN clusters c ON c.id = s.cluster_pk"
-            of_it = f"{samples} WHERE c.cluster_id = '{cluster}'"
-            wait_for(
-                lambda: query(db, of_it)[0][0] >= 1,
-                20,
-                f"samples of cluster {n}",
-                detail=lambda: sampler.log[-1500:],
-            )
-            wait_for(lambda: polling(client, sampler.pid, redis_server.port), 10, "a poll")
-            os.kill(sampler.pid, signal.SIGSTOP)
-            try:
-                client.delete(f"{PREFIX}{cluster}")
-                vanished = (
-                    "SELECT e.at FROM events e JOIN clusters c ON c.id = e.cluster_pk "
-                    f"WHERE c.cluster_id = '{cluster}' AND e.kind = 'vanished'"
-                )
-                wait_for(lambda: query(db, vanished), 15, f"the standby's vanished of {n}")
-            finally:
-                os.kill(sampler.pid, signal.SIGCONT)
-            stood_by = sampler.log.count("standing by")
-            wait_for(lambda: sampler.log.count("standing by") > stood_by, 10, "the old sampler")
-            time.sleep(1.0)  # what it had in hand would be written by now
-
-            stamps = query(db, vanished)
-            assert len(stamps) == 1, (n, stamps, sampler.log[-3000:])
-            [(at,)] = stamps
-            after = query(db, f"{of_it} AND s.sampled_at > :at", at=at)
-            ended = query(db, f"SELECT ended_at FROM clusters WHERE cluster_id = '{cluster}'")
-            assert after == [(0,)], (n, sampler.log[-3000:])
-            assert ended[0][0] is not None, (n, sampler.log[-3000:])
-            assert "sampling site" in standby.log
-
+            freeze_the_sampler(client, redis_server.port, db, sampling(one, two), n)
         assert one.terminate() == 0
         assert two.terminate() == 0
     # One vanished per cluster, however many daemons saw it go.
