@@ -1,5 +1,6 @@
-"""Fencing (issue 13): a sampler frozen mid-poll while its standby takes over writes nothing
-after the takeover. Two real daemons, one real Redis, one SQLite history."""
+"""Takeovers (issue 13): a sampler frozen mid-poll while its standby takes over writes nothing
+after the takeover (fencing), and a takeover while the database is down announces nothing
+twice. Two real daemons, one real Redis, a real SQLite or PostgreSQL history."""
 
 from __future__ import annotations
 
@@ -136,3 +137,45 @@ def test_a_frozen_sampler_writes_nothing_after_the_takeover(redis_server, daemon
     # One vanished per cluster, however many daemons saw it go.
     kinds = query(db, "SELECT kind, count(*) FROM events GROUP BY kind ORDER BY kind")
     assert dict(kinds) == {"appeared": ROUNDS, "vanished": ROUNDS}, (one.log, two.log)
+
+
+@pytest.mark.slow
+def test_a_takeover_during_a_postgres_outage_announces_nothing_twice(
+    redis_server, daemon_factory, postgres_server_factory, tmp_path
+):
+    pg = postgres_server_factory()
+    db = pg.create_database("takeover")
+    config = sites_config(tmp_path / "qwatch.toml", (CAPTURE_SITE, redis_server.url))
+    with redis_client(redis_server) as client:
+        live = [add_cluster(client, n) for n in range(5)]
+        one = daemon_factory(db_url=db, config=config, sample_every=1.0)
+        one.wait_log("sampling site")
+        appeared = "SELECT count(*) FROM events WHERE kind = 'appeared'"
+        wait_for(lambda: query(db, appeared) == [(5,)], 20, "five clusters appeared")
+        two = daemon_factory(db_url=db, config=config, sample_every=1.0)
+        two.wait_log("standing by")
+
+        pg.stop()
+        one.wait_log("history database unavailable", 30)
+        one.kill()  # kill -9 while the database is down: the standby takes over blind
+        two.wait_log("could not read site", 20)
+        # While nobody can read the history, one cluster goes and another comes.
+        client.delete(f"{PREFIX}{live[0]}")
+        newcomer = add_cluster(client, 5)
+        time.sleep(2)  # polls held meanwhile
+        pg.start()
+        two.wait_log("resumed from its history", 60)
+        kinds = "SELECT count(*) FROM events"
+        wait_for(lambda: query(db, kinds) == [(7,)], 30, "the outage's two events")
+        assert two.terminate() == 0
+
+    rows = query(
+        db,
+        "SELECT c.cluster_id, e.kind FROM events e JOIN clusters c ON c.id = e.cluster_pk "
+        "ORDER BY e.at, e.id",
+    )
+    assert sorted(rows) == sorted(
+        [(cluster, "appeared") for cluster in live]
+        + [(live[0], "vanished"), (newcomer, "appeared")]
+    ), (rows, two.log)
+    assert "holding its polls" in two.log
