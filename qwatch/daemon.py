@@ -4,9 +4,11 @@ The loop only wires and times: Redis reads are `sources.redis`, the diff into ev
 `events`, per-minute rollups are `rollup`, and SQL is `store`. Each site polls in a task of
 its own, writing happens in another behind a bounded buffer, and hour rollups and pruning in
 a third, so neither a slow database, maintenance nor another site's stuck Redis ever delays
-a poll. Stopping shares one budget (SHUTDOWN_BUDGET_S) among every site's last poll, final
-flush, lock release and connection close, run side by side; what is left when it runs out
-is cancelled.
+a poll. A site's sampler holds a Redis lock, checked before and after each poll, and
+writes under a fencing token the history keeps per site (`store.fence`), so one that
+paused while another took over writes nothing after the takeover. Stopping shares one
+budget (SHUTDOWN_BUDGET_S) among every site's last poll, final flush, lock release and
+connection close, run side by side; what is left when it runs out is cancelled.
 """
 
 from __future__ import annotations
@@ -446,8 +448,12 @@ class Daemon:
                 site.resign()
             was_leader = site.leader
             batches = await site.tick(self.seed)
-            if was_leader and not site.leader:  # what it queued is another sampler's now
-                self.writer.discard(site.site.name)
+            if was_leader and not site.leader and (dropped := self.writer.discard(site.site.name)):
+                log.info(
+                    "site %r: dropped %d queued polls: another daemon samples it now",
+                    site.site.name,
+                    dropped,
+                )
             for batch in batches:
                 self.writer.submit(batch)
                 self._wrote.set()
@@ -481,13 +487,14 @@ class Daemon:
             try:
                 await self.writer.flush()
                 failures = 0
-            except StoreUnavailable:
+            except StoreUnavailable as exc:
                 failures += 1
                 now = asyncio.get_running_loop().time()
                 if now - reminded >= OUTAGE_REMINDER_S:
                     reminded = now
                     log.warning(
-                        "history database still unavailable: %d polls waiting, %d dropped",
+                        "history database still unavailable (%s): %d polls waiting, %d dropped",
+                        one_line(exc.__cause__ or exc, with_type=True),
                         self.writer.pending,
                         self.writer.dropped,
                     )

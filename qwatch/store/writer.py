@@ -25,7 +25,7 @@ from qwatch.events import Event
 from qwatch.rollup import MinuteRow
 from qwatch.store import models as m
 from qwatch.store.dialect import Dialect
-from qwatch.store.engine import is_unavailable
+from qwatch.store.engine import is_disk_full, is_unavailable, truncate_wal
 from qwatch.store.fence import current_token, holds
 from qwatch.store.rollups import merge_pair
 from qwatch.values import ClusterStat, GapKind
@@ -34,6 +34,10 @@ log = logging.getLogger("qwatch.store")
 
 ClusterKey = tuple[str, str, datetime]  # (site, cluster_id, tob)
 UNWATCHED_REASON = "no qwatch daemon was sampling this site"
+# Once the disk was full, the WAL is cut back after every this many batches from then on:
+# catching up in bounded steps, and never again growing the WAL until it fills the space
+# just freed (SQLite's own checkpoint only comes about 4 MB in).
+TIGHT_CHUNK = 20
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,8 @@ class Writer:
         self._fenced = 0
         self._refused: set[tuple[str, int]] = set()  # (site, token): one line each
         self._down_since: float | None = None
+        self._tight = False  # the disk was full once: cut the WAL back as we go
+        self._since_cut = 0  # batches written since the WAL was last cut back
         self._dropped_unreported = 0  # since the buffer last drained
         # Two flushes at once would write the head batch twice.
         self._lock = asyncio.Lock()
@@ -158,6 +164,8 @@ class Writer:
     async def _flush(self) -> int:
         written = 0
         while self._queue:
+            if self._tight and self._since_cut >= TIGHT_CHUNK:
+                await self._cut_wal()
             batch = self._queue[0]
             try:
                 new_ids = await self._write(batch)
@@ -178,15 +186,28 @@ class Writer:
                     )
                     continue
                 self._note_outage(error, written)
-                raise StoreUnavailable(f"history database unavailable: {error}") from error
+                if is_disk_full(error):
+                    self._tight = True
+                    await self._cut_wal()  # frees what the WAL holds, once space allows
+                raise StoreUnavailable(
+                    f"history database unavailable: {one_line(error, with_type=True)}"
+                ) from error
             self._queue.popleft()
             self._ids.update(new_ids)
             # An ended cluster is rarely referenced again; a lookup finds it if it is.
             for cluster_id, tob, _ in batch.ended:
                 self._ids.pop((batch.site, cluster_id, tob), None)
             written += 1
+            self._since_cut += 1
         self._note_recovered(written)
         return written
+
+    async def _cut_wal(self) -> None:
+        try:
+            await truncate_wal(self._engine)
+            self._since_cut = 0
+        except Exception as error:  # still full, or locked: the next write says so
+            log.debug("could not cut the WAL back: %s", one_line(error, with_type=True))
 
     def _refuse(self, batch: Batch, current: int | None) -> None:
         self._fenced += 1
