@@ -3,6 +3,8 @@ buffer that rides out a database that is down, locked or read-only.
 
 Every statement is an upsert or an insert-if-absent on a natural key, so a batch replayed
 after an ambiguous failure (the commit went through, the reply did not) adds nothing twice.
+A batch carrying a fencing token is written only while it is still its site's
+(`store.fence`); a SQLite history that ran out of disk gets its WAL cut back as it goes.
 """
 
 from __future__ import annotations
