@@ -444,9 +444,9 @@ class Daemon:
         next_at = loop.time()
         while not self.stopping.is_set():
             started = loop.time()
-            if site.fence is not None and self.writer.refused(site.site.name, site.fence):
-                site.resign()
             was_leader = site.leader
+            if site.fence is not None and self.writer.refused(site.site.name, site.fence):
+                site.resign()  # the history says another daemon took the site over since
             batches = await site.tick(self.seed)
             if was_leader and not site.leader and (dropped := self.writer.discard(site.site.name)):
                 log.info(
