@@ -5,9 +5,11 @@ The loop only wires and times: Redis reads are `sources.redis`, the diff into ev
 SQL is `store`. Each site polls in a task of its own, writing happens in another behind a
 bounded buffer, hour rollups and pruning in a third, and alert delivery in a fourth, so
 neither a slow database, maintenance, a slow alert target nor another site's stuck Redis
-ever delays a poll. Stopping shares one budget (SHUTDOWN_BUDGET_S) among every site's
-last poll, final flush, lock release and connection close, run side by side; what is left
-when it runs out is cancelled.
+ever delays a poll. A site's sampler holds a Redis lock, checked before and after each
+poll, and writes under a fencing token the history keeps per site (`store.fence`), so one
+that paused while another took over writes nothing after the takeover. Stopping shares one
+budget (SHUTDOWN_BUDGET_S) among every site's last poll, final flush, lock release and
+connection close, run side by side; what is left when it runs out is cancelled.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 import signal
 import socket
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -32,13 +34,13 @@ from qwatch.alerts.dispatch import Dispatcher, SiteAlerts
 from qwatch.alerts.rules import Alert, Evaluator, Threshold
 from qwatch.alerts.silences import Silence
 from qwatch.config import Settings, Site, safe_url
-from qwatch.errors import Unavailable
+from qwatch.errors import Unavailable, one_line
 from qwatch.events import SampleClock, Tracker, key_of
 from qwatch.retry import backoff
 from qwatch.rollup import MinuteAccumulator
 from qwatch.serve.state import SiteSnapshot, Snapshot
 from qwatch.sources.redis import RedisSource, RedisUnavailable
-from qwatch.store import maintenance, migrate, reads
+from qwatch.store import fence, maintenance, migrate, reads
 from qwatch.store.engine import create_engine
 from qwatch.store.writer import Batch, StoreUnavailable, Writer
 from qwatch.values import REINCARNATED, RESTARTED, STALE_AFTER, ClusterStat, Poll, Run
@@ -91,7 +93,13 @@ class SiteLoop:
     retries: bool = True  # False for `--once`: a failed read is reported, not retried
     leader: bool = False
     standby_logged: bool = False
-    tracker: Tracker | None = None
+    tracker: Tracker | None = None  # None until seeded from the history after a takeover
+    fence: int | None = None  # the fencing token of this takeover (store.fence)
+    # Polls read while leader but not yet seeded (the database is down): written, through
+    # the tracker, once the history can be read, so no cluster is announced twice.
+    held: deque[Poll] = field(default_factory=lambda: deque(maxlen=WRITE_BUFFER_POLLS))
+    seed_failures: int = 0
+    seed_at: float = 0.0  # loop time before which a failed seed is not tried again
     # The previous sampler's last watch mark, until the first batch records the time since.
     resumed_from: datetime | None = None
     last_batch_at: datetime | None = None
@@ -120,30 +128,45 @@ class SiteLoop:
     def address(self) -> str:
         return self.site.redis.address
 
-    async def tick(self, engine_seed: SeedFn) -> Batch | None:
-        """One poll: the batch to write, or None (standby, or nothing new)."""
+    async def tick(self, engine_seed: SeedFn) -> list[Batch]:
+        """One poll: the batches to write (none as standby or with nothing new; several
+        when polls held during a database outage can be written at last)."""
         loop = asyncio.get_running_loop()
         self.last_poll = None
         if loop.time() < self.retry_at:  # backing off a failed Redis
             if not self.leader:
-                return None
+                return []
             at = utcnow()
-            return self._with_watch(self._evaluate(None, at, None), at)
+            return self._fenced(self._with_watch(self._evaluate(None, at, None), at))
         started = utcnow()
         try:
-            if not await self._hold_lock(engine_seed):
+            if not await self._hold_lock():
                 self.error = None  # Redis answered: a standby is not failing
-                return None
+                return []
             poll = await self.source.poll()
+            # Again after the poll: a pause in the middle of it (SIGSTOP, a VM freeze) may
+            # have cost the lock; the fence refuses what slips past this check.
+            if not await self._hold_lock():
+                return []
         except RedisUnavailable as exc:
             batch = self._failed(exc, loop.time(), started)
             at = batch.at if batch is not None else utcnow()
+            if not self.leader:
+                return []
+            return self._fenced(self._with_watch(self._evaluate(batch, at, None), at))
+        self.last_poll = poll
+        if self.tracker is None:
+            self.held.append(poll)
+            if not await self._seed(engine_seed, loop.time()):
+                return []
+            polls = list(self.held)
+            self.held.clear()
+            if len(polls) > 1:
+                log.info("site %r: writing %d polls held until now", self.site.name, len(polls))
         else:
-            self.last_poll = poll
-            batch, at = self._batch(poll), poll.at
-        if not self.leader:
-            return None
-        return self._with_watch(self._evaluate(batch, at, self.last_poll), at)
+            polls = [poll]
+        batches = [self._with_watch(self._evaluate(self._batch(p), p.at, p), p.at) for p in polls]
+        return self._fenced(*batches)
 
     def _evaluate(self, batch: Batch | None, at: datetime, poll: Poll | None) -> Batch | None:
         """The site's alert rules after this poll (None: Redis was not read); the alerts
@@ -172,6 +195,35 @@ class SiteLoop:
         batch = batch or Batch(self.site.name, at)
         return replace(batch, alerts_fired=change.fired, alerts_resolved=change.resolved)
 
+    def _fenced(self, *batches: Batch | None) -> list[Batch]:
+        """The batches of a seeded leader, each carrying this takeover's fencing token."""
+        if not self.leader or self.tracker is None:
+            return []
+        return [replace(b, fence=self.fence) for b in batches if b is not None]
+
+    async def _seed(self, engine_seed: SeedFn, now: float) -> bool:
+        """Take the site over in the history (bump its fence) and resume from it."""
+        if now < self.seed_at:
+            return False
+        seed = await engine_seed(self.site.name)
+        if seed is None:
+            self.seed_failures += 1
+            self.seed_at = now + backoff(self.seed_failures, self.interval_s, DB_BACKOFF_MAX_S)
+            return False
+        if self.seed_failures:
+            log.info("site %r: resumed from its history at last", self.site.name)
+        self.seed_failures, self.seed_at = 0, 0.0
+        self.tracker, self.resumed_from, self.fence = seed.tracker, seed.mark, seed.fence
+        self.alerts = await engine_seed.alerts(self.site.name, self.alert_rules)
+        return True
+
+    def resign(self) -> None:
+        """Stop sampling until the lock is taken anew: the history says another daemon
+        took the site over since (its fence moved on)."""
+        log.info("site %r: another daemon took it over; standing by", self.site.name)
+        self.leader, self.standby_logged, self.tracker, self.fence = False, True, None, None
+        self.alerts = None  # the sampler evaluates and sends; a standby does neither
+
     def _with_watch(self, batch: Batch | None, at: datetime) -> Batch | None:
         """The batch, carrying what the watch needs: the time no daemon sampled the site
         before this one took over, and a heartbeat when there is nothing else to write."""
@@ -188,20 +240,24 @@ class SiteLoop:
             self.last_batch_at = batch.at
         return batch
 
-    async def _hold_lock(self, engine_seed: SeedFn) -> bool:
+    async def _hold_lock(self) -> bool:
         held = await self.source.acquire_lock(
             self.lock, self.token, LOCK_TTL_INTERVALS * self.interval_s
         )
         if held and not self.leader:
             log.info("sampling site %r from %s", self.site.name, self.address)
-            # Resume from the history: a takeover or restart must not re-announce clusters.
-            self.tracker, self.resumed_from = await engine_seed(self.site.name)
-            self.alerts = await engine_seed.alerts(self.site.name, self.alert_rules)
+            # Resumed from the history (tick seeds it): a takeover or restart must not
+            # re-announce clusters.
+            self.tracker, self.fence, self.resumed_from = None, None, None
+            self.held.clear()
+            self.seed_failures, self.seed_at = 0, 0.0
             self.minutes = MinuteAccumulator()
             self.clock = self._new_clock()
             self.last_good_at = None  # polled before standing by: not this watch's start
         elif not held and (self.leader or not self.standby_logged):
             log.info("site %r: another daemon is sampling it; standing by", self.site.name)
+            self.tracker, self.fence = None, None
+            self.held.clear()
         self.standby_logged = not held
         self.leader = held
         if not held:
@@ -272,31 +328,49 @@ class SiteLoop:
     def final_batch(self) -> Batch | None:
         """The partial minutes at shutdown (the store merges them with the next run's)."""
         rows = self.minutes.drain_all()
-        if not (self.leader and rows):
+        if not (self.leader and self.tracker is not None and rows):
             return None
-        return Batch(site=self.site.name, at=utcnow(), minutes=rows)
+        return Batch(site=self.site.name, at=utcnow(), minutes=rows, fence=self.fence)
+
+
+@dataclass(frozen=True)
+class Seed:
+    """What a takeover resumes from: the tracker, the last watch mark, the new fence."""
+
+    tracker: Tracker
+    mark: datetime | None
+    fence: int
 
 
 class SeedFn:
-    """A site's tracker and last watch mark from the history, so a restart or takeover
-    emits no false events and records how long nobody watched."""
+    """Take a site over in the history and resume from it: its tracker and last watch
+    mark, so a restart or takeover emits no false events and records how long nobody
+    watched, and a new fencing token, so the sampler it replaces writes nothing more."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def __call__(self, site: str) -> tuple[Tracker, datetime | None]:
+    async def __call__(self, site: str) -> Seed | None:
+        """The seed, or None (logged) when the history cannot be read: the caller holds
+        its polls rather than start from nothing and announce every cluster again."""
         try:
-            async with self.engine.connect() as conn:
+            async with self.engine.begin() as conn:
+                token = await fence.take_over(conn, site)
                 found = await reads.runs(
                     conn, sites=[site], ended_since=utcnow() - RESEED_ENDED_WITHIN, latest=True
                 )
                 mark = await reads.watched_at(conn, site)
         except Exception as exc:  # a database outage must not stop sampling
-            log.warning("could not read site %r's history to resume from (%s)", site, exc)
-            return Tracker(site), None
+            log.warning(
+                "could not read site %r's history to resume from (%s); holding its polls "
+                "until it can",
+                site,
+                one_line(exc, with_type=True),
+            )
+            return None
         live = [resumed(run) for run in found if run.ended_at is None]
         ended = [resumed(run) for run in found if run.ended_at is not None]
-        return Tracker(site, live=live, vanished=ended), mark
+        return Seed(Tracker(site, live=live, vanished=ended), mark, token)
 
     async def alerts(self, site: str, thresholds: Mapping[str, Threshold]) -> SiteAlerts:
         """A site's alert rules resumed: the alerts the table holds as firing (and what was
@@ -436,10 +510,9 @@ class Daemon:
 
     async def _run_once(self) -> None:
         try:
-            batches = await asyncio.gather(*(site.tick(self.seed) for site in self.sites))
-            for batch in batches:
-                if batch is not None:
-                    self.writer.submit(batch)
+            ticks = await asyncio.gather(*(site.tick(self.seed) for site in self.sites))
+            for batch in (batch for batches in ticks for batch in batches):
+                self.writer.submit(batch)
             await self.writer.flush()
         finally:
             self.stop()
@@ -457,14 +530,23 @@ class Daemon:
         next_at = loop.time()
         while not self.stopping.is_set():
             started = loop.time()
-            batch = await site.tick(self.seed)
-            if batch is not None:
+            was_leader = site.leader
+            if site.fence is not None and self.writer.refused(site.site.name, site.fence):
+                site.resign()  # the history says another daemon took the site over since
+            batches = await site.tick(self.seed)
+            if was_leader and not site.leader and (dropped := self.writer.discard(site.site.name)):
+                log.info(
+                    "site %r: dropped %d queued polls: another daemon samples it now",
+                    site.site.name,
+                    dropped,
+                )
+            for batch in batches:
                 self.writer.submit(batch)
                 self._wrote.set()
             if self.dispatcher is not None and site.alerts is not None and site.leader:
                 self.dispatcher.after_poll(site.alerts, utcnow())
             if self.on_poll is not None:  # the listener's state: one site's part of a poll
-                self.on_poll(self._snapshot(site, batch, loop.time() - started))
+                self.on_poll(self._snapshot(site, batches, loop.time() - started))
             next_at += self.interval_s
             now = loop.time()
             if next_at < now:
@@ -482,14 +564,14 @@ class Daemon:
         self.writer.submit(Batch(site, utcnow(), notified=notified))
         self._wrote.set()
 
-    def _snapshot(self, site: SiteLoop, batch: Batch | None, seconds: float) -> Snapshot:
+    def _snapshot(self, site: SiteLoop, batches: Sequence[Batch], seconds: float) -> Snapshot:
         part = SiteSnapshot(
             site=site.site.name,
             leader=site.leader,
             duration_s=seconds,
             poll=site.last_poll,
             error=None if site.error is None else str(site.error),
-            events=Counter(event.kind for event in batch.events) if batch else {},
+            events=Counter(event.kind for batch in batches for event in batch.events),
             alerts_firing=(
                 Counter(alert.rule for alert in site.alerts.evaluator.firing)
                 if site.alerts is not None
@@ -508,13 +590,14 @@ class Daemon:
             try:
                 await self.writer.flush()
                 failures = 0
-            except StoreUnavailable:
+            except StoreUnavailable as exc:
                 failures += 1
                 now = asyncio.get_running_loop().time()
                 if now - reminded >= OUTAGE_REMINDER_S:
                     reminded = now
                     log.warning(
-                        "history database still unavailable: %d polls waiting, %d dropped",
+                        "history database still unavailable (%s): %d polls waiting, %d dropped",
+                        one_line(exc.__cause__ or exc, with_type=True),
                         self.writer.pending,
                         self.writer.dropped,
                     )

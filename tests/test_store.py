@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qwatch.events import Event
 from qwatch.rollup import MinuteRow
-from qwatch.store import migrate, reads
+from qwatch.store import fence, migrate, reads
 from qwatch.store import models as m
 from qwatch.store.engine import create_engine, is_unavailable
 from qwatch.store.maintenance import Retention, prune, roll_up_hours
@@ -358,6 +358,45 @@ async def test_a_refused_batch_is_rolled_back_and_dropped(
     # One transaction per batch: the refused batch's cluster row went with it.
     assert [c.cluster_id for c in await rows(engine, m.Cluster)] == ["good"]
     assert "refused the poll of shop" in caplog.text
+
+
+async def take_over(engine: AsyncEngine) -> int:
+    async with engine.begin() as conn:
+        return await fence.take_over(conn, SITE)
+
+
+async def test_a_batch_fenced_by_a_takeover_is_refused(
+    engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = Writer(engine)
+    first = await take_over(engine)
+    writer.submit(poll(T0, stat(), fence=first))
+    assert await writer.flush() == 1
+    second = await take_over(engine)  # another daemon took the site over
+    assert second == first + 1
+    later = [T0 + timedelta(seconds=i) for i in (10, 20)]
+    for at in later:
+        writer.submit(poll(at, stat(at=at), ended=[("c-1", TOB, at)], fence=first))
+    with caplog.at_level(logging.WARNING, logger="qwatch.store"):
+        assert await writer.flush() == 0
+    # Nothing of the stale sampler's: no sample, the cluster not ended by it, no mark.
+    assert [s.sampled_at for s in await rows(engine, m.Sample)] == [T0]
+    assert [c.ended_at for c in await rows(engine, m.Cluster)] == [None]
+    assert [w.watched_at for w in await rows(engine, m.Watch)] == [T0]
+    assert (writer.fenced, writer.pending) == (2, 0)
+    assert writer.refused(SITE, first) and not writer.refused(SITE, second)
+    assert caplog.text.count("refused a poll") == 1  # one line per stale sampler
+    writer.submit(poll(later[1], stat(at=later[1]), fence=second))
+    assert await writer.flush() == 1
+
+
+async def test_discard_drops_one_sites_queued_batches(engine: AsyncEngine) -> None:
+    writer = Writer(engine)
+    writer.submit(poll(T0, stat()))
+    writer.submit(replace(poll(T0, stat()), site="other"))
+    writer.submit(poll(T0 + timedelta(seconds=1), stat()))
+    assert writer.discard(SITE) == 2
+    assert (writer.pending, writer.fenced) == (1, 2)
 
 
 async def test_full_buffer_drops_the_newest(engine: AsyncEngine) -> None:

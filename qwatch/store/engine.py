@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import ssl
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,22 @@ def _sqlite_engine(url: URL, *, echo: bool) -> AsyncEngine:
             cursor.close()
 
     return engine
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` is SQLite's "database or disk is full" (SQLITE_FULL)."""
+    inner = getattr(error, "orig", None) or error
+    return getattr(inner, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
+async def truncate_wal(engine: AsyncEngine) -> None:
+    """Copy a SQLite history's WAL into the database and cut it to nothing, so that space
+    freed on a full disk goes to new writes rather than to a WAL that only shrinks at its
+    next checkpoint (about 4 MB in). Nothing on PostgreSQL; errors are the caller's."""
+    if engine.dialect.name != "sqlite":
+        return
+    async with engine.connect() as conn:
+        await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def make_private_file(path: Path) -> None:

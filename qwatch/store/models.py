@@ -190,6 +190,20 @@ class Watch(Base):
     batch: Mapped[str] = mapped_column(String)  # the id of the newest batch written
 
 
+class Fence(Base):
+    """Per site, the fencing token of its current sampler: bumped by every takeover.
+
+    A batch carries the token its sampler took over with and is written only while the
+    site's token is still that one, checked in the batch's own transaction, so a sampler
+    that paused while another took over writes nothing after the takeover.
+    """
+
+    __tablename__ = "fences"
+
+    site: Mapped[str] = mapped_column(String, primary_key=True)
+    token: Mapped[int] = mapped_column(Integer)
+
+
 class _Rollup:
     """Columns shared by the minute and hour rollups (a mixin, not a table)."""
 

@@ -3,6 +3,8 @@ buffer that rides out a database that is down, locked or read-only.
 
 Every statement is an upsert or an insert-if-absent on a natural key, so a batch replayed
 after an ambiguous failure (the commit went through, the reply did not) adds nothing twice.
+A batch carrying a fencing token is written only while it is still its site's
+(`store.fence`); a SQLite history that ran out of disk gets its WAL cut back as it goes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from qwatch.events import Event
 from qwatch.rollup import MinuteRow
 from qwatch.store import models as m
 from qwatch.store.dialect import Dialect
-from qwatch.store.engine import is_unavailable
+from qwatch.store.engine import is_disk_full, is_unavailable, truncate_wal
+from qwatch.store.fence import current_token, holds
 from qwatch.store.rollups import merge_pair
 from qwatch.values import ClusterStat, GapKind
 
@@ -34,6 +37,10 @@ log = logging.getLogger("qwatch.store")
 
 ClusterKey = tuple[str, str, datetime]  # (site, cluster_id, tob)
 UNWATCHED_REASON = "no qwatch daemon was sampling this site"
+# Once the disk was full, the WAL is cut back after every this many batches from then on:
+# catching up in bounded steps, and never again growing the WAL until it fills the space
+# just freed (SQLite's own checkpoint only comes about 4 MB in).
+TIGHT_CHUNK = 20
 
 
 @dataclass(frozen=True)
@@ -56,12 +63,23 @@ class Batch:
     alerts_fired: Sequence[Alert] = ()
     alerts_resolved: Sequence[Alert] = ()
     notified: Sequence[tuple[Alert, str, datetime]] = ()
+    # The fencing token its sampler took the site over with (store.fence); the batch is
+    # written only while it is still the site's. None: unfenced (tools and tests).
+    fence: int | None = None
     # Kept in the site's watch mark, so a replayed batch can tell it was committed.
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class StoreUnavailable(Unavailable):
     """The database could not take a write; the batches stay queued, in order."""
+
+
+class _Fenced(Exception):
+    """A batch whose sampler lost the site: rolled back and dropped, never retried."""
+
+    def __init__(self, current: int | None) -> None:
+        super().__init__(current)
+        self.current = current
 
 
 class Writer:
@@ -81,7 +99,11 @@ class Writer:
         self._ids: dict[ClusterKey, int] = {}
         self._dropped = 0
         self._rejected = 0
+        self._fenced = 0
+        self._refused: set[tuple[str, int]] = set()  # (site, token): one line each
         self._down_since: float | None = None
+        self._tight = False  # the disk was full once: cut the WAL back as we go
+        self._since_cut = 0  # batches written since the WAL was last cut back
         self._dropped_unreported = 0  # since the buffer last drained
         # Two flushes at once would write the head batch twice.
         self._lock = asyncio.Lock()
@@ -99,6 +121,29 @@ class Writer:
     def rejected(self) -> int:
         """Batches the database refused as invalid (a bug, logged with its traceback)."""
         return self._rejected
+
+    @property
+    def fenced(self) -> int:
+        """Batches refused or discarded because their sampler had lost the site."""
+        return self._fenced
+
+    def refused(self, site: str, token: int) -> bool:
+        """Whether a batch of `site` with fencing `token` was refused: its sampler lost the
+        site to another daemon and must take it over anew before writing again."""
+        return (site, token) in self._refused
+
+    def discard(self, site: str) -> int:
+        """Drop the queued batches of `site`, whose sampler lost the lock; how many.
+
+        While a flush is writing, the head batch stays (the flush pops it when done; the
+        fence refuses it if the takeover came first).
+        """
+        queue = list(self._queue)
+        head = queue[:1] if self._lock.locked() else []
+        kept = head + [batch for batch in queue[len(head) :] if batch.site != site]
+        self._queue = deque(kept)
+        self._fenced += len(queue) - len(kept)
+        return len(queue) - len(kept)
 
     def submit(self, batch: Batch) -> bool:
         """Queue `batch`; False when the buffer is full and it was dropped."""
@@ -127,9 +172,15 @@ class Writer:
     async def _flush(self) -> int:
         written = 0
         while self._queue:
+            if self._tight and self._since_cut >= TIGHT_CHUNK:
+                await self._cut_wal()
             batch = self._queue[0]
             try:
                 new_ids = await self._write(batch)
+            except _Fenced as fenced:
+                self._queue.popleft()
+                self._refuse(batch, fenced.current)
+                continue
             except Exception as error:
                 self._ids.clear()  # a rolled-back insert may have left ids that never were
                 if not is_unavailable(error):
@@ -143,15 +194,42 @@ class Writer:
                     )
                     continue
                 self._note_outage(error, written)
-                raise StoreUnavailable(f"history database unavailable: {error}") from error
+                if is_disk_full(error):
+                    self._tight = True
+                    await self._cut_wal()  # frees what the WAL holds, once space allows
+                raise StoreUnavailable(
+                    f"history database unavailable: {one_line(error, with_type=True)}"
+                ) from error
             self._queue.popleft()
             self._ids.update(new_ids)
             # An ended cluster is rarely referenced again; a lookup finds it if it is.
             for cluster_id, tob, _ in batch.ended:
                 self._ids.pop((batch.site, cluster_id, tob), None)
             written += 1
+            self._since_cut += 1
         self._note_recovered(written)
         return written
+
+    async def _cut_wal(self) -> None:
+        try:
+            await truncate_wal(self._engine)
+            self._since_cut = 0
+        except Exception as error:  # still full, or locked: the next write says so
+            log.debug("could not cut the WAL back: %s", one_line(error, with_type=True))
+
+    def _refuse(self, batch: Batch, current: int | None) -> None:
+        self._fenced += 1
+        assert batch.fence is not None
+        if (batch.site, batch.fence) not in self._refused:
+            self._refused.add((batch.site, batch.fence))
+            log.warning(
+                "site %r: refused a poll at %s with fencing token %d: another daemon took "
+                "the site over (token %s); dropping this sampler's stale polls",
+                batch.site,
+                batch.at.isoformat(),
+                batch.fence,
+                current,
+            )
 
     def _note_outage(self, error: BaseException, written: int) -> None:
         if self._down_since is None:
@@ -189,6 +267,8 @@ class Writer:
         ids = ChainMap(new, self._ids)
         async with self._engine.begin() as conn:
             dialect = Dialect.of(conn)
+            if batch.fence is not None and not await holds(conn, batch.site, batch.fence):
+                raise _Fenced(await current_token(conn, batch.site))
             await self._upsert_clusters(conn, dialect, batch, ids)
             if batch.minutes and await _already_written(conn, batch):
                 return new
