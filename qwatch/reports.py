@@ -1,8 +1,9 @@
 """`qwatch report [NAME]`: list the SQL report views, or run one over a time range.
 
-The views themselves live in the migrations (migrations/versions/0002_report_views.py, and
+The views themselves live in the migrations (migrations/versions/0002_report_views.py;
 0004_daily_availability_by_day.py, which redefined daily_availability so that the range's
-filter on `day` limits its work to the days asked for), so psql and sqlite3 users get the
+filter on `day` limits its work to the days asked for; and 0007_alerts_view.py, whose view
+`alert_history` the report `alerts` reads), so psql and sqlite3 users get the
 same rows; this module only knows their names, which column holds their time, and how to
 print them. docs/reporting.md describes every column.
 """
@@ -44,6 +45,11 @@ class Report:
     where: str  # which rows fall in [:since, :until)
     order: str
     grain: timedelta | None = None  # --since is floored to this (the view's time unit)
+    view: str = ""  # the SQL view read, when not named as the report
+
+    @property
+    def source(self) -> str:
+        return self.view or self.name
 
 
 _T, _S, _I, _F = UTCDateTime(), String(), Integer(), Float()
@@ -137,6 +143,27 @@ REPORTS = {
             "started_at < :until AND (ended_at IS NULL OR ended_at >= :since)",
             "started_at, site",
         ),
+        Report(
+            "alerts",
+            "every alert that fired in the range: when, how long, what was sent",
+            {
+                "site": _S,
+                "rule": _S,
+                "subject": _S,
+                "host": _S,
+                "cluster_id": _S,
+                "severity": _S,
+                "summary": _S,
+                "started_at": _T,
+                "resolved_at": _T,
+                "duration_s": _F,
+                "last_notified_status": _S,
+                "last_notified_at": _T,
+            },
+            "started_at < :until AND (resolved_at IS NULL OR resolved_at >= :since)",
+            "started_at, site, rule, subject",
+            view="alert_history",  # `alerts` is the table's name (migrations 0005, 0007)
+        ),
     )
 }
 
@@ -180,7 +207,7 @@ async def rows(
 ) -> list[dict[str, Any]]:
     """The view's rows in [since, until), as dicts with aware UTC datetimes."""
     return await reads.view_rows(
-        conn, report.name, report.columns, report.where, report.order, since, until
+        conn, report.source, report.columns, report.where, report.order, since, until
     )
 
 

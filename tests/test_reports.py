@@ -26,7 +26,7 @@ from qwatch import reports
 from qwatch import timeline as tl
 from qwatch.store import migrate
 from qwatch.store.engine import create_engine
-from qwatch.store.models import Cluster, Gap, UTCDateTime
+from qwatch.store.models import Alert, Cluster, Gap, UTCDateTime
 from qwatch.store.writer import Batch, Writer
 from tests.helpers import cluster_stat, run_row
 from tests.test_history import PIDISH, A, B, C, D, Story, qwatch
@@ -368,6 +368,56 @@ def test_0004_downgrade_restores_0002s_daily_availability(db_url: str) -> None:
     assert "island_days" in definition() and "longest_run" not in definition()
     asyncio.run(go("upgrade"))
     assert "longest_run" in definition()
+
+
+def test_alerts_report(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`qwatch report alerts` reads 0007's view `alert_history`: the alerts that fired in
+    the range, resolved ones with their duration, firing ones with none."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    t0 = now - timedelta(hours=2)
+    cluster = cluster_stat("c-1", timestamp=t0, tob=t0, host="web-9", name="shop")
+
+    def alert(rule: str, subject: str, start: datetime, end: datetime | None) -> dict[str, Any]:
+        return {
+            "rule": rule, "site": "shop", "subject": subject, "host": subject or None,
+            "cluster_id": None, "severity": "critical", "summary": f"{rule} on {subject}",
+            "details": {"for_s": 60}, "started_at": start, "resolved_at": end,
+            "last_notified_at": end or start,
+            "last_notified_status": "resolved" if end else "firing",
+        }  # fmt: skip
+
+    async def write() -> None:
+        engine = create_engine(db_url)
+        try:
+            await migrate.upgrade(engine)
+            writer = Writer(engine)
+            writer.submit(Batch("shop", t0, seen=[cluster], samples=[(cluster, None, t0)]))
+            assert await writer.flush() == 1
+            async with engine.begin() as conn:
+                await conn.execute(insert(Alert), [
+                    alert("cluster_down", "web-9", t0 - DAY, t0 - DAY + timedelta(minutes=5)),
+                    alert("cluster_down", "web-9", t0, t0 + timedelta(minutes=3)),
+                    alert("stuck", "", t0 + timedelta(minutes=30), None),
+                ])  # fmt: skip
+        finally:
+            await engine.dispose()
+
+    asyncio.run(write())
+    found = report_rows(db_url, "alerts", t0 - timedelta(hours=1), now)
+    assert [(r["rule"], r["subject"], r["started_at"], r["resolved_at"], r["duration_s"],
+             r["last_notified_status"]) for r in found] == [
+        ("cluster_down", "web-9", t0, t0 + timedelta(minutes=3), pytest.approx(180, abs=1e-3),
+         "resolved"),
+        ("stuck", "", t0 + timedelta(minutes=30), None, None, "firing"),
+    ]  # fmt: skip
+    assert sql(db_url, "SELECT COUNT(*) FROM alert_history") == [(3,)]
+
+    rng = ["--since", (t0 - timedelta(hours=1)).isoformat(), "--db", db_url]
+    code, out, err = qwatch(capsys, "report", "alerts", *rng)
+    assert (code, err) == (0, "") and "cluster_down on web-9" in out and "stuck on" in out
+    assert re.search(r"0:0(2:59|3:00) ", out)  # julianday arithmetic can fall a hair short
+    code, out, _ = qwatch(capsys, "report", "alerts", *rng, "--format", "json")
+    assert code == 0 and [r["rule"] for r in json.loads(out)["rows"]] == ["cluster_down", "stuck"]
 
 
 def doc_examples(engine: str) -> Iterator[tuple[str, str]]:
