@@ -594,6 +594,45 @@ def test_pane_event_times_are_in_the_display_zone_and_say_it(zone: fmt.Zone, sho
     assert lines[7].startswith(f" {shown} run2aaaa +1 reincarnated")
 
 
+def test_the_pane_lists_the_firing_alerts_of_its_host_and_site_in_red() -> None:
+    from qwatch.alerts.rules import Alert
+
+    state = make_state(stat())
+    raw = HostRaw(
+        "shop", "web-1", "1h", *RANGES[1].window(NOW, 30)[:2], NOW, 30,
+        (run(1, "run2aaaa", seen=50, last=0, ended=None),),
+    )  # fmt: skip
+    state.set_pane(pane.build(raw))
+    plain = [text_of(line) for line in render.pane(state, 100, 20, NOW)]
+    mine = Alert("queue_full", "shop", "c-1", "warning", "shop: web-1's task queue is full",
+                 NOW - timedelta(minutes=6), host="web-1", cluster_id="c-1")  # fmt: skip
+    site_wide = Alert("stuck", "shop", "", "critical", "shop: backlog of 40 not draining",
+                      NOW - timedelta(minutes=12))  # fmt: skip
+    others = [
+        Alert("cluster_down", "shop", "web-2", "critical", "shop: no live cluster on web-2",
+              NOW - timedelta(minutes=2), host="web-2"),
+        Alert("cluster_down", "shop2", "web-1", "critical", "shop2: no live cluster on web-1",
+              NOW - timedelta(minutes=2), host="web-1"),
+        Alert("cluster_down", "shop", "web-1", "critical", "resolved",
+              NOW - timedelta(minutes=9), NOW - timedelta(minutes=1), host="web-1"),
+    ]  # fmt: skip
+    state.set_alerts([mine, *others, site_wide])
+    assert pane.alerts_of(state.alerts, "shop", "web-1") == (site_wide, mine)  # oldest first
+    lines = render.pane(state, 100, 20, NOW)
+    texts = [text_of(line) for line in lines]
+    assert texts[1] == " ALERT stuck (critical, 0:12:00): shop: backlog of 40 not draining "
+    assert texts[2] == " ALERT queue_full (warning, 0:06:00): shop: web-1's task queue is full "
+    assert lines[1][0][0] == lines[2][0][0] == "class:pane.alert"
+    assert render.STYLE.get_attrs_for_style_str("class:pane.alert").color == "ansired"
+    assert texts[3:] == plain[1:]  # the rest of the pane as before, below the alerts
+    # Cut to the pane's width; many alerts end in how many more, as the banner does.
+    assert all(len(t) <= 30 for t in map(text_of, render.pane(state, 30, 20, NOW)[1:3]))
+    state.set_alerts([replace(mine, subject=f"c-{i}", cluster_id=f"c-{i}") for i in range(5)])
+    texts = [text_of(line) for line in render.pane(state, 100, 20, NOW)]
+    assert texts[1 + render.MAX_ALERT_LINES] == " … and 2 more alerts: `qwatch alerts` "
+    assert texts[2 + render.MAX_ALERT_LINES :] == plain[1:]
+
+
 def test_range_windows_end_on_a_slot_boundary() -> None:
     for rng in RANGES:
         start, end, width = rng.window(NOW + timedelta(seconds=7), 30)

@@ -1,4 +1,5 @@
-"""The history pane's numbers for one host over one range (pure: time is passed in).
+"""The history pane's numbers for one host over one range (pure: time is passed in), and
+which firing alerts concern the host.
 
 Availability, downtime and what counts as unknown follow `qwatch.timeline`, the rules of
 `qwatch history`, so the pane and the command never disagree: a run is up from its first
@@ -13,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from qwatch import timeline, wording
+from qwatch.alerts.rules import Alert
 from qwatch.monitor.records import HostRaw
 from qwatch.monitor.spark import peak, sparkline
 from qwatch.values import EventRow, Span
@@ -82,6 +84,17 @@ def build(raw: HostRaw) -> HostHistory:
         backlog_peak=peak(raw.backlog),
         events=tuple(event_lines(raw.events, raw.gaps, raw.at)[:MAX_EVENT_LINES]),
     )
+
+
+def alerts_of(alerts: Sequence[Alert], site: str, host: str) -> tuple[Alert, ...]:
+    """The firing alerts of `site` that concern `host`: its own (a host's or one of its
+    clusters') and the site-wide ones (a stuck backlog, Redis unreachable), oldest first."""
+    found = [
+        alert
+        for alert in alerts
+        if alert.firing and alert.site == site and alert.host in (host, None)
+    ]
+    return tuple(sorted(found, key=lambda alert: alert.started_at))
 
 
 # --- event lines -----------------------------------------------------------------------

@@ -9,15 +9,16 @@ Only the rows that fit are drawn, and sparklines arrive drawn already.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.styles import Style
 
+from qwatch.alerts.rules import Alert
 from qwatch.fmt import ago, hms, when
 from qwatch.monitor.columns import SEPARATOR, Column, cell, fit_columns
-from qwatch.monitor.pane import HostHistory
+from qwatch.monitor.pane import HostHistory, alerts_of
 from qwatch.monitor.records import StoreKind
 from qwatch.monitor.state import Focus, MonitorState, Row, Source
 
@@ -54,6 +55,7 @@ STYLE = Style.from_dict(
         "pane.good": "ansigreen",
         "pane.warn": "ansiyellow",
         "pane.bad": "ansired",
+        "pane.alert": "ansired bold",
         "event.time": "ansibrightblack",
         "event.restarted": "ansiyellow",
         "event.vanished": "ansired",
@@ -105,15 +107,22 @@ def banner(state: MonitorState, now: datetime) -> list[Line]:
             shown.append("history still shown")
         text = f" {live.error} (for {down}; {'; '.join(shown)}) "
         lines.append([("class:banner", text)])
-    firing = state.alerts
-    for alert in firing[:MAX_ALERT_LINES]:
-        held = hms((now - alert.started_at).total_seconds())
-        text = f" ALERT {alert.rule} ({alert.severity}, {held}): {alert.summary} "
-        lines.append([("class:banner", text)])
+    return lines + alert_lines(state.alerts, "class:banner", now)
+
+
+def alert_lines(
+    firing: Sequence[Alert], style: str, now: datetime, width: int | None = None
+) -> list[Line]:
+    """One line per firing alert (rule, severity, how long, summary), at most
+    MAX_ALERT_LINES and then how many more; cut to `width` when given."""
+    texts = [
+        f" ALERT {alert.rule} ({alert.severity}, "
+        f"{hms((now - alert.started_at).total_seconds())}): {alert.summary} "
+        for alert in firing[:MAX_ALERT_LINES]
+    ]
     if len(firing) > MAX_ALERT_LINES:
-        more = len(firing) - MAX_ALERT_LINES
-        lines.append([("class:banner", f" … and {more} more alerts: `qwatch alerts` ")])
-    return lines
+        texts.append(f" … and {len(firing) - MAX_ALERT_LINES} more alerts: `qwatch alerts` ")
+    return [[(style, text[:width])] for text in texts]
 
 
 def hint(state: MonitorState) -> Line | None:
@@ -261,6 +270,8 @@ def pane(state: MonitorState, width: int, height: int, now: datetime) -> list[Li
     if history.range_label != state.range.label:
         head += f"(showing {history.range_label} until read) "
     lines: list[Line] = [[(title_style, head)]]
+    # The firing alerts of the host and its site, red, above the numbers they explain.
+    lines += alert_lines(alerts_of(state.alerts, site, host), "class:pane.alert", now, width)
     lines.append(_summary(state, history, now))
     lines.append(_trend("Reinc.", history.rc_spark, float(history.reincarnations), "total"))
     lines.append(_trend("TQ", history.tq_spark, history.tq_peak, "peak"))
