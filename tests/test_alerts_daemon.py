@@ -2,26 +2,36 @@
 receiver (aiohttp, in a thread of its own): cluster_down fires once after `for` (through a
 receiver that answers 500 twice first), only the sampler of a pair sends, it resolves when
 the cluster is back, is not sent again by a daemon taking over or restarted, is counted
-on /metrics, and a silence holds."""
+on /metrics, and a silence holds; and, with a real SMTP server (aiosmtpd) and a command
+target, killing workers in a row fires reincarnation_storm and a backlog fed to a cluster
+whose workers are stopped (SIGSTOP) fires stuck."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from aiosmtpd.controller import Controller
 
+from qwatch.values import ClusterStat
 from tests.helpers import free_port, wait_for
-from tests.plugins.qcluster import SECRET_KEY
-from tests.plugins.qwatch_daemon import query, run_qwatch
+from tests.plugins.qcluster import SECRET_KEY, DjangoProject
+from tests.plugins.qwatch_daemon import DaemonProcess, query, run_qwatch
+from tests.plugins.redis_server import RedisServer
+from tests.test_alerts_notify import Mailbox
+from tests.test_daemon import live_records
 
 NAME = "qwatchtest"
 
@@ -182,3 +192,108 @@ def test_cluster_down_fires_once_resolves_resumes_and_is_silenced(
     [firing] = json.loads(listed.stdout)
     assert (firing["rule"], firing["subject"], firing["silenced"]) == ("cluster_down", host, True)
     assert second.terminate() == 0
+
+
+COMMAND = """#!/bin/sh
+# Each message the daemon sends, as its own file: the JSON on stdin, the rules it names.
+out="$(dirname "$0")/got-$$"
+cat > "$out.json"
+printf '%s' "$QWATCH_ALERT_RULES" > "$out.rules"
+"""
+
+
+@pytest.mark.slow
+def test_reincarnations_and_a_stuck_backlog_reach_a_command_and_an_smtp_server(
+    redis_server: RedisServer,
+    django_project_factory: Callable[..., DjangoProject],
+    daemon_factory: Callable[..., DaemonProcess],
+    tmp_path: Path,
+) -> None:
+    db = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    script = inbox / "page.sh"
+    script.write_text(COMMAND)
+    script.chmod(0o755)
+    mailbox = Mailbox()
+    port = free_port()
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=port)
+    smtp.start()
+    config = tmp_path / "qwatch.toml"
+    config.write_text(
+        f'[[sites]]\nname = "{NAME}"\nredis_url = "{redis_server.url}"\n'
+        f'secret_key = "{SECRET_KEY}"\n\n'
+        '[alerts.rules.reincarnation_storm]\ncount = 2\nwindow = "1m"\n\n'
+        '[alerts.rules.stuck]\nfor = "3s"\n\n'
+        f'[[notify]]\nkind = "command"\nargv = ["{script}"]\n\n'
+        f'[[notify]]\nkind = "email"\nsmtp_url = "smtp://127.0.0.1:{port}?starttls=false"\n'
+        'to = ["oncall@example.com"]\n'
+    )
+    project = django_project_factory(redis_server.url, name=NAME)
+    stopped: list[int] = []
+
+    def got(rule: str) -> list[dict[str, Any]]:
+        """The firing bodies the command received that name `rule` (a storm's resolution,
+        a minute after the first kill, may come in too on a slow machine)."""
+        bodies = [
+            json.loads(path.with_suffix(".json").read_text())
+            for path in sorted(inbox.glob("got-*.rules"))
+            if rule in path.read_text().split(",")
+        ]
+        return [body for body in bodies if body["status"] == "firing"]
+
+    def mailed(rule: str) -> list[bytes]:
+        return [content for _, _, content in mailbox.messages if rule.encode() in content]
+
+    # The script writes its .rules file after the body: a body named there is complete.
+
+    try:
+        project.start_cluster()
+        daemon = daemon_factory(db_url=db, config=config)
+        daemon.wait_log("sampling site")
+        record = wait_for(
+            lambda: [r for r in live_records(redis_server) if r.status == "Idle" and r.pool == 2],
+            30,
+            "an idle cluster with two workers",
+        )[0]
+
+        # Two workers killed in a row: two reincarnations within the minute.
+        for kills in (1, 2):
+            os.kill(record.workers[0], signal.SIGKILL)
+
+            def replaced(n: int = kills) -> list[ClusterStat]:
+                return [
+                    r for r in live_records(redis_server) if r.reincarnations >= n and r.pool == 2
+                ]
+
+            record = wait_for(replaced, 30, f"{kills} reincarnation(s)")[0]
+        wait_for(lambda: got("reincarnation_storm"), 30, "the command", detail=lambda: daemon.log)
+        [body] = got("reincarnation_storm")
+        assert body["version"] == "4" and body["status"] == "firing"
+        [alert] = body["alerts"]
+        assert alert["labels"]["alertname"] == "reincarnation_storm"
+        assert alert["labels"]["host"] == record.host
+        wait_for(lambda: mailed("reincarnation_storm"), 30, "the email", detail=lambda: daemon.log)
+
+        # Workers stopped, tasks fed: the pusher fills the cluster's own queue, the rest
+        # stays in the broker and does not drain while the cluster still says it is up.
+        stopped.extend(record.workers)
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        project.enqueue(*["nap:0.1"] * 20)
+        wait_for(lambda: got("stuck"), 40, "stuck through the command", detail=lambda: daemon.log)
+        [body] = got("stuck")
+        [alert] = body["alerts"]
+        assert alert["labels"]["alertname"] == "stuck" and alert["labels"]["site"] == NAME
+        assert "host" not in alert["labels"]  # a site-wide rule
+        wait_for(lambda: mailed("stuck"), 30, "stuck by email", detail=lambda: daemon.log)
+        assert all(b"oncall@example.com" in m for m in mailed("stuck"))
+        rules = [rule for (rule,) in query(db, "SELECT rule FROM alerts ORDER BY started_at")]
+        assert rules == ["reincarnation_storm", "stuck"]
+        assert daemon.terminate() == 0
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        project.stop_all()
+        smtp.stop()
