@@ -20,9 +20,11 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from qwatch.alerts.notify import Outcome, backoff_delay, deliver, deliver_all
+from qwatch.alerts.dispatch import Dispatcher
+from qwatch.alerts.notify import Outcome, backoff_delay, deliver, deliver_all, unreachable
 from qwatch.alerts.payloads import Message
 from qwatch.config import CommandTarget, EmailTarget, WebhookTarget, load_settings
+from qwatch.config.alerts import AlertSettings
 from tests.helpers import ALERT_T0, down_alert, free_port
 
 SENTINEL = "Sentinel-7f3a"
@@ -350,3 +352,46 @@ async def test_a_surprise_is_an_outcome_not_an_exception(receiver: Receiver) -> 
     assert not outcome.ok and outcome.attempts == 1
     assert outcome.error is not None and outcome.error.startswith("unexpected ")
     assert SENTINEL not in repr(outcome) and receiver.requests == []
+
+
+# ---------------------------------------------------------------------------- at start
+
+
+async def test_reachability_is_told_without_sending(
+    receiver: Receiver, smtp_server: tuple[Mailbox, int], tmp_path: Path
+) -> None:
+    mailbox, port = smtp_server
+    closed = free_port()
+    reachable = [
+        WebhookTarget(url=receiver.url),
+        EmailTarget(host="127.0.0.1", port=port, to=("a@example.com",), security="none"),
+        CommandTarget(argv=(sys.executable, "-c", "pass")),
+    ]
+    for target in reachable:
+        assert await unreachable(target, 2.0) is None, target.label
+    assert receiver.requests == [] and mailbox.messages == []  # nothing was sent
+    assert await unreachable(
+        WebhookTarget(url=f"http://127.0.0.1:{closed}/h?t={SENTINEL}"), 2.0
+    ) == ("ConnectionRefusedError")
+    email = EmailTarget(host="127.0.0.1", port=closed, to=("a@example.com",), security="none")
+    assert await unreachable(email, 2.0) == "ConnectionRefusedError"
+    missing = CommandTarget(argv=(str(tmp_path / "page-oncall"), SENTINEL))
+    assert await unreachable(missing, 2.0) == f"no executable {str(tmp_path / 'page-oncall')!r}"
+
+
+async def test_an_unreachable_target_at_start_is_a_warning(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/hook?token={SENTINEL}"
+    settings = AlertSettings(targets=(WebhookTarget(url=receiver.url), WebhookTarget(url=closed)))
+
+    async def no_silences(at: object) -> list[Any]:
+        return []
+
+    dispatcher = Dispatcher(settings, no_silences, lambda site, notified: None)
+    with caplog.at_level("WARNING", logger="qwatch.alerts"):
+        await dispatcher.check_targets()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "cannot be reached now: ConnectionRefusedError" in warnings[0]
+    assert SENTINEL not in warnings[0] and "/hook" not in warnings[0]

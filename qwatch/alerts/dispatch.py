@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from qwatch.alerts.notify import Outcome, deliver_all
+from qwatch.alerts.notify import Outcome, deliver_all, unreachable
 from qwatch.alerts.payloads import FIRING, Message, subject_of
 from qwatch.alerts.rules import Alert, AlertKey, Change, Evaluator, Poll, SiteEvent
 from qwatch.alerts.schedule import Sent, due
@@ -113,6 +113,7 @@ class Dispatcher:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        await self.check_targets()
         # One get() kept across the waits: cancelling one at a timeout could lose a message.
         getting = asyncio.ensure_future(self._queue.get())
         try:
@@ -127,6 +128,17 @@ class Dispatcher:
                     await self._send(*job)
         finally:
             getting.cancel()
+
+    async def check_targets(self) -> None:
+        """At start, a warning for each target that cannot be reached: not a reason to
+        refuse to start (it may come up before the first alert, which is retried anyway)."""
+        targets = self.settings.targets
+        reasons = await asyncio.gather(
+            *(unreachable(target, self.settings.timeout_s) for target in targets)
+        )
+        for target, reason in zip(targets, reasons, strict=True):
+            if reason is not None:
+                log.warning("alert target %s cannot be reached now: %s", target.label, reason)
 
     async def _refresh_silences(self) -> None:
         self._silences_at = asyncio.get_running_loop().time()

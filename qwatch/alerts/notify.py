@@ -12,12 +12,15 @@ The caller runs deliveries in their own task, so that a slow target never holds 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from qwatch.alerts.payloads import (
     Message,
@@ -188,3 +191,35 @@ def label_seconds(seconds: float) -> str:
     if seconds >= 1 and float(seconds).is_integer():
         return duration(timedelta(seconds=seconds))
     return f"{seconds:g}s"
+
+
+async def unreachable(target: Target, timeout_s: float) -> str | None:
+    """Why `target` cannot take a message now (None: it can be reached), checked without
+    sending anything: a TCP connection to a webhook's or an SMTP server's address, or the
+    command's program on PATH. The reason names a kind of failure, never the URL's path."""
+    if isinstance(target, CommandTarget):
+        program = target.argv[0]
+        found = shutil.which(program)
+        return None if found else f"no executable {program!r}"
+    if isinstance(target, EmailTarget):
+        host, port = target.host, target.port
+    else:
+        url = urlsplit(target.url)
+        try:
+            port = url.port or (443 if url.scheme == "https" else 80)
+        except ValueError:
+            return "not a port"
+        if not url.hostname:
+            return "not a URL"
+        host = url.hostname
+    try:
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(host, port)
+    except TimeoutError:
+        return f"no answer within {timeout_s:.0f} s"
+    except OSError as error:
+        return type(error).__name__
+    writer.close()
+    with contextlib.suppress(OSError):  # closing a connection we only opened
+        await writer.wait_closed()
+    return None
