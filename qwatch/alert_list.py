@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from qwatch import output
+from qwatch.alerts.rules import Alert
 from qwatch.alerts.silences import Silence, silenced
 from qwatch.config import Settings
 from qwatch.durations import parse_time
@@ -35,8 +36,8 @@ async def run(
     return render(found, quiet, at, fmt, settings.display_zone, past=start is not None)
 
 
-def _row(row: AlertRow, quiet: list[Silence], at: datetime) -> dict[str, Any]:
-    alert = row.alert
+def alert_json(alert: Alert) -> dict[str, Any]:
+    """An alert as JSON: `qwatch alerts` and `qwatch history --events` alike."""
     return {
         "rule": alert.rule,
         "site": alert.site,
@@ -47,6 +48,13 @@ def _row(row: AlertRow, quiet: list[Silence], at: datetime) -> dict[str, Any]:
         "summary": alert.summary,
         "started_at": iso(alert.started_at),
         "resolved_at": iso(alert.ended_at),
+    }
+
+
+def _row(row: AlertRow, quiet: list[Silence], at: datetime) -> dict[str, Any]:
+    alert = row.alert
+    return {
+        **alert_json(alert),
         "last_notified_at": iso(row.last_notified_at),
         "last_notified_status": row.last_notified_status,
         "silenced": alert.firing and silenced(alert, quiet, at),

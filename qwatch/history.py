@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from qwatch import output, wording
 from qwatch import timeline as tl
+from qwatch.alert_list import alert_json
 from qwatch.alerts.rules import Alert
 from qwatch.config import Settings, safe_url
 from qwatch.durations import DurationError, parse_duration, parse_time
@@ -401,20 +402,6 @@ def _bucket_csv(b: tl.Bucket) -> list[object]:
 
 def buckets_csv(buckets: Sequence[tl.Bucket]) -> str:
     return output.csv(BUCKET_COLUMNS, (_bucket_csv(b) for b in buckets))
-
-
-def alert_json(alert: Alert) -> dict[str, Any]:
-    return {
-        "rule": alert.rule,
-        "site": alert.site,
-        "subject": alert.subject,
-        "host": alert.host,
-        "cluster_id": alert.cluster_id,
-        "severity": alert.severity,
-        "summary": alert.summary,
-        "started_at": iso(alert.started_at),
-        "resolved_at": iso(alert.ended_at),
-    }
 
 
 def events_csv(events: Sequence[EventRow], marks: Sequence[AlertMark] = ()) -> str:
