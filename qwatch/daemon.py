@@ -39,7 +39,8 @@ from qwatch.events import SampleClock, Tracker, key_of
 from qwatch.retry import backoff
 from qwatch.rollup import MinuteAccumulator
 from qwatch.serve.state import SiteSnapshot, Snapshot
-from qwatch.sources.redis import RedisSource, RedisUnavailable
+from qwatch.sources import StatSource, open_source
+from qwatch.sources.redis import RedisUnavailable
 from qwatch.store import fence, maintenance, migrate, reads
 from qwatch.store.engine import create_engine
 from qwatch.store.writer import Batch, StoreUnavailable, Writer
@@ -85,7 +86,7 @@ class SiteLoop:
     """One site: its Redis, its sampler lock, and what it remembers between polls."""
 
     site: Site
-    source: RedisSource
+    source: StatSource
     lock: str
     token: str
     interval_s: float
@@ -439,7 +440,7 @@ class Daemon:
         self.sites = [
             SiteLoop(
                 site=site,
-                source=RedisSource(site),
+                source=open_source(site),
                 lock=lock_key(site, settings.database_url),
                 token=token,
                 interval_s=self.interval_s,

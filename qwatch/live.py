@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from qwatch import output
 from qwatch.config import Settings
 from qwatch.fmt import hms, iso
-from qwatch.sources.redis import RedisSource
+from qwatch.sources import open_source
 from qwatch.values import ClusterStat, Poll
 
 COLUMNS = ("Host", "Id", "State", "Pool", "TQ", "RQ", "RC", "Up")
@@ -22,7 +22,7 @@ COLUMNS = ("Host", "Id", "State", "Pool", "TQ", "RQ", "RC", "Up")
 
 async def read_all(settings: Settings) -> list[Poll]:
     """One poll per site, concurrently; the first unreachable Redis raises RedisUnavailable."""
-    sources = [RedisSource(site) for site in settings.sites]
+    sources = [open_source(site) for site in settings.sites]
     try:
         return list(await asyncio.gather(*(source.poll() for source in sources)))
     finally:

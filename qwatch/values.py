@@ -192,6 +192,17 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """One Django Q queue's backlog as its broker tells it, read without side effects."""
+
+    queue: str  # the cluster name serving it: Q_CLUSTER name/cluster_name, or an ALT_CLUSTERS key
+    broker: str  # "redis", "orm", "sqs", "mongo", …
+    length: int | None  # tasks waiting; None: this broker's backlog cannot be read from outside
+    oldest_age_s: float | None = None  # the oldest waiting task's age, where the broker tells it
+    reason: str = ""  # why length is None (safe to print)
+
+
 @dataclass(frozen=True)
 class Poll:
     """One read of a site: every live cluster, the broker backlog, and what was refused."""
@@ -201,3 +212,5 @@ class Poll:
     clusters: tuple[ClusterStat, ...]
     queued: dict[str, int] = field(default_factory=dict)  # broker list key -> LLEN
     skipped: tuple[Skipped, ...] = ()
+    # Every queue of the site (main and ALT_CLUSTERS), replacing `queued` once its readers move.
+    backlogs: tuple[Backlog, ...] = ()

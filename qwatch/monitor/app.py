@@ -27,7 +27,7 @@ from qwatch.monitor.layout import create_layout
 from qwatch.monitor.records import RANGES
 from qwatch.monitor.render import STYLE
 from qwatch.monitor.state import MonitorState
-from qwatch.sources.redis import RedisSource
+from qwatch.sources import StatSource, open_source
 
 # How long a lone Esc waits to be sure it does not start an arrow key's sequence; the
 # default half second makes Esc feel stuck.
@@ -40,7 +40,7 @@ class Monitor:
     settings: Settings
     state: MonitorState
     app: Application[int]
-    sources: list[RedisSource]
+    sources: list[StatSource]
     store: refresh.StoreWatcher
 
     def start_refresh(self) -> None:
@@ -102,7 +102,7 @@ def create_monitor(
         settings=settings,
         state=state,
         app=app,
-        sources=[RedisSource(site) for site in settings.sites],
+        sources=[open_source(site) for site in settings.sites],
         store=refresh.StoreWatcher(state, settings.database_url, app.invalidate),
     )
     layout, _table = create_layout(state)

@@ -29,7 +29,8 @@ from qwatch.monitor.records import (
 )
 from qwatch.monitor.state import MonitorState
 from qwatch.retry import backoff
-from qwatch.sources.redis import RedisReplyError, RedisSource, RedisUnavailable
+from qwatch.sources import StatSource
+from qwatch.sources.redis import RedisReplyError, RedisUnavailable
 from qwatch.store import reads
 from qwatch.values import Source, Span
 
@@ -50,7 +51,7 @@ MAX_EVENTS = 300  # newest events fetched for the pane; flips fold, so this is p
 
 async def watch_redis(
     state: MonitorState,
-    source: RedisSource,
+    source: StatSource,
     invalidate: Callable[[], None],
     *,
     every_s: float = REDIS_EVERY_S,
@@ -90,14 +91,14 @@ async def watch_redis(
         await asyncio.sleep(max(0.0, delay - (loop.time() - started)))
 
 
-async def _version(source: RedisSource) -> str:
+async def _version(source: StatSource) -> str:
     try:
         return await source.server_version()
     except RedisReplyError:  # INFO may be forbidden by an ACL: the version is only nice to have
         return "?"
 
 
-async def _close_quietly(source: RedisSource) -> None:
+async def _close_quietly(source: StatSource) -> None:
     try:
         await source.close()
     except Exception:
