@@ -375,6 +375,50 @@ def test_events_follow_the_set_difference_of_polls(sequence):
         previous = current
 
 
+class ScanningTracker(Tracker):
+    """The Tracker before the per-poll index: every record scanned for each newcomer."""
+
+    def _take_stopping(self, stat, current):
+        stopping = [
+            c
+            for key, c in current.items()
+            if c.host == stat.host
+            and c.status in ("Stopping", "Stopped")
+            and c.tob < stat.tob
+            and key in self._live
+            and key not in self._replaced
+        ]
+        if not stopping:
+            return None
+        chosen = max(stopping, key=lambda c: (c.timestamp, c.tob, c.cluster_id))
+        self._replaced.add(key_of(chosen))
+        return chosen
+
+
+@given(polls)
+def test_the_stopping_index_gives_the_events_of_the_full_scan(sequence):
+    fast, slow = Tracker(SITE, gap_grace_s=0), ScanningTracker(SITE, gap_grace_s=0)
+    for i, (members, changes, gap) in enumerate(sequence):
+        at = t(10 + i)
+        clusters = []
+        for index in members:
+            status, rc = changes.get(index, ("Idle", 0))
+            cluster_id, host, tob = UNIVERSE[index]
+            clusters.append(stat(cluster_id, host=host, tob=tob, status=status, rc=rc))
+        for tracker in (fast, slow):
+            if gap:
+                tracker.gap(at)
+        got, want = fast.observe(clusters, at), slow.observe(clusters, at)
+        assert got == want
+
+
+def test_the_stopping_index_pairs_a_supervisor_restart():
+    tracker = Tracker(SITE)
+    tracker.observe([stat("1", tob=0.0, status="Stopping")], t(10))
+    events = tracker.observe([stat("1", tob=0.0, status="Stopped"), stat("2", tob=9.0)], t(11))
+    assert ("2", RESTARTED) in kinds(events)
+
+
 @pytest.mark.parametrize(
     "marks,at,due",
     [
