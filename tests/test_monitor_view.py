@@ -7,6 +7,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from qwatch import fmt
 from qwatch.config import RedisSettings, Site
@@ -14,6 +16,7 @@ from qwatch.monitor import pane, render
 from qwatch.monitor.columns import HOST_MIN, cell, fit_columns
 from qwatch.monitor.records import (
     RANGES,
+    TABLE_SLOTS,
     HostRaw,
     StoreInfo,
     StoreKind,
@@ -639,3 +642,44 @@ def test_range_windows_end_on_a_slot_boundary() -> None:
         assert end >= NOW + timedelta(seconds=7) > end - timedelta(seconds=width)
         assert int(end.timestamp()) % width == 0
         assert (end - start).total_seconds() == width * 30
+
+
+slot_values = st.lists(
+    st.one_of(st.none(), st.floats(0, 50, allow_nan=False)), min_size=0, max_size=TABLE_SLOTS
+)
+
+
+@given(
+    first=st.lists(slot_values, min_size=1, max_size=6), second=st.lists(slot_values, max_size=6)
+)
+def test_sparklines_kept_from_the_last_read_are_the_ones_a_fresh_read_draws(
+    first: list[list[float | None]], second: list[list[float | None]]
+) -> None:
+    """The memo of sparklines by slot values must give what drawing each one anew gives,
+    read after read (the second read reuses some of the first's series)."""
+    names = ids(len(first) + len(second))
+    runs = tuple(run_info(pk, f"web-{pk}", names[pk], None) for pk in range(len(names)))
+    state = make_state(*(stat(f"web-{pk}", names[pk], up_s=7200) for pk in range(len(names))))
+    for series in (first, first[: len(first) // 2] + second):
+        history_for(state, *runs, tq=dict(enumerate(series)))
+        for pk, values in enumerate(series):
+            row = next(r for r in state.rows if r.cluster_id == names[pk])
+            assert row.spark == sparkline(values, TABLE_SLOTS)
+        assert set(state._spark_memo) == {tuple(v) for v in series}  # only this read's
+
+
+def test_the_live_count_follows_polls_filters_and_gone_runs() -> None:
+    names = ids(5)
+    state = make_state(*(stat(f"web-{i}", names[i]) for i in range(4)))
+    history_for(state, run_info(9, "web-9", names[4], NOW - timedelta(minutes=5)))
+
+    def counted() -> int:
+        return sum(1 for r in state.rows if r.source is Source.LIVE)
+
+    assert state.live_count == counted() == 4 and len(state.rows) == 5
+    state.type_filter("web-1")
+    assert state.live_count == counted() == 1
+    state.clear_filter()
+    state.set_poll(poll(stat("web-0", names[0])))
+    assert state.live_count == counted() == 1
+    assert "1 cluster " in text_of(render.status(state, NOW))

@@ -360,7 +360,7 @@ def status(state: MonitorState, now: datetime, width: int = 1000) -> Line:
         if len(queued) > 1:
             each = ", ".join(f"{name} {n}" for name, n in queued.items())
             parts.append((1, "class:status", f"({each}) "))
-    count = sum(1 for r in state.rows if r.source is Source.LIVE)
+    count = state.live_count
     parts.append((6, "class:status", f"│ {count} cluster{'s' if count != 1 else ''} "))
     parts.append((7, *_sample_age(state, now)))
     skipped = Counter(

@@ -156,11 +156,15 @@ class MonitorState:
     page: int = 10  # rows that fit, as last drawn
     pane_scroll: int = 0
     rows: list[Row] = field(default_factory=list)
+    live_count: int = 0  # live rows in `rows`, kept with them so a frame does not count
     # Wakes the history task when the range or the selected host changes (set by refresh).
     wake: Callable[[], None] = field(default=lambda: None)
     _all: list[Row] = field(default_factory=list)
     _sparks: dict[RunKey, str] = field(default_factory=dict)
     _rc_hour: dict[RunKey, int] = field(default_factory=dict)
+    # Sparkline by its slot values: most rows' last hour is the same from one read to the
+    # next, so a read draws only the new series (10,000 rows: most of a read's work).
+    _spark_memo: dict[tuple[float | None, ...], str] = field(default_factory=dict)
 
     @classmethod
     def for_sites(cls, sites: Sequence[Site], **kwargs: object) -> MonitorState:
@@ -192,11 +196,21 @@ class MonitorState:
         """Sparklines are drawn here, once per read, not once per frame."""
         self.table_history = history
         keys = {run.pk: run.key for run in history.runs}
-        self._sparks = {
-            keys[pk]: sparkline(values, TABLE_SLOTS)
-            for pk, values in history.tq_slots.items()
-            if pk in keys
-        }
+        old = self._spark_memo
+        memo: dict[tuple[float | None, ...], str] = {}
+        sparks: dict[RunKey, str] = {}
+        for pk, values in history.tq_slots.items():
+            if pk not in keys:
+                continue
+            slots = tuple(values)
+            line = memo.get(slots)
+            if line is None:
+                line = old.get(slots)
+                if line is None:
+                    line = sparkline(slots, TABLE_SLOTS)
+                memo[slots] = line
+            sparks[keys[pk]] = line
+        self._sparks, self._spark_memo = sparks, memo  # only this read's: it never grows
         self._rc_hour = {keys[pk]: n for pk, n in history.rc_hour.items() if pk in keys}
         self._rebuild()
 
@@ -316,8 +330,12 @@ class MonitorState:
 
     def _rearrange(self) -> None:
         before = self.selected
-        self.rows = arrange(self._all, self.sort_key, self.sort_reverse, self.filter_text)
+        self._set_rows(arrange(self._all, self.sort_key, self.sort_reverse, self.filter_text))
         self._reselect(before)
+
+    def _set_rows(self, rows: list[Row]) -> None:
+        self.rows = rows
+        self.live_count = sum(1 for r in rows if r.source is Source.LIVE)
 
     def _reselect(self, before: Row | None) -> None:
         """Keep the same cluster selected, or the same host, or the same place."""
@@ -367,7 +385,7 @@ class MonitorState:
                 )
         rows += self._stored_rows(live_keys)
         self._all = rows
-        self.rows = arrange(rows, self.sort_key, self.sort_reverse, self.filter_text)
+        self._set_rows(arrange(rows, self.sort_key, self.sort_reverse, self.filter_text))
         self._reselect(before)
 
     def _stored_rows(self, live_keys: set[RunKey]) -> list[Row]:
