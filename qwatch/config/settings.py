@@ -13,6 +13,7 @@ from qwatch.config.alerts import AlertSettings
 from qwatch.config.database_url import default_database_url
 from qwatch.config.listen import ListenAddress
 from qwatch.config.redis_url import fields_from_kwargs, parse_redis_url
+from qwatch.config.urls import safe_url
 from qwatch.config.values import is_int, positive_seconds
 from qwatch.errors import ConfigError
 from qwatch.retention import KEEP_HOURS_DAYS, KEEP_MINUTES_DAYS, KEEP_SAMPLES_DAYS, Retention
@@ -71,6 +72,44 @@ class RedisSettings:
         return f"{scheme}://{user}{host}:{self.port}/{self.db}"
 
 
+CACHE_BACKENDS = ("database", "memcached", "file")
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """A Django cache, other than Redis, that Django Q writes its Stats through.
+
+    backend "database": `location` is the SQLAlchemy URL of the project's database and
+    `table` Django's cache table; "memcached": `location` is "host:port[,host:port…]" and
+    `client` "pymemcache" or "pylibmc" (they flag values differently); "file": `location` is
+    the FileBasedCache directory. Keys are made as Django makes them: KEY_FUNCTION (a dotted
+    path) if set, else "<key_prefix>:<version>:<key>".
+    """
+
+    backend: str
+    location: str = field(repr=False)  # a database URL may carry the password
+    table: str = ""
+    client: str = ""
+    key_prefix: str = ""
+    version: int = 1
+    key_function: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in CACHE_BACKENDS:
+            raise ConfigError(f"cache backend must be one of {', '.join(CACHE_BACKENDS)}")
+
+    def make_key(self, key: str) -> str:
+        """Django's default key function; a KEY_FUNCTION is applied by the cache source."""
+        return f"{self.key_prefix}:{self.version}:{key}"
+
+    @property
+    def address(self) -> str:
+        """Where the cache is, safe to print: never a password."""
+        if self.backend == "database":
+            return f"database cache {self.table} in {safe_url(self.location)}"
+        return f"{self.backend} cache {self.location}"
+
+
 @dataclass(frozen=True)
 class Site:
     """One Django Q site: its Q_CLUSTER name, the keys that verify its records, its Redis."""
@@ -86,6 +125,13 @@ class Site:
     queue_limit: int | None = None
     # Django Q's broker; only "redis" keeps a queue list (broker_key) in this Redis
     broker: str = "redis"
+    # Where the Stats are when not in `redis`: a Django cache read from outside (issue 12).
+    cache: CacheSettings | None = None
+    # Q_CLUSTER ALT_CLUSTERS names: queues of their own, served by clusters that write
+    # their Stats under `name` like the main one.
+    alt_queues: tuple[str, ...] = ()
+    # The ORM broker's database (SQLAlchemy URL, may hold a password), for its backlog.
+    broker_database: str | None = field(default=None, repr=False)
 
     @property
     def stat_pattern(self) -> str:
@@ -99,6 +145,17 @@ class Site:
     @property
     def broker_key(self) -> str:
         return f"django_q:{self.cluster_name or self.name}:q"
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """Every queue of the site: the main cluster's, then each ALT_CLUSTERS one."""
+        main = self.cluster_name or self.name
+        return (main, *(q for q in self.alt_queues if q != main))
+
+    @property
+    def stat_index_key(self) -> str:
+        """Django Q's list of record keys (Conf.Q_STAT), kept for cache-backed Stats."""
+        return f"django_q:{self.name}:cluster"
 
 
 @dataclass(frozen=True)
