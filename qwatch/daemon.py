@@ -34,13 +34,12 @@ from qwatch.alerts.dispatch import Dispatcher, SiteAlerts
 from qwatch.alerts.rules import Alert, Evaluator, Threshold
 from qwatch.alerts.silences import Silence
 from qwatch.config import Settings, Site, safe_url
-from qwatch.errors import Unavailable, one_line
+from qwatch.errors import SourceUnavailable, Unavailable, one_line
 from qwatch.events import SampleClock, Tracker, key_of
 from qwatch.retry import backoff
 from qwatch.rollup import MinuteAccumulator
 from qwatch.serve.state import SiteSnapshot, Snapshot
 from qwatch.sources import StatSource, open_source
-from qwatch.sources.redis import RedisUnavailable
 from qwatch.store import fence, maintenance, migrate, reads
 from qwatch.store.engine import create_engine
 from qwatch.store.writer import Batch, StoreUnavailable, Writer
@@ -110,7 +109,7 @@ class SiteLoop:
     # When the last poll that read Redis finished: a gap starts there, so the time a failing
     # command spent waiting for its timeout counts as unknown, not as watched.
     last_good_at: datetime | None = None
-    error: RedisUnavailable | None = None  # why the last poll failed; None after a good one
+    error: SourceUnavailable | None = None  # why the last poll failed; None after a good one
     failures: int = 0
     retry_at: float = 0.0  # loop time before which a failed Redis is not tried again
     # What the last tick read, for the listener: the poll, or why Redis was not read.
@@ -127,7 +126,7 @@ class SiteLoop:
 
     @property
     def address(self) -> str:
-        return self.site.redis.address
+        return self.site.stats_address
 
     async def tick(self, engine_seed: SeedFn) -> list[Batch]:
         """One poll: the batches to write (none as standby or with nothing new; several
@@ -149,7 +148,7 @@ class SiteLoop:
             # have cost the lock; the fence refuses what slips past this check.
             if not await self._hold_lock():
                 return []
-        except RedisUnavailable as exc:
+        except SourceUnavailable as exc:
             batch = self._failed(exc, loop.time(), started)
             at = batch.at if batch is not None else utcnow()
             if not self.leader:
@@ -265,7 +264,7 @@ class SiteLoop:
             self.alerts = None  # the sampler evaluates and sends; a standby does neither
         return held
 
-    def _failed(self, exc: RedisUnavailable, now: float, started: datetime) -> Batch | None:
+    def _failed(self, exc: SourceUnavailable, now: float, started: datetime) -> Batch | None:
         self.error = exc
         self.failures += 1
         delay = backoff(self.failures, self.interval_s, REDIS_BACKOFF_MAX_S)
@@ -669,7 +668,7 @@ class Daemon:
             async with asyncio.timeout_at(deadline - FLUSH_ENDS_BEFORE_S):
                 await self.writer.flush()
         if site.leader:
-            with contextlib.suppress(RedisUnavailable):  # else it expires by itself
+            with contextlib.suppress(SourceUnavailable):  # else it expires by itself
                 await site.source.release_lock(site.lock, site.token)
         await site.source.close()
 

@@ -6,7 +6,8 @@
     │   ├── SchemaError         the history's schema does not fit this qwatch
     │   └── …                   DurationError, PlanError, BadInput, BadReport, BadReference
     ├── Unavailable      exit 1 a server qwatch needs cannot be reached or used
-    │   └── …                   RedisUnavailable, StoreUnavailable, NotReadable, DemoUnavailable
+    │   ├── SourceUnavailable   a site's Stats cannot be read: RedisUnavailable, a cache's
+    │   └── …                   StoreUnavailable, NotReadable, DemoUnavailable
     └── DecodeError             one record refused: counted and skipped, never reaches the CLI
 
 The leaves live beside the code that raises them; this module imports nothing, so every
@@ -41,6 +42,11 @@ class Unavailable(QwatchError):
     """A server qwatch needs cannot be reached or used; the message names it (no password)."""
 
     exit_code = 1
+
+
+class SourceUnavailable(Unavailable):
+    """Where a site's live Stats are (its Redis, or the Django cache of a non-Redis broker)
+    cannot be read; the message names it (no password)."""
 
 
 class DecodeError(QwatchError, ValueError):

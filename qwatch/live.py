@@ -21,7 +21,7 @@ COLUMNS = ("Host", "Id", "State", "Pool", "TQ", "RQ", "RC", "Up")
 
 
 async def read_all(settings: Settings) -> list[Poll]:
-    """One poll per site, concurrently; the first unreachable Redis raises RedisUnavailable."""
+    """One poll per site, concurrently; the first unreachable source raises SourceUnavailable."""
     sources = [open_source(site) for site in settings.sites]
     try:
         return list(await asyncio.gather(*(source.poll() for source in sources)))

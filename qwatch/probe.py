@@ -10,8 +10,7 @@ from datetime import UTC, datetime
 from qwatch import live
 from qwatch.check import Status, Thresholds, Verdict, evaluate, unknown
 from qwatch.config import Settings
-from qwatch.errors import QwatchError, one_line
-from qwatch.sources.redis import RedisUnavailable
+from qwatch.errors import QwatchError, SourceUnavailable, one_line
 
 
 async def watch_marks(settings: Settings, sites: Sequence[str]) -> dict[str, datetime | None]:
@@ -26,7 +25,7 @@ async def watch_marks(settings: Settings, sites: Sequence[str]) -> dict[str, dat
 async def run(settings: Settings, limits: Thresholds) -> Verdict:
     try:
         polls = await live.read_all(settings)
-    except RedisUnavailable as exc:
+    except SourceUnavailable as exc:
         return Verdict(Status.CRITICAL, f"QWATCH CRITICAL - {exc}")
     marks = None
     if limits.max_sample_age_s is not None:

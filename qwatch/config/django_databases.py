@@ -45,8 +45,7 @@ def database_url(databases: object, alias: str, where: str, *, cwd: Path) -> str
     scheme = _ENGINES.get(engine) if isinstance(engine, str) else None
     if scheme is None:
         raise ConfigError(
-            f"{setting}['ENGINE'] {engine!r} is not one qwatch reads "
-            "(sqlite3, postgresql or mysql)"
+            f"{setting}['ENGINE'] {engine!r} is not one qwatch reads (sqlite3, postgresql or mysql)"
         )
     name = entry.get("NAME")
     if not isinstance(name, str | Path) or not str(name):

@@ -134,6 +134,11 @@ class Site:
     broker_database: str | None = field(default=None, repr=False)
 
     @property
+    def stats_address(self) -> str:
+        """Where the live Stats are read from, safe to print."""
+        return self.cache.address if self.cache is not None else self.redis.address
+
+    @property
     def stat_pattern(self) -> str:
         return f"{self.cache_prefix or ''}django_q:{self.name}:cluster:*"
 

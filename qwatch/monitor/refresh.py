@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from qwatch.errors import SchemaError, one_line
+from qwatch.errors import SchemaError, SourceUnavailable, one_line
 from qwatch.monitor import pane
 from qwatch.monitor.records import (
     PANE_SLOTS,
@@ -30,7 +30,7 @@ from qwatch.monitor.records import (
 from qwatch.monitor.state import MonitorState
 from qwatch.retry import backoff
 from qwatch.sources import StatSource
-from qwatch.sources.redis import RedisReplyError, RedisUnavailable
+from qwatch.sources.redis import RedisReplyError
 from qwatch.store import reads
 from qwatch.values import Source, Span
 
@@ -71,7 +71,7 @@ async def watch_redis(
                     version_known = True
             state.set_poll(poll)
             failures = 0
-        except RedisUnavailable as exc:
+        except SourceUnavailable as exc:
             failures += 1
             version_known = False
             state.set_redis_error(site.name, str(exc), state.clock())
@@ -79,12 +79,12 @@ async def watch_redis(
             failures += 1
             version_known = False
             await _close_quietly(source)  # a reply may still be on its way to a dead waiter
-            message = f"Redis {site.redis.address}: no answer in {POLL_TIMEOUT_S:.0f}s"
+            message = f"{site.stats_address}: no answer in {POLL_TIMEOUT_S:.0f}s"
             state.set_redis_error(site.name, message, state.clock())
         except Exception as exc:  # a bug must show, not silently stop the refresh
             failures += 1
-            log.exception("reading Redis %s", site.redis.address)
-            message = f"Redis {site.redis.address}: {type(exc).__name__}: {exc}"
+            log.exception("reading %s", site.stats_address)
+            message = f"{site.stats_address}: {type(exc).__name__}: {exc}"
             state.set_redis_error(site.name, message, state.clock())
         invalidate()
         delay = backoff(failures, every_s, REDIS_RETRY_MAX_S)

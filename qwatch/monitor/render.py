@@ -239,14 +239,14 @@ def empty_reason(state: MonitorState) -> str:
     for live in state.sites.values():
         site = live.site
         if live.poll is None and live.error is None:
-            reasons.append(f"Reading {site.redis.address}…")
+            reasons.append(f"Reading {site.stats_address}…")
         elif live.poll is None:
-            reasons.append(f"Cannot read {site.redis.address} (see the banner).")
+            reasons.append(f"Cannot read {site.stats_address} (see the banner).")
         else:
             skipped = len(live.poll.skipped)
             extra = f"; {skipped} record(s) skipped, see the status bar" if skipped else ""
             reasons.append(
-                f"No clusters of site {site.name!r} in {site.redis.address} "
+                f"No clusters of site {site.name!r} in {site.stats_address} "
                 f"(keys {site.stat_pattern}){extra}."
             )
     return " ".join(reasons)
@@ -344,7 +344,7 @@ def _trend(label: str, spark: str, value: float | None, what: str) -> Line:
 def status(state: MonitorState, now: datetime, width: int = 1000) -> Line:
     """The status bar; when it is too wide, the least needed parts go first."""
     parts: list[tuple[int, str, str]] = []  # (priority: higher stays longer, style, text)
-    addresses = list(dict.fromkeys(live.site.redis.address for live in state.sites.values()))
+    addresses = list(dict.fromkeys(live.site.stats_address for live in state.sites.values()))
     versions = {live.version for live in state.sites.values() if live.version}
     redis = addresses[0] + (f" +{len(addresses) - 1}" if len(addresses) > 1 else "")
     parts.append((9, "class:status", f" {redis} "))

@@ -24,7 +24,7 @@ from asyncio_redis.protocol import _NoTransaction
 
 from qwatch.config import RedisSettings, Site
 from qwatch.decode import DecodeError, DecodeMemo, Decoder
-from qwatch.errors import Unavailable
+from qwatch.errors import SourceUnavailable
 from qwatch.sources.resp import ProtocolError, ReplyParser
 from qwatch.values import ClusterStat, Poll, Skipped
 
@@ -54,7 +54,7 @@ return 0
 """
 
 
-class RedisUnavailable(Unavailable):
+class RedisUnavailable(SourceUnavailable):
     """Refused, timed out, unauthorised or dropped.
 
     The message is one line naming the address and the reason, never the password.
