@@ -300,10 +300,10 @@ class SiteLoop:
             log.info("%s %s on %s: %s", event.kind, event.cluster_id, event.host, event.detail)
         evented = {event.key for event in events}
         queued = poll.queued.get(self.site.broker_key) if self.site.broker == "redis" else None
+        self.minutes.add_poll(poll.clusters, queued, poll.at)
         samples = []
         for stat in poll.clusters:
             key = key_of(stat)
-            self.minutes.add(stat, queued, poll.at)
             if key in evented or self.clock.due(key, poll.at):
                 self.clock.mark(key, poll.at)
                 samples.append((stat, queued, poll.at))

@@ -65,7 +65,11 @@ def _order(event: Event) -> tuple[str, str, datetime, int]:
 
 def _latest_by_key(clusters: Iterable[ClusterStat]) -> dict[Key, ClusterStat]:
     """One record per cluster: a stale duplicate (e.g. via a cache index) loses to the newer."""
-    latest: dict[Key, ClusterStat] = {}
+    clusters = tuple(clusters)
+    latest = {(stat.cluster_id, stat.tob): stat for stat in clusters}
+    if len(latest) == len(clusters):  # no duplicates: the usual poll
+        return latest
+    latest = {}
     for stat in clusters:
         key = key_of(stat)
         seen = latest.get(key)
@@ -160,14 +164,24 @@ class Tracker:
         # Built once per poll: scanning every record for each newcomer was O(N^2) when
         # 10,000 clusters appear at once (95 % of the daemon's CPU under py-spy).
         self._stopping = _stopping_by_host(current, self._live)
-        # Oldest birth first, so when two clusters start on one host the first-born is the
-        # one that takes the place of the most recently vanished.
-        for key, stat in sorted(current.items(), key=lambda item: (item[0][1], item[0][0])):
-            previous = self._live.get(key)
+        live, high_rc = self._live, self._high_rc
+        newcomers = []
+        for key, stat in current.items():
+            previous = live.get(key)
             if previous is None:
-                events.extend(self._appeared(stat, at, current))
-            else:
+                newcomers.append((key, stat))
+            elif (
+                stat.status != previous.status
+                or key not in high_rc
+                or stat.reincarnations > high_rc[key]
+            ):
                 events.extend(self._changes(previous, stat, at))
+            # else: nothing an event is made of moved (most records, most polls)
+        # Oldest birth first, so when two clusters start on one host the first-born is the
+        # one that takes the place of the most recently vanished. Only newcomers pair.
+        newcomers.sort(key=lambda item: (item[0][1], item[0][0]))
+        for _key, stat in newcomers:
+            events.extend(self._appeared(stat, at, current))
 
         self._live = current
         self._ended = tuple(sorted(ended, key=lambda s: (s.host, s.cluster_id, s.tob)))

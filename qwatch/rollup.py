@@ -264,13 +264,29 @@ class MinuteAccumulator:
 
     def add(self, stat: ClusterStat, queued: int | None, at: datetime) -> None:
         """One poll of one cluster; `queued` is the site's broker backlog, None if unknown."""
+        self.add_poll((stat,), queued, at)
+
+    def add_poll(self, stats: Iterable[ClusterStat], queued: int | None, at: datetime) -> None:
+        """One poll of many clusters, as `add` of each: the poll's minute is worked out once
+        and a step that stays inside it skips the general split (10,000 clusters a second)."""
         at = _utc(at)
-        key = (stat.name, stat.cluster_id, stat.tob)
-        last = self._last.get(key)
-        if last is not None:
-            self._attribute(key, last[0], at, last[1])
-        self._last[key] = (at, stat.status)
-        self._bucket(key, minute_of(at)).add_poll(stat, queued)
+        minute = minute_of(at)
+        buckets, last_seen, max_step = self._buckets, self._last, self._max_step
+        for stat in stats:
+            key = (stat.name, stat.cluster_id, stat.tob)
+            last = last_seen.get(key)
+            bucket = buckets.get((key, minute))
+            if bucket is None:
+                bucket = buckets[(key, minute)] = _Bucket()
+            if last is not None:
+                start, status = last
+                step = at - start
+                if start >= minute and _ZERO < step <= max_step and status in _STATE_FIELD:
+                    bucket.states[_STATE_FIELD[status]] += step
+                else:
+                    self._attribute(key, start, at, status)
+            last_seen[key] = (at, stat.status)
+            bucket.add_poll(stat, queued)
 
     def drain(self, before: datetime) -> list[MinuteRow]:
         """Return and forget the complete minutes: those ending at or before `before`.

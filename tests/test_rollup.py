@@ -421,3 +421,37 @@ def test_merge_is_commutative_and_associative(a, b, c):
     assert total.tq_min == min(a.tq_min, b.tq_min, c.tq_min)
     assert total.tq_max == max(a.tq_max, b.tq_max, c.tq_max)
     assert math.isclose(total.observed_s, a.observed_s + b.observed_s + c.observed_s)
+
+
+class SplittingAccumulator(MinuteAccumulator):
+    """The accumulator as it was before `add_poll`'s same-minute shortcut: every step goes
+    through the general split. The oracle for the batch path."""
+
+    def add(self, stat: ClusterStat, queued: int | None, at: datetime) -> None:
+        key = (stat.name, stat.cluster_id, stat.tob)
+        last = self._last.get(key)
+        if last is not None:
+            self._attribute(key, last[0], at, last[1])
+        self._last[key] = (at, stat.status)
+        self._bucket(key, minute_of(at)).add_poll(stat, queued)
+
+
+@given(poll_sequences, st.floats(45, 60, allow_nan=False))
+def test_a_poll_added_at_once_makes_the_rows_of_each_cluster_added_alone(sequence, start):
+    batch, oracle = MinuteAccumulator(max_step_s=5), SplittingAccumulator(max_step_s=5)
+    at = t(round(start, 3))  # near a minute's end: most sequences step across it
+    drained: tuple[list[MinuteRow], list[MinuteRow]] = ([], [])
+    for gap, cluster, status, tq, queued, drain in sequence:
+        at += timedelta(seconds=round(gap, 3))
+        # Both clusters in every poll, so the batch path sees several stats at once.
+        stats = [stat(status, cluster_id=c, tq=tq) for c in sorted({cluster, "z"})]
+        batch.add_poll(stats, queued, at)
+        for one in stats:
+            oracle.add(one, queued, at)
+        if drain:
+            drained[0].extend(batch.drain(at))
+            drained[1].extend(oracle.drain(at))
+    drained[0].extend(batch.drain_all())
+    drained[1].extend(oracle.drain_all())
+    assert len(drained[0]) == len(drained[1])
+    assert all(same(a, b) for a, b in zip(*drained, strict=True))

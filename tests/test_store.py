@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -528,3 +530,28 @@ async def test_alert_starts_ends_and_notifications_are_written_once(engine: Asyn
     assert (past[0].last_notified_status, past[0].last_notified_at) == ("firing", T0)
     assert (past[1].last_notified_status, past[1].last_notified_at) == (None, None)
     assert events == []
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1900, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.timezones()
+    )
+)
+def test_sqlite_times_are_stored_as_sqlalchemys_own_format(value: datetime) -> None:
+    """The one-call bind of UTCDateTime on SQLite gives the text the generic path gave."""
+    from sqlalchemy.dialects import sqlite
+
+    from qwatch.store.models import UTCDateTime
+
+    dialect = sqlite.dialect()
+    fast = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    formats = sqlite.DATETIME().bind_processor(dialect)
+    assert fast is not None and formats is not None
+
+    def generic(value: datetime) -> str:
+        return formats(UTCDateTime().process_bind_param(value, dialect))
+
+    assume(value.utcoffset() is not None)
+    assert fast(value) == generic(value)
+    with pytest.raises(ValueError, match="naive"):
+        fast(value.replace(tzinfo=None))
