@@ -9,6 +9,7 @@ qwatch.decode judge it. Expired entries are left out, as Django's `get_many` wou
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 # A stored value larger than this is refused unread: a real Stat is under 2 KB, the index
@@ -16,10 +17,20 @@ from typing import Protocol
 MAX_VALUE_BYTES = 4 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class Refused:
+    """A stored entry the reader would not unwrap (too large, a broken envelope, an unknown
+    flag); `reason` is short and safe to print. The source counts it as a skipped record."""
+
+    reason: str
+
+
 class CacheReader(Protocol):
-    async def get_many(self, keys: list[str]) -> dict[str, bytes]:
+    async def get_many(self, keys: list[str]) -> dict[str, bytes | Refused]:
         """The live values of those of `keys` that exist, in as few round trips as the store
-        allows. Raises qwatch.errors.Unavailable (one line naming the store, no password)."""
+        allows; an entry that is there but will not unwrap is a `Refused`, never an error
+        for the others. Raises qwatch.errors.SourceUnavailable (one line naming the store,
+        no password) when the store cannot be read at all."""
         ...
 
     async def version(self) -> str:

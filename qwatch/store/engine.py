@@ -18,6 +18,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from qwatch.config import ConfigError, PostgresOptions, async_database_url, postgres_options
 from qwatch.config.database_url import LIBPQ_OPTIONS
@@ -170,3 +171,35 @@ def is_unavailable(error: BaseException) -> bool:
         sqlstate = getattr(error, "sqlstate", None)
         return not sqlstate or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
     return False
+
+
+def create_read_only_engine(url: str) -> AsyncEngine:
+    """An engine on a Django project's own database (its cache table, its ORM queue) that
+    cannot write: SQLite opened as a read-only URI (never created, never journaled by us),
+    PostgreSQL sessions with default_transaction_read_only. qwatch reads the site's tables;
+    it must never be what changes or locks them.
+
+    Raises ConfigError for a scheme qwatch does not read; an SQLite file that does not exist
+    surfaces when connecting, as the driver's error.
+    """
+    parsed = make_url(async_database_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database or "").expanduser()
+        if not parsed.database or parsed.database == ":memory:":
+            raise ConfigError("database URL: a SQLite project database must be a file")
+        # SQLAlchemy passes a `file:` database with uri=true on to sqlite3 as a URI.
+        ro = URL.create(
+            "sqlite+aiosqlite",
+            database=f"file:{path.as_posix()}",
+            query={"mode": "ro", "uri": "true"},
+        )
+        return create_async_engine(
+            ro, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, poolclass=NullPool
+        )
+    options = postgres_options(parsed.query)
+    args = postgres_connect_args(options)
+    args["server_settings"]["default_transaction_read_only"] = "on"
+    args["server_settings"]["application_name"] = options.application_name or "qwatch (read-only)"
+    return create_async_engine(
+        parsed.difference_update_query(LIBPQ_OPTIONS), pool_pre_ping=True, connect_args=args
+    )
