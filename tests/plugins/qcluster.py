@@ -28,7 +28,7 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 Q_CLUSTER = {q_cluster!r}
-"""
+{more}"""
 
 TASKS = '''\
 """Tasks the tests enqueue."""
@@ -105,6 +105,10 @@ class DjangoProject:
     workers: int = 2
     extra: dict[str, object] = field(default_factory=dict)
     clusters: list[QCluster] = field(default_factory=list)
+    # Python appended to the settings module (CACHES, another DATABASES…), and a database
+    # of the project's own instead of the shared migrated SQLite copy (then migrated here).
+    more_settings: str = ""
+    own_database: bool = False
 
     settings_module = "qsettings"
 
@@ -125,19 +129,35 @@ class DjangoProject:
         self.root.mkdir(parents=True, exist_ok=True)
         db = self.root / "db.sqlite3"
         (self.root / f"{self.settings_module}.py").write_text(
-            SETTINGS.format(secret=SECRET_KEY, db=str(db), q_cluster=self.q_cluster)
+            SETTINGS.format(
+                secret=SECRET_KEY, db=str(db), q_cluster=self.q_cluster, more=self.more_settings
+            )
         )
         (self.root / "qtasks.py").write_text(TASKS)
-        if migrated_db is not None:
+        if migrated_db is not None and not self.own_database:
             shutil.copy(migrated_db, db)
         else:
             self.manage("migrate", "--noinput", "-v", "0")
 
-    def env(self) -> dict[str, str]:
+    def env(self, **more: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("QWATCH_")}
         env["DJANGO_SETTINGS_MODULE"] = self.settings_module
         env["PYTHONPATH"] = os.pathsep.join([str(self.root), env.get("PYTHONPATH", "")])
+        env.update(more)
         return env
+
+    def run_python(self, source: str, *args: str) -> str:
+        """Run `source` with the project's settings set up (django.setup() first); its stdout."""
+        done = subprocess.run(
+            [sys.executable, "-c", f"import django\ndjango.setup()\n{source}", *args],
+            cwd=self.root,
+            env=self.env(),
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return done.stdout
 
     def manage(self, *args: str) -> None:
         subprocess.run(
@@ -149,13 +169,14 @@ class DjangoProject:
             timeout=120,
         )
 
-    def start_cluster(self) -> QCluster:
+    def start_cluster(self, *args: str, **env: str) -> QCluster:
+        """`qcluster *args` (e.g. "--name", "long") with `env` added (Q_CLUSTER_NAME=…)."""
         log = self.root / f"qcluster-{len(self.clusters)}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "django", "qcluster"],
+                [sys.executable, "-m", "django", "qcluster", *args],
                 cwd=self.root,
-                env=self.env(),
+                env=self.env(**env),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -202,9 +223,23 @@ def django_project_factory(
 ) -> Iterator[Callable[..., DjangoProject]]:
     projects: list[DjangoProject] = []
 
-    def make(redis_url: str, name: str = "qwatchtest", workers: int = 2, **extra: object):
+    def make(
+        redis_url: str,
+        name: str = "qwatchtest",
+        workers: int = 2,
+        *,
+        more_settings: str = "",
+        own_database: bool = False,
+        **extra: object,
+    ):
         project = DjangoProject(
-            tmp_path_factory.mktemp("django-project"), name, redis_url, workers, dict(extra)
+            tmp_path_factory.mktemp("django-project"),
+            name,
+            redis_url,
+            workers,
+            dict(extra),
+            more_settings=more_settings,
+            own_database=own_database,
         )
         project.write(_migrated_django_db)
         projects.append(project)
