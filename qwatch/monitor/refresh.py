@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
@@ -37,6 +39,10 @@ from qwatch.values import Source, Span
 log = logging.getLogger("qwatch.monitor")
 
 REDIS_EVERY_S = 1.0
+# The share of one core the polls may take (reading, decoding, rebuilding the rows): past
+# a few thousand clusters a 1 s poll would cost a quarter of a core for a screen someone
+# glances at, so the monitor polls less often instead. The daemon keeps its own cadence.
+POLL_CPU_BUDGET = 0.10
 REDIS_RETRY_MAX_S = 5.0
 # Above the source's own connect and command timeouts: this one only catches a hang.
 POLL_TIMEOUT_S = 15.0
@@ -61,8 +67,10 @@ async def watch_redis(
     site = source.site
     failures = 0
     version_known = False
+    pace_s = every_s
     while True:
         started = loop.time()
+        cpu_started = time.thread_time()
         try:
             async with asyncio.timeout(POLL_TIMEOUT_S):
                 poll = await source.poll()
@@ -71,6 +79,10 @@ async def watch_redis(
                     version_known = True
             state.set_poll(poll)
             failures = 0
+            # Only this thread's CPU: waiting on the server costs nothing. What other tasks
+            # ran while the poll awaited is counted too, which errs on the side of less.
+            pace_s = paced(every_s, time.thread_time() - cpu_started)
+            state.set_pace(site.name, pace_s if pace_s > every_s else None)
         except SourceUnavailable as exc:
             failures += 1
             version_known = False
@@ -87,8 +99,18 @@ async def watch_redis(
             message = f"{site.stats_address}: {type(exc).__name__}: {exc}"
             state.set_redis_error(site.name, message, state.clock())
         invalidate()
-        delay = backoff(failures, every_s, REDIS_RETRY_MAX_S)
+        delay = backoff(failures, pace_s, max(REDIS_RETRY_MAX_S, pace_s))
         await asyncio.sleep(max(0.0, delay - (loop.time() - started)))
+
+
+def paced(every_s: float, cost_s: float, budget: float | None = None) -> float:
+    """The time between polls: `every_s`, or longer when a poll's CPU cost would take more
+    than `budget` (POLL_CPU_BUDGET) of a core at that cadence, rounded up to a tenth of a
+    second so that it does not jitter."""
+    budget = POLL_CPU_BUDGET if budget is None else budget
+    if cost_s <= every_s * budget:
+        return every_s
+    return math.ceil(cost_s / budget * 10 - 1e-9) / 10  # 0.28 / 0.1 is 2.8000000000000003
 
 
 async def _version(source: StatSource) -> str:

@@ -362,6 +362,9 @@ def status(state: MonitorState, now: datetime, width: int = 1000) -> Line:
             parts.append((1, "class:status", f"({each}) "))
     count = state.live_count
     parts.append((6, "class:status", f"│ {count} cluster{'s' if count != 1 else ''} "))
+    slowed = [live.every_s for live in state.sites.values() if live.every_s is not None]
+    if slowed:
+        parts.append((3, "class:status", f"every {max(slowed):g}s "))
     parts.append((7, *_sample_age(state, now)))
     skipped = Counter(
         s.reason for live in state.sites.values() if live.poll for s in live.poll.skipped

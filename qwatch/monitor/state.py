@@ -92,6 +92,7 @@ class SiteLive:
     error: str | None = None  # why the last poll failed; None when it worked
     down_since: datetime | None = None
     version: str | None = None
+    every_s: float | None = None  # the poll cadence, when slowed to keep the monitor's CPU low
 
 
 def sort_value(row: Row, key: str) -> tuple[object, ...]:
@@ -182,6 +183,10 @@ class MonitorState:
         live.error = message
         if live.down_since is None:
             live.down_since = at
+
+    def set_pace(self, site: str, every_s: float | None) -> None:
+        """The cadence a site's polls were slowed to; None: the normal one."""
+        self.sites[site].every_s = every_s
 
     def set_version(self, site: str, version: str) -> None:
         self.sites[site].version = version
