@@ -33,6 +33,7 @@ from qwatch.sources import StatSource, open_source
 # default half second makes Esc feel stuck.
 ESC_TIMEOUT_S = 0.05
 CLOSE_TIMEOUT_S = 3.0
+FIRST_POLL_WAIT_S = 2.0
 
 
 @dataclass
@@ -44,11 +45,25 @@ class Monitor:
     store: refresh.StoreWatcher
 
     def start_refresh(self) -> None:
+        polled = asyncio.Event()
+
+        def shown() -> None:
+            polled.set()
+            self.app.invalidate()
+
         for source in self.sources:
-            self.app.create_background_task(
-                refresh.watch_redis(self.state, source, self.app.invalidate)
-            )
-        self.app.create_background_task(self.store.run())
+            self.app.create_background_task(refresh.watch_redis(self.state, source, shown))
+        self.app.create_background_task(self._history_after(polled))
+
+    async def _history_after(self, polled: asyncio.Event) -> None:
+        """The history from the first poll on (or after FIRST_POLL_WAIT_S): its imports and
+        first reads run on the same loop and would delay a big fleet's first rows."""
+        try:
+            async with asyncio.timeout(FIRST_POLL_WAIT_S):
+                await polled.wait()
+        except TimeoutError:
+            pass
+        await self.store.run()
 
     async def run(self, *, handle_signals: bool = True) -> int:
         """Until `q` or Ctrl-C (or SIGTERM/SIGHUP with `handle_signals`); returns 0."""

@@ -15,8 +15,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from typing import TYPE_CHECKING
 
 from qwatch.errors import SchemaError, SourceUnavailable, one_line
 from qwatch.monitor import pane
@@ -33,8 +32,14 @@ from qwatch.monitor.state import MonitorState
 from qwatch.retry import backoff
 from qwatch.sources import StatSource
 from qwatch.sources.redis import RedisReplyError
-from qwatch.store import reads
 from qwatch.values import Source, Span
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+# The history's reads (`qwatch.store.reads`, and SQLAlchemy under it) are imported by the
+# functions that use them, when the first history read runs: the monitor waits for its
+# first poll before that, so the rows of a big fleet are not held up by 0.2 s of imports.
 
 log = logging.getLogger("qwatch.monitor")
 
@@ -189,6 +194,8 @@ class StoreWatcher:
                 log.debug("reading the history failed", exc_info=True)
 
     async def _read(self) -> None:
+        from qwatch.store import reads
+
         if self.engine is None:
             # Checks the file exists (connecting would create it: the monitor never writes)
             # and the schema is this qwatch's; says what to do when not.
@@ -223,6 +230,8 @@ class StoreWatcher:
 
 
 async def freshness(conn: AsyncConnection) -> StoreInfo:
+    from qwatch.store import reads
+
     newest = await reads.newest_sample_at(conn)
     if newest is None:
         return StoreInfo(StoreKind.EMPTY, "No history recorded yet: start `qwatch daemon`.")
@@ -239,6 +248,8 @@ async def table_history(
     conn: AsyncConnection, sites: Sequence[str], rng: Range, now: datetime
 ) -> TableHistory:
     """The runs listed in the range, a TQ sparkline each, and their last hour's reincarnations."""
+    from qwatch.store import reads
+
     start, _end, width = rng.window(now, TABLE_SLOTS)
     runs = await reads.runs(
         conn, sites=sites, ended_since=start, seen_since=start, latest=True, order="host"
@@ -260,6 +271,8 @@ async def host_history(
     conn: AsyncConnection, site: str, host: str, rng: Range, now: datetime
 ) -> HostRaw:
     """One host's runs, sparklines, event counts, newest events and Redis gaps in the range."""
+    from qwatch.store import reads
+
     start, end, width = rng.window(now, PANE_SLOTS)
     window = Span(start, now)
     on_host = await reads.runs(conn, sites=[site], host=host)
