@@ -7,11 +7,13 @@ monitor uses while it sits open (every poll decoded, the rows rebuilt, a frame d
 For each fleet size a throwaway redis-server holds N records rewritten every 0.5 s by
 benchmarks/seed.py's Rewriter (fresh bytes every poll, as real clusters give), and an empty
 SQLite history. The monitor starts on a 160x45 pty; "rows" is the time from the spawn to
-the first seeded host name on screen. CPU is the monitor's own user+system time
-(/proc/<pid>/stat, all its threads) over a window after the rows appeared, as % of one
-core; RSS is its peak (VmHWM). The baseline, measured in the same run, is the monitor
-with 0 clusters: the fixed cost of an open screen. Targets (issue 15): rows within 1 s of
-start, at most 15 % of a core while open, at 10,000 clusters.
+the first seeded host name on screen; "key to frame" is from writing "?" to the pty until
+the help is drawn, for keys pressed at moments spread over the poll cycle. CPU is the
+monitor's own user+system time (/proc/<pid>/stat, all its threads) over a window after
+the rows appeared, as % of one core; RSS is its peak (VmHWM). The baseline, measured in
+the same run, is the monitor with 0 clusters: the fixed cost of an open screen. Targets
+(issue 15), at 10,000 clusters: rows within 1 s of start, keys answered within a frame,
+at most 15 % of a core while open.
 
     .venv/bin/python benchmarks/monitor_live.py [--clusters 0,1000,10000] [--window 20]
 """
@@ -36,6 +38,7 @@ import seed
 
 ROWS, COLUMNS = 45, 160
 TICKS = os.sysconf("SC_CLK_TCK")
+KEY_PRESSES = 15
 
 
 def cpu_seconds(pid: int) -> float:
@@ -81,6 +84,19 @@ class Monitor:
                 return time.monotonic() - started
         return None
 
+    def key_latency(self, key: bytes, shows: bytes, timeout: float = 10.0) -> float:
+        """Seconds from writing `key` until `shows` is drawn."""
+        while self.drain(0.0):
+            pass  # what was drawn before the key does not count
+        self.seen = b""
+        started = time.monotonic()
+        os.write(self.fd, key)
+        while time.monotonic() - started < timeout:
+            self.drain(0.01)
+            if shows in self.seen:
+                return time.monotonic() - started
+        return float("nan")
+
     def stop(self) -> None:
         try:
             os.write(self.fd, b"q")
@@ -123,6 +139,14 @@ def measure(n: int, window: float, started_at: float) -> dict[str, float]:
                 while time.monotonic() - t0 < window:
                     monitor.drain(0.2)
                 cpu = (cpu_seconds(monitor.pid) - before) / (time.monotonic() - t0)
+                # Keys pressed at moments spread over the poll cycle: "?" opens the help.
+                keys = []
+                for i in range(KEY_PRESSES):
+                    keys.append(monitor.key_latency(b"?", b"this help"))
+                    monitor.key_latency(b"\x1b", b"? help")  # Esc closes it
+                    pause = time.monotonic() + 0.37 * (i % 5)
+                    while time.monotonic() < pause:
+                        monitor.drain(0.05)
                 rss = peak_rss_mb(monitor.pid)
             finally:
                 monitor.stop()
@@ -130,7 +154,14 @@ def measure(n: int, window: float, started_at: float) -> dict[str, float]:
             if rewriter is not None:
                 rewriter.stop()
     print(f"  {n} clusters done ({time.monotonic() - started_at:.0f} s)", file=sys.stderr)
-    return {"rows_s": rows, "cpu_pct": 100 * cpu, "rss_mb": rss}
+    keys.sort()
+    return {
+        "rows_s": rows,
+        "cpu_pct": 100 * cpu,
+        "rss_mb": rss,
+        "key_median_ms": 1000 * keys[len(keys) // 2],
+        "key_max_ms": 1000 * keys[-1],
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,12 +180,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     window = f"{args.window:.0f} s"
     print(f"`qwatch monitor` on a {COLUMNS}x{ROWS} pty; CPU over {window} after the rows")
     print()
-    print("| clusters | rows after start (s) | CPU, % of a core | ratio to 0 | peak RSS (MB) |")
-    print("|---|---|---|---|---|")
+    print(
+        "| clusters | rows after start (s) | CPU, % of a core | ratio to 0 | peak RSS (MB) "
+        "| key to frame, median (ms) | max (ms) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for n, r in results.items():
         ratio = r["cpu_pct"] / base["cpu_pct"] if base["cpu_pct"] else float("nan")
         print(
-            f"| {n:,} | {r['rows_s']:.2f} | {r['cpu_pct']:.1f} | {ratio:.1f} | {r['rss_mb']:.0f} |"
+            f"| {n:,} | {r['rows_s']:.2f} | {r['cpu_pct']:.1f} | {ratio:.1f} | {r['rss_mb']:.0f} "
+            f"| {r['key_median_ms']:.0f} | {r['key_max_ms']:.0f} |"
         )
     return 0
 
