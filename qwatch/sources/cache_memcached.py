@@ -208,6 +208,10 @@ class _ProtocolError(Exception):
     """The reply went out of step; what was read so far stands, the rest is refused."""
 
 
+class _Gone(SourceUnavailable):
+    """The connection failed or was closed before a reply: worth one retry if it was kept."""
+
+
 class _Connection:
     """One server's connection, used by one request at a time."""
 
@@ -247,22 +251,33 @@ class _Connection:
 
     async def get_many(self, keys: list[str]) -> dict[str, bytes | Refused]:
         async with self.lock:
-            reader, writer = await self._open()
-            done = False
+            reused = self._reader is not None
             try:
-                async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                    writer.write(b"get " + " ".join(keys).encode() + b"\r\n")
-                    await writer.drain()
-                    found = await self._read_values(reader, set(keys))
-                done = True
-                return found
-            except TimeoutError:
-                raise self._unavailable("timed out") from None
-            except OSError as error:
-                raise self._unavailable(one_line(error)) from None
-            finally:
-                if not done:  # never reuse a connection left mid-reply
-                    await self.close()
+                return await self._get_many(keys)
+            except _Gone:
+                if not reused:
+                    raise
+            # A connection kept from an earlier read may have been closed by the server
+            # since (a restart, an idle timeout): one more try, on a fresh one.
+            return await self._get_many(keys)
+
+    async def _get_many(self, keys: list[str]) -> dict[str, bytes | Refused]:
+        reader, writer = await self._open()
+        done = False
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT_S):
+                writer.write(b"get " + " ".join(keys).encode() + b"\r\n")
+                await writer.drain()
+                found = await self._read_values(reader, set(keys))
+            done = True
+            return found
+        except TimeoutError:
+            raise self._unavailable("timed out") from None
+        except OSError as error:
+            raise _Gone(f"memcached {self.server.address}: {one_line(error)}") from None
+        finally:
+            if not done:  # never reuse a connection left mid-reply
+                await self.close()
 
     async def _read_values(
         self, reader: asyncio.StreamReader, asked: set[str]
@@ -309,7 +324,7 @@ class _Connection:
             line = await reader.readuntil(b"\r\n")
         except asyncio.IncompleteReadError as error:
             if first and not error.partial:  # gone before replying at all
-                raise self._unavailable("closed the connection") from None
+                raise _Gone(f"memcached {self.server.address}: closed the connection") from None
             raise _ProtocolError("truncated reply") from None
         except asyncio.LimitOverrunError:
             raise _ProtocolError("bad reply") from None

@@ -42,21 +42,33 @@ class MemcachedServer:
         # A free port can be taken by someone else before memcached binds it: pick another.
         for attempt in range(3):
             self.port = free_port()
-            command = [MEMCACHED, "-l", self.host, "-p", str(self.port), "-U", "0", *_AS_USER]
-            self._process = subprocess.Popen(
-                [*command, *self.extra_args],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                wait_for(self._answers, START_TIMEOUT_S, "memcached to answer version", 0.01)
+            if self._launch():
                 return self
-            except (RuntimeError, AssertionError):
-                self.stop()
-                if attempt == 2:
-                    raise
+            if attempt == 2:
+                raise RuntimeError(f"memcached would not start on port {self.port}")
         raise AssertionError("unreachable")
+
+    def restart(self) -> None:
+        """Stop, and start again on the same port (empty): a restart, as clients see it."""
+        self.stop()
+        if not self._launch():
+            raise RuntimeError(f"memcached would not restart on port {self.port}")
+
+    def _launch(self) -> bool:
+        """Start on self.port; False (and nothing left running) if it will not come up."""
+        command = [MEMCACHED, "-l", self.host, "-p", str(self.port), "-U", "0", *_AS_USER]
+        self._process = subprocess.Popen(
+            [*command, *self.extra_args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(self._answers, START_TIMEOUT_S, "memcached to answer version", 0.01)
+            return True
+        except (RuntimeError, AssertionError):
+            self.stop()
+            return False
 
     def _answers(self) -> bool:
         if self._process is not None and self._process.poll() is not None:
