@@ -88,6 +88,23 @@ def unwrap_file(data: bytes, now: float) -> bytes | Refused | None:
     return value
 
 
+def _read_bounded(fd: int, size: int) -> bytes:
+    """The file's bytes, at most MAX_VALUE_BYTES + 1. One read of the size fstat gave (a
+    read of the bound itself would allocate 4 MB per file); more only if it has grown."""
+    data = os.read(fd, size + 1)
+    if len(data) <= size:
+        return data
+    parts = [data]
+    total = len(data)
+    while total <= MAX_VALUE_BYTES:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        parts.append(chunk)
+        total += len(chunk)
+    return b"".join(parts)
+
+
 class FileCacheReader:
     """CacheReader for Django's FileBasedCache (module docstring)."""
 
@@ -135,8 +152,7 @@ class FileCacheReader:
                 return Refused("not a regular file")
             if info.st_size > MAX_VALUE_BYTES:
                 return Refused("too large")
-            with os.fdopen(fd, "rb", closefd=False) as file:
-                data = file.read(MAX_VALUE_BYTES + 1)  # it may have grown since fstat
+            data = _read_bounded(fd, info.st_size)
         except OSError as error:
             return Refused(f"unreadable: {one_line(error)}")
         finally:
