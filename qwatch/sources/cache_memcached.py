@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from qwatch.config.settings import CacheSettings
 from qwatch.decode.record import inflate
@@ -41,6 +43,8 @@ FLAG_ZLIB = 1 << 3  # pylibmc's zlib, pymemcache's CompressedSerde
 FLAG_TEXT = 1 << 4
 
 CLIENTS = ("pymemcache", "pylibmc")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -249,28 +253,33 @@ class _Connection:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def get_many(self, keys: list[str]) -> dict[str, bytes | Refused]:
+    async def request(
+        self, command: bytes, read: Callable[[asyncio.StreamReader], Awaitable[T]]
+    ) -> T:
+        """Send `command`, and `read` its reply, one request at a time on this connection."""
         async with self.lock:
             reused = self._reader is not None
             try:
-                return await self._get_many(keys)
+                return await self._request(command, read)
             except _Gone:
                 if not reused:
                     raise
             # A connection kept from an earlier read may have been closed by the server
             # since (a restart, an idle timeout): one more try, on a fresh one.
-            return await self._get_many(keys)
+            return await self._request(command, read)
 
-    async def _get_many(self, keys: list[str]) -> dict[str, bytes | Refused]:
+    async def _request(
+        self, command: bytes, read: Callable[[asyncio.StreamReader], Awaitable[T]]
+    ) -> T:
         reader, writer = await self._open()
         done = False
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                writer.write(b"get " + " ".join(keys).encode() + b"\r\n")
+                writer.write(command)
                 await writer.drain()
-                found = await self._read_values(reader, set(keys))
+                result = await read(reader)
             done = True
-            return found
+            return result
         except TimeoutError:
             raise self._unavailable("timed out") from None
         except OSError as error:
@@ -278,6 +287,14 @@ class _Connection:
         finally:
             if not done:  # never reuse a connection left mid-reply
                 await self.close()
+
+    async def get_many(self, keys: list[str]) -> dict[str, bytes | Refused]:
+        asked = set(keys)
+
+        async def read(reader: asyncio.StreamReader) -> dict[str, bytes | Refused]:
+            return await self._read_values(reader, asked)
+
+        return await self.request(b"get " + " ".join(keys).encode() + b"\r\n", read)
 
     async def _read_values(
         self, reader: asyncio.StreamReader, asked: set[str]
@@ -331,25 +348,16 @@ class _Connection:
         return line[:-2]
 
     async def version(self) -> str:
-        async with self.lock:
-            reader, writer = await self._open()
-            done = False
-            try:
-                async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                    writer.write(b"version\r\n")
-                    await writer.drain()
-                    line = await reader.readuntil(b"\r\n")
-                done = True
-            except TimeoutError:
-                raise self._unavailable("timed out") from None
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as error:
-                raise self._unavailable(one_line(error)) from None
-            finally:
-                if not done:
-                    await self.close()
-            if not line.startswith(b"VERSION "):
-                raise self._unavailable(f"unexpected reply to version: {_printable(line)}")
-            return _printable(line[len(b"VERSION ") :].strip())
+        line = await self.request(b"version\r\n", self._version_line)
+        if not line.startswith(b"VERSION "):
+            raise self._unavailable(f"unexpected reply to version: {_printable(line)}")
+        return _printable(line[len(b"VERSION ") :].strip())
+
+    async def _version_line(self, reader: asyncio.StreamReader) -> bytes:
+        try:
+            return await self._line(reader, True)
+        except _ProtocolError as error:
+            raise self._unavailable(str(error)) from None
 
 
 class _CutShort(Exception):
@@ -413,7 +421,14 @@ class MemcachedReader:
             return cut.found
 
     async def version(self) -> str:
-        versions = await asyncio.gather(*(conn.version() for conn in self._connections))
+        outcomes = await asyncio.gather(
+            *(conn.version() for conn in self._connections), return_exceptions=True
+        )
+        versions: list[str] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            versions.append(outcome)
         return "memcached " + ", ".join(dict.fromkeys(versions))
 
     async def close(self) -> None:
