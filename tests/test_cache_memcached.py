@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import pickle
+import tempfile
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -188,21 +189,27 @@ async def test_hostile_values_are_refused_one_by_one(
     }
 
 
+SENT: dict[str, asyncio.Event] = {}
+
+
 async def fake_server(reply: bytes, *, hold: bool = False) -> tuple[asyncio.Server, str]:
     """A server that answers any request with `reply`, then closes (or holds) the connection:
-    what a real memcached never sends."""
+    what a real memcached never sends. SENT[address] is set once the reply is written."""
+    sent = asyncio.Event()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n")
         writer.write(reply)
         await writer.drain()
+        sent.set()
         if hold:
             await asyncio.Event().wait()
         writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    return server, f"127.0.0.1:{port}"
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    SENT[address] = sent
+    return server, address
 
 
 @pytest.mark.parametrize(
@@ -251,23 +258,17 @@ async def test_server_error_is_source_unavailable() -> None:
         await server.wait_closed()
 
 
-async def test_a_cancelled_read_drops_its_connection(
-    memcached_server: MemcachedServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_cancelled_read_drops_its_connection() -> None:
     """A read cancelled mid-reply must not leave the rest of the reply for the next one."""
     server, address = await fake_server(b"VALUE a 16 2\r\nok\r\n", hold=True)
     reader = reader_for(address)
     try:
         task = asyncio.create_task(reader.get_many(["a"]))
-        await asyncio.sleep(0)  # let it send the request
-        for _ in range(100):
-            if reader._connections[0]._reader is not None:
-                break
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(SENT[address].wait(), 5)  # the reply's END still to come
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert reader._connections[0]._reader is None  # closed, not pooled
+        assert reader._connections[0]._reader is None  # closed, not kept for the next read
     finally:
         await reader.close()
         server.close()
@@ -331,3 +332,20 @@ async def test_a_restarted_server_is_read_again_at_once(
     memcached_server.restart()
     memcached_server.raw_set("k", b"after", 16)
     assert await reader.get_many(["k"]) == {"k": b"after"}
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_a_unix_socket_location(
+    client: str,
+    memcached_server_factory: MemcachedServerFactory,
+    readers: Callable[..., MemcachedReader],
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="qw-mc-") as directory:  # short: sockaddr_un
+        server = memcached_server_factory(unix_socket=f"{directory}/m.sock")
+        caches = {"default": {"BACKEND": BACKENDS[client], "LOCATION": server.address}}
+        written = write_values(caches, count=10)
+        reader = readers(server.address, client)
+        assert await reader.get_many(list(written)) == expected_bytes(written)
+        assert (await reader.version()).startswith("memcached 1.")
+        await reader.close()
+        server.stop()

@@ -28,14 +28,17 @@ _AS_USER = ("-u", "root") if os.geteuid() == 0 else ()
 class MemcachedServer:
     host = "127.0.0.1"
 
-    def __init__(self, *extra_args: str) -> None:
+    def __init__(self, *extra_args: str, unix_socket: str | None = None) -> None:
         self.extra_args = extra_args
+        self.unix_socket = unix_socket  # listen there only (memcached's -s: no TCP then)
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
         """As Django's LOCATION and qwatch's CacheSettings.location take it."""
+        if self.unix_socket:
+            return f"unix:{self.unix_socket}"
         return f"{self.host}:{self.port}"
 
     def start(self) -> MemcachedServer:
@@ -56,7 +59,11 @@ class MemcachedServer:
 
     def _launch(self) -> bool:
         """Start on self.port; False (and nothing left running) if it will not come up."""
-        command = [MEMCACHED, "-l", self.host, "-p", str(self.port), "-U", "0", *_AS_USER]
+        command = [MEMCACHED, "-U", "0", *_AS_USER]
+        if self.unix_socket:
+            command += ["-s", self.unix_socket]
+        else:
+            command += ["-l", self.host, "-p", str(self.port)]
         self._process = subprocess.Popen(
             [*command, *self.extra_args],
             stdin=subprocess.DEVNULL,
@@ -93,7 +100,7 @@ class MemcachedServer:
 
     def raw_command(self, command: bytes, until: bytes = b"\r\n") -> bytes:
         """Send `command` as is; the reply up to and including `until`."""
-        with socket.create_connection((self.host, self.port), timeout=5.0) as conn:
+        with self._connect() as conn:
             conn.sendall(command)
             reply = b""
             while not reply.endswith(until):
@@ -102,6 +109,18 @@ class MemcachedServer:
                     break
                 reply += chunk
             return reply
+
+    def _connect(self) -> socket.socket:
+        if not self.unix_socket:
+            return socket.create_connection((self.host, self.port), timeout=5.0)
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.settimeout(5.0)
+        try:
+            conn.connect(self.unix_socket)
+        except OSError:
+            conn.close()
+            raise
+        return conn
 
     def raw_set(self, key: str, value: bytes, flags: int = 0, exptime: int = 0) -> None:
         """`set` with any flags: values no client library would write."""
@@ -126,8 +145,8 @@ MemcachedServerFactory = Callable[..., MemcachedServer]
 def memcached_server_factory() -> Iterator[MemcachedServerFactory]:
     servers: list[MemcachedServer] = []
 
-    def make(*extra_args: str) -> MemcachedServer:
-        server = MemcachedServer(*extra_args)
+    def make(*extra_args: str, unix_socket: str | None = None) -> MemcachedServer:
+        server = MemcachedServer(*extra_args, unix_socket=unix_socket)
         servers.append(server)
         return server.start()
 
