@@ -22,7 +22,7 @@ from qwatch.sources.cache_memcached import (
     place,
 )
 from qwatch.sources.cache_reader import MAX_VALUE_BYTES, Refused
-from tests.django_cache import write_values
+from tests.django_cache import django_cache_run, write_values
 from tests.helpers import free_port
 from tests.plugins.memcached_server import MemcachedServer, MemcachedServerFactory
 
@@ -349,3 +349,21 @@ async def test_a_unix_socket_location(
         assert (await reader.version()).startswith("memcached 1.")
         await reader.close()
         server.stop()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_expired_entries_are_absent(
+    client: str, memcached_server: MemcachedServer, readers: Callable[..., MemcachedReader]
+) -> None:
+    """memcached expires its own; Django's timeout 0 ("set and expire") is the case to read."""
+    caches = {"default": {"BACKEND": BACKENDS[client], "LOCATION": memcached_server.address}}
+    live, gone = django_cache_run(
+        caches,
+        """
+cache.set("live", ["a"], 60)
+cache.set("gone", ["b"], 0)
+result = [cache.make_key("live"), cache.make_key("gone")]
+""",
+    )
+    found = await readers(memcached_server.address, client).get_many([live, gone])
+    assert list(found) == [live]
