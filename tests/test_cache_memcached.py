@@ -231,6 +231,14 @@ async def fake_server(reply: bytes, *, hold: bool = False) -> tuple[asyncio.Serv
             b"VALUE a 16 -2\r\nEND\r\n",
             {"a": Refused("bad reply"), "b": Refused("bad reply"), "c": Refused("bad reply")},
         ),
+        (  # flags past 32 bits
+            b"VALUE a 16 2\r\nok\r\nVALUE b 99999999999999999999 2\r\nok\r\nEND\r\n",
+            {"a": b"ok", "b": Refused("bad reply"), "c": Refused("bad reply")},
+        ),
+        (  # a value longer than MAX_VALUE_BYTES, then the rest: skipped unread
+            b"VALUE a 16 4194305\r\n" + b"x" * 4194305 + b"\r\nVALUE c 16 2\r\nok\r\nEND\r\n",
+            {"a": Refused("too large"), "c": b"ok"},
+        ),
     ],
 )
 async def test_broken_replies_refuse_what_they_break(

@@ -315,9 +315,12 @@ class _Connection:
                 key = parts[1].decode("utf-8", "replace")
                 if key not in asked or key in found:
                     raise _ProtocolError("bad reply")
-                if not parts[2].isdigit() or not parts[3].isdigit():
+                # Flags are 32 bits; ten digits of length is far past any item size.
+                if not parts[2].isdigit() or not parts[3].isdigit() or len(parts[3]) > 10:
                     raise _ProtocolError("bad reply")
                 flags, length = int(parts[2]), int(parts[3])
+                if flags >= 1 << 32:
+                    raise _ProtocolError("bad reply")
                 if length > MAX_VALUE_BYTES:
                     await _drain(reader, length + 2)
                     found[key] = Refused("too large")
