@@ -8,6 +8,7 @@ import pytest
 pytest_plugins = [
     "tests.plugins.tls",
     "tests.plugins.redis_server",
+    "tests.plugins.memcached_server",
     "tests.plugins.postgres_server",
     "tests.plugins.qcluster",
     "tests.plugins.qwatch_daemon",

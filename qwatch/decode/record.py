@@ -68,11 +68,13 @@ def _signed_text(raw: object) -> str:
     return text
 
 
-def _inflate(data: bytes) -> bytes:
-    # Bounded: signing.loads would inflate a zip bomb whole.
+def inflate(data: bytes, limit: int = MAX_PICKLE_BYTES) -> bytes:
+    """zlib-decompress one whole stream of at most `limit` bytes, or DecodeError ("too
+    large", "bad zlib"). Bounded: signing.loads would inflate a zip bomb whole; the cache
+    readers (qwatch.sources.cache_*) use it for their backends' zlib envelopes too."""
     inflater = zlib.decompressobj()
     try:
-        out = inflater.decompress(data, MAX_PICKLE_BYTES)
+        out = inflater.decompress(data, limit)
         # Output still to come (from unread input or zlib's window) means over the bound.
         more = not inflater.eof and inflater.decompress(inflater.unconsumed_tail, 1)
     except zlib.error:
@@ -209,7 +211,7 @@ class Decoder:
         compressed = payload[:1] == "."
         data = b64decode(payload[1:] if compressed else payload)
         if compressed:
-            data = _inflate(data)
+            data = inflate(data)
         if memo is None:
             check_opcodes(data)
             return self._stat(stat_state(data))

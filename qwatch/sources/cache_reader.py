@@ -5,6 +5,19 @@ function) and unwraps only its backend's envelope: DatabaseCache's base64, the f
 expiry header and zlib, memcached's flags. What it returns is what Django's cache pickled
 (or, for memcached's text flag, the text's bytes); the restricted unpicklers in
 qwatch.decode judge it. Expired entries are left out, as Django's `get_many` would.
+
+What `get_many` maps a key to, exactly:
+
+- absent: no such key, or expired (the file cache's expiry header; memcached expires its own);
+- `bytes` starting with b"\x80": the pickle Django's cache stored, byte for byte (protocol
+  2 or later; any other pickle is refused). Unpickle it with qwatch.decode's restricted
+  unpicklers, never `pickle.loads`;
+- other `bytes`: memcached's text flag (both pymemcache and pylibmc store a `str` so, flag
+  16, unpickled): the text's UTF-8, checked. UTF-8 never starts with 0x80, so the first
+  byte tells the two apart; the file and database caches pickle every value, a str too;
+- `Refused(reason)`: there, but not unwrapped (too large, bad zlib, bad expiry header, a
+  symlink, memcached's raw-bytes flag 0, integer flags 2/4, unknown flags, a bad key, a
+  reply cut short). Count it as a skipped record under `reason`.
 """
 
 from __future__ import annotations
