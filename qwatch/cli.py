@@ -98,8 +98,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     settings.require_secret()
-    polls = asyncio.run(live.read_all(settings))
-    print(live.as_json(polls) if args.json else live.as_table(polls))
+    print(asyncio.run(live.read_text(settings, as_json_text=args.json, pretty=args.pretty)))
     return 0
 
 
@@ -264,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="print the live clusters once")
     status.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    status.add_argument("--pretty", action="store_true", help="indent the JSON for people")
     _zone_option(status)
     status.set_defaults(func=cmd_status)
 

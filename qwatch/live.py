@@ -48,13 +48,25 @@ def cluster_json(stat: ClusterStat) -> dict[str, object]:
     }
 
 
-def as_json(polls: Sequence[Poll]) -> str:
+async def read_text(settings: Settings, *, as_json_text: bool, pretty: bool = False) -> str:
+    """`qwatch status`'s output: the table, or the JSON (compact unless `pretty`).
+
+    Returned as text, not as the polls, on purpose: Python 3.11's asyncio.run looks up its
+    SIGINT handler on the way out, and that builds the repr of the main task, result
+    included; a list of 10,000 clusters costs 0.15 s to repr, a string is cut at 30 chars.
+    """
+    polls = await read_all(settings)
+    return as_json(polls, pretty=pretty) if as_json_text else as_table(polls)
+
+
+def as_json(polls: Sequence[Poll], *, pretty: bool = False) -> str:
     return output.json(
         {
             "clusters": [cluster_json(s) for poll in polls for s in poll.clusters],
             "queued": {key: n for poll in polls for key, n in poll.queued.items()},
             "skipped": [{"key": s.key, "reason": s.reason} for poll in polls for s in poll.skipped],
-        }
+        },
+        pretty=pretty,
     )
 
 

@@ -87,6 +87,27 @@ def test_status_reports_skipped_records_and_backlog(redis_server, tmp_path):
     assert f"Queued django_q:{NAME}:q: 2" in table.stdout
 
 
+def test_status_json_is_compact_unless_pretty(redis_server, tmp_path):
+    with redis_client(redis_server) as client:
+        client.set(f"django_q:{NAME}:cluster:forged", b"not-a-record", ex=30)
+    env = qwatch_env(NAME, redis_server.url, f"sqlite:///{tmp_path / 'h.sqlite3'}")
+    texts = {}
+    for flags in ((), ("--pretty",)):
+        done = subprocess.run(
+            [sys.executable, "-m", "qwatch", "status", "--json", *flags],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        texts[flags] = done.stdout
+    compact, pretty = texts[()], texts[("--pretty",)]
+    assert compact.count("\n") == 1 and '"skipped":[{"key":' in compact
+    assert pretty.startswith('{\n  "clusters": [],\n')
+    assert json.loads(compact) == json.loads(pretty)
+
+
 def test_status_reads_tls_redis(tls_redis_server, tmp_path):
     env = qwatch_env(NAME, tls_redis_server.url, f"sqlite:///{tmp_path / 'h.sqlite3'}")
     assert tls_redis_server.url.startswith("rediss://")
