@@ -78,7 +78,9 @@ def _foreign_tables_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
+def settings_from(args: argparse.Namespace, *, database: bool = True) -> Settings:
+    """The settings; `database=False` for a command that never opens the history database
+    (its URL's scheme is checked, the rest is left to the commands that use it)."""
     return load_settings(
         config_path=args.config,
         django_settings=args.django_settings,
@@ -88,6 +90,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         display_time_zone=getattr(args, "tz", None),  # only the commands that print times
         listen=getattr(args, "listen", None),
         environ=os.environ,
+        parse_database_url=database,
     )
 
 
@@ -96,7 +99,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     # touch Redis, and start faster for not loading its client and the record decoder.
     from qwatch import live
 
-    settings = settings_from(args)
+    settings = settings_from(args, database=False)
     settings.require_secret()
     print(asyncio.run(live.read_text(settings, as_json_text=args.json, pretty=args.pretty)))
     return 0
