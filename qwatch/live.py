@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from qwatch import output
 from qwatch.config import Settings
+from qwatch.decode import Decoder
 from qwatch.fmt import hms, iso
 from qwatch.sources import open_source
 from qwatch.values import ClusterStat, Poll
@@ -22,7 +23,20 @@ COLUMNS = ("Host", "Id", "State", "Pool", "TQ", "RQ", "RC", "Up")
 
 async def read_all(settings: Settings) -> list[Poll]:
     """One poll per site, concurrently; the first unreachable source raises SourceUnavailable."""
-    sources = [open_source(site) for site in settings.sites]
+    # A decoder that remembers nothing: this read is the only one (Decoder's remember).
+    sources = [
+        open_source(
+            site,
+            Decoder(
+                site.name,
+                site.secret_key,
+                site.secret_key_fallbacks,
+                site.time_zone,
+                remember=False,
+            ),
+        )
+        for site in settings.sites
+    ]
     try:
         return list(await asyncio.gather(*(source.poll() for source in sources)))
     finally:
