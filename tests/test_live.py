@@ -108,6 +108,22 @@ def test_status_json_is_compact_unless_pretty(redis_server, tmp_path):
     assert json.loads(compact) == json.loads(pretty)
 
 
+def test_status_imports_no_database_or_ui_library(redis_server, tmp_path):
+    env = qwatch_env(NAME, redis_server.url, f"sqlite:///{tmp_path / 'h.sqlite3'}")
+    code = (
+        "import sys\n"
+        "from qwatch.cli import main\n"
+        "assert main(['status', '--json']) == 0\n"
+        "heavy = ('sqlalchemy', 'alembic', 'aiohttp', 'prompt_toolkit', 'aiosqlite', 'asyncpg')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
 def test_status_reads_tls_redis(tls_redis_server, tmp_path):
     env = qwatch_env(NAME, tls_redis_server.url, f"sqlite:///{tmp_path / 'h.sqlite3'}")
     assert tls_redis_server.url.startswith("rediss://")
