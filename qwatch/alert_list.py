@@ -73,7 +73,7 @@ def render(
 ) -> str:
     rows = [_row(row, quiet, at) for row in found]
     if fmt == "json":
-        return output.json(rows)
+        return output.json(rows, pretty=True)
     if fmt == "csv":
         columns = [c for c in rows[0] if c != "details"] if rows else list(_CSV)
         return output.csv(

@@ -384,7 +384,7 @@ def as_json(history: History, *, events_only: bool = False) -> str:
         document["alerts"] = [alert_json(a) for a in history.alerts]
     else:
         document["summary"] = summary_json(history)
-    return output.json(document)
+    return output.json(document, pretty=True)
 
 
 BUCKET_COLUMNS = (

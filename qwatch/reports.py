@@ -283,7 +283,8 @@ def render(
                 "since": iso(since),
                 "until": iso(until),
                 "rows": [{k: _json_value(v) for k, v in row.items()} for row in found],
-            }
+            },
+            pretty=True,
         )
     if fmt == "csv":
         return output.csv(columns, ([_json_value(row[c]) for c in columns] for row in found))

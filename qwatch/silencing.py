@@ -112,7 +112,8 @@ def render(found: list[Silence], fmt: str, zone: Zone = UTC_ZONE) -> str:
                     "created_at": iso(s.created_at),
                 }
                 for s in found
-            ]
+            ],
+            pretty=True,
         )
     if fmt == "csv":
         return output.csv(

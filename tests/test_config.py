@@ -311,6 +311,20 @@ def test_bad_database_url(url: str, fragment: str) -> None:
     assert fragment in message
 
 
+def test_database_url_unparsed_checks_the_scheme_only() -> None:
+    """`status` (parse=False) never opens the database: a bad scheme is still refused, what
+    only SQLAlchemy would find is left to the commands that open it."""
+    assert "unsupported scheme 'mysql'" in error_of(
+        lambda: async_database_url("mysql://db/q", parse=False)
+    )
+    unparsable = f"postgresql://u:{PASSWORD}@db:port/q"
+    assert (
+        async_database_url(unparsable, parse=False)
+        == f"postgresql+asyncpg://u:{PASSWORD}@db:port/q"
+    )
+    assert "cannot parse" in error_of(lambda: async_database_url(unparsable))
+
+
 def test_sqlite_path() -> None:
     assert sqlite_path("sqlite:////var/lib/h.sqlite3") == Path("/var/lib/h.sqlite3")
     assert sqlite_path("sqlite:///rel/h.sqlite3") == Path("rel/h.sqlite3")

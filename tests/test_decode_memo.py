@@ -52,6 +52,7 @@ from tests.records import (
     sign,
     stat_pickle,
     state,
+    whole,
 )
 
 
@@ -581,3 +582,35 @@ def test_memo_is_per_key(full_decodes: list[bytes]) -> None:
     before = len(full_decodes)
     assert outcome(raw, memo, "a") == outcome(raw, memo, "b") == outcome(raw)
     assert len(full_decodes) == before + 2  # "b" took the fast path, "a" could not
+
+
+# --- a one-shot decoder: remembers nothing -----------------------------------------------------
+
+ONE_SHOT = Decoder(NAME, SECRET, fallback_keys=[ROTATED], remember=False)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.sampled_from(SEQUENCE_BASES).flatmap(
+        lambda base: st.lists(rewrites(base), min_size=1, max_size=6).map(lambda r: [base, *r])
+    )
+)
+def test_one_shot_decoder_gives_the_full_decodes_verdicts(datas: list[bytes]) -> None:
+    memo: DecodeMemo = {}
+    for data in datas:
+        raw = sign(data)
+        assert outcome(raw, memo, decoder=ONE_SHOT) == outcome(raw)
+    assert memo == {}  # nothing kept for a next poll that will not come
+
+
+def test_one_shot_decoder_on_captures_and_hostile_records(tmp_path: Path) -> None:
+    memo: DecodeMemo = {}
+    for name in sorted(EXPECTED) * 2:  # the second time, every layout is known
+        raw = read_record(name)
+        assert outcome(raw, memo, decoder=ONE_SHOT) == outcome(raw) == DECODER.decode(raw), name
+    marker = tmp_path / "ran"
+    for ops, reason in hostile_calls(marker).values():
+        for data in (whole(ops), py2_stat_pickle(py2_state(host=Ops(ops)))):
+            raw = sign(data)
+            assert outcome(raw, memo, decoder=ONE_SHOT) == reason == outcome(raw)
+    assert not marker.exists() and memo == {}

@@ -87,6 +87,43 @@ def test_status_reports_skipped_records_and_backlog(redis_server, tmp_path):
     assert f"Queued django_q:{NAME}:q: 2" in table.stdout
 
 
+def test_status_json_is_compact_unless_pretty(redis_server, tmp_path):
+    with redis_client(redis_server) as client:
+        client.set(f"django_q:{NAME}:cluster:forged", b"not-a-record", ex=30)
+    env = qwatch_env(NAME, redis_server.url, f"sqlite:///{tmp_path / 'h.sqlite3'}")
+    texts = {}
+    for flags in ((), ("--pretty",)):
+        done = subprocess.run(
+            [sys.executable, "-m", "qwatch", "status", "--json", *flags],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        texts[flags] = done.stdout
+    compact, pretty = texts[()], texts[("--pretty",)]
+    assert compact.count("\n") == 1 and '"skipped":[{"key":' in compact
+    assert pretty.startswith('{\n  "clusters": [],\n')
+    assert json.loads(compact) == json.loads(pretty)
+
+
+def test_status_imports_no_database_or_ui_library(redis_server, tmp_path):
+    env = qwatch_env(NAME, redis_server.url, f"sqlite:///{tmp_path / 'h.sqlite3'}")
+    code = (
+        "import sys\n"
+        "from qwatch.cli import main\n"
+        "assert main(['status', '--json']) == 0\n"
+        "heavy = ('sqlalchemy', 'alembic', 'aiohttp', 'prompt_toolkit', 'aiosqlite', 'asyncpg')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
 def test_status_reads_tls_redis(tls_redis_server, tmp_path):
     env = qwatch_env(NAME, tls_redis_server.url, f"sqlite:///{tmp_path / 'h.sqlite3'}")
     assert tls_redis_server.url.startswith("rediss://")

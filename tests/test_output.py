@@ -21,5 +21,10 @@ def test_csv_round_trips_and_leaves_none_empty() -> None:
 
 
 def test_json() -> None:
-    assert json.loads(output.json({"a": [1, None]})) == {"a": [1, None]}
+    document = {"a": [1, None], "b": {"c": "é"}}
+    compact = output.json(document)
+    assert compact == '{"a":[1,null],"b":{"c":"\\u00e9"}}'  # one line, C encoder's output
+    pretty = output.json(document, pretty=True)
+    assert pretty.splitlines()[:3] == ["{", '  "a": [', "    1,"]
+    assert json.loads(compact) == json.loads(pretty) == document
     assert output.json_cell({"b": 1, "a": 2}) == '{"a": 2, "b": 1}'

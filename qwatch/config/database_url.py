@@ -28,8 +28,11 @@ _SQLITE_SCHEMES = ("sqlite", "sqlite+aiosqlite")
 _POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+asyncpg")
 
 
-def async_database_url(url: str, *, setting: str = "database URL") -> str:
-    """sqlite:// → sqlite+aiosqlite://, postgres(ql):// → postgresql+asyncpg://."""
+def async_database_url(url: str, *, setting: str = "database URL", parse: bool = True) -> str:
+    """sqlite:// → sqlite+aiosqlite://, postgres(ql):// → postgresql+asyncpg://.
+
+    The scheme is always checked; the rest (and a PostgreSQL URL's options) only when
+    `parse`, by SQLAlchemy."""
     parts = split_url(url) if isinstance(url, str) else None
     if parts is None:
         raise ConfigError(f"{setting}: not a URL (use sqlite:///path or postgresql://…)")
@@ -43,6 +46,8 @@ def async_database_url(url: str, *, setting: str = "database URL") -> str:
         raise ConfigError(
             f"{setting}: unsupported scheme {scheme!r} (use sqlite:///path or postgresql://…)"
         )
+    if not parse:
+        return converted
     from sqlalchemy.engine import make_url  # only here: SQLAlchemy is slow to import
 
     try:

@@ -78,6 +78,7 @@ def load_settings(
     listen: str | None = None,
     environ: Mapping[str, str] = os.environ,
     cwd: Path | None = None,
+    parse_database_url: bool = True,
 ) -> Settings:
     """Defaults < TOML (config_path or ./qwatch.toml) < QWATCH_* environment < flags.
 
@@ -85,6 +86,8 @@ def load_settings(
     file's; it stands in for the defaults of its site. With several [[sites]] in the file,
     site values come from the file alone and the Django module is chosen per site.
     Secrets are not required here: commands that verify records call require_secret().
+    A command that never opens the history database passes `parse_database_url=False`: its
+    scheme is still checked, but not by SQLAlchemy, whose import costs 0.1 s.
     """
     # absolute: it goes on sys.path and is compared with traceback file names
     cwd = (cwd or Path.cwd()).absolute()
@@ -148,7 +151,7 @@ def load_settings(
     for setting, url in given:
         if url is not None:
             db_url, db_setting = url, setting
-    async_database_url(db_url, setting=db_setting)
+    async_database_url(db_url, setting=db_setting, parse=parse_database_url)
 
     zone = DEFAULT_DISPLAY_TIME_ZONE
     zone_layers: list[tuple[str, str | None]] = [
