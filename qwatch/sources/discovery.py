@@ -38,18 +38,20 @@ _SMOOTHING = 0.2  # weight of the newest round trip in the running estimate
 class ScanBudget:
     """A token bucket of Redis seconds for SCAN, earned at `share` of wall time.
 
-    The cost of a unit of COUNT is an upper bound: the smaller of what our own round trips
-    took (they include the network) and what INFO commandstats says SCAN cost since the last
-    sample, divided by the COUNT we sent (it includes other clients' SCANs). Charging by an
-    upper bound keeps the real cost within the share.
+    A call goes out whenever the credit is positive and is charged what it cost, so the
+    credit may go below zero once; the calls wait until it is repaid, which keeps the
+    average within the share. What a call cost is an upper bound: its round trip (which
+    includes the network), or less when INFO commandstats says so: SCAN's usec since the
+    last sample over the COUNT we sent meanwhile (an upper bound too: it includes other
+    clients' SCANs). The COUNT of a call is what the credit pays for at the cost per unit
+    of COUNT seen so far.
     """
 
     share: float = DEFAULT_SHARE
     cost_per_count_s: float = INITIAL_COST_PER_COUNT_S
     _credit_s: float = 0.0
     _earned_at: float | None = None
-    _timed: float | None = None  # smoothed round trip per unit of COUNT
-    _stated: float | None = None  # commandstats' usec per unit of COUNT we sent
+    _stated: float | None = None  # commandstats' seconds per unit of COUNT we sent
 
     def __post_init__(self) -> None:
         if not 0 < self.share <= 1:
@@ -62,32 +64,30 @@ class ScanBudget:
     def earn(self, now: float) -> None:
         """Credit the time since the last call (a monotonic clock)."""
         if self._earned_at is not None and now > self._earned_at:
-            cap = self.share * CREDIT_WINDOW_S + MAX_COUNT * self.cost_per_count_s
+            cap = self.share * CREDIT_WINDOW_S
             self._credit_s = min(cap, self._credit_s + (now - self._earned_at) * self.share)
         self._earned_at = now
 
     def next_count(self) -> int:
-        """The COUNT the credit pays for now, or 0 when it pays for no worthwhile call."""
-        count = int(self._credit_s / self.cost_per_count_s)
-        return 0 if count < MIN_COUNT else min(count, MAX_COUNT)
+        """The COUNT of the next call, or 0 while the credit is not positive."""
+        if self._credit_s <= 0:
+            return 0
+        return max(MIN_COUNT, min(MAX_COUNT, int(self._credit_s / self.cost_per_count_s)))
 
-    def spent(self, count: int, round_trip_s: float) -> None:
-        """One SCAN of `count` went out and took `round_trip_s`; charge it, learn from it."""
-        per = max(round_trip_s, 0.0) / count
-        self._timed = per if self._timed is None else self._timed + _SMOOTHING * (per - self._timed)
-        self._estimate()
-        self._credit_s -= count * self.cost_per_count_s
+    def spent(self, count: int, round_trip_s: float) -> float:
+        """One SCAN of `count` took `round_trip_s`: charge it, learn from it; the charge."""
+        cost = max(round_trip_s, 0.0)
+        if self._stated is not None:
+            cost = min(cost, count * self._stated)
+        per = cost / count
+        self.cost_per_count_s += _SMOOTHING * (per - self.cost_per_count_s)
+        self._credit_s -= cost
+        return cost
 
     def stated(self, usec: float, count: int) -> None:
         """INFO commandstats: SCAN took `usec` in all while we sent `count` units of COUNT."""
         if count > 0 and usec >= 0:
             self._stated = usec / 1e6 / count
-            self._estimate()
-
-    def _estimate(self) -> None:
-        bounds = [b for b in (self._timed, self._stated) if b is not None and b > 0]
-        if bounds:
-            self.cost_per_count_s = min(bounds)
 
 
 @dataclass

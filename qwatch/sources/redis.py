@@ -355,6 +355,7 @@ class RedisSource:
         if discovery.needs_sweep:
             started = datetime.now(UTC)
             discovery.swept(await self._scan(connection), started)
+            discovery.budget.earn(time.monotonic())  # the sweep is not paid from the budget
             self._swept_on = connection
         else:
             await self._take_notifications(connection)
@@ -413,6 +414,8 @@ class RedisSource:
             budget.spent(count, time.perf_counter() - sent)
             self._counted += count
             discovery.scanned(cursor, batch, datetime.now(UTC))
+            if cursor == b"0":
+                break  # one pass per poll at most: a small keyspace is not walked again
         await self._sample_commandstats(connection)
 
     async def _sample_commandstats(self, connection: Connection) -> None:
