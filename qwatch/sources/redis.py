@@ -319,6 +319,7 @@ class RedisSource:
         self._discovery = Discovery(ScanBudget(scan_share))
         self._swept_on: Connection | None = None  # the connection the last sweep was on
         self._counted = 0  # COUNT sent since the last commandstats sample
+        self.scan_counted = 0  # COUNT sent by the incremental SCAN in all (benchmarks read it)
         self._stats_usec: int | None = None  # SCAN's usec at that sample
         self._stats_due = 0.0
         self._stats_refused = False
@@ -413,6 +414,7 @@ class RedisSource:
             )
             budget.spent(count, time.perf_counter() - sent)
             self._counted += count
+            self.scan_counted += count
             discovery.scanned(cursor, batch, datetime.now(UTC))
             if cursor == b"0":
                 break  # one pass per poll at most: a small keyspace is not walked again
