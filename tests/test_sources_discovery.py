@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -73,23 +73,43 @@ def test_commandstats_tighten_the_charge_and_the_count() -> None:
         ScanBudget(0)
 
 
+class At(Discovery):
+    """Reads at `now`, so the pure test stays short."""
+
+    now = t(7)
+
+    def read_at(self, keys: Sequence[bytes], values: Sequence[object]) -> dict[bytes, datetime]:
+        return self.read(keys, values, self.now)
+
+
 def test_known_keys_read_until_gone_and_late_keys_carry_the_previous_pass_start() -> None:
-    found = Discovery()
+    found = At()
     found.swept([b"a", b"b"], t(0))
-    assert found.read([b"a", b"b"], [b"x", b"y"]) == {}  # swept: not late
+    assert found.read_at([b"a", b"b"], [b"x", b"y"]) == {}  # swept: not late
     found.scanned(b"17", [b"a", b"c"], t(5))
     found.noticed([b"d"])
     assert found.known == (b"a", b"b", b"c", b"d")
     # b has nothing under it any more: dropped. c and d were found after the sweep.
-    assert found.read(found.known, [b"x", None, b"z", b"w"]) == {b"c": t(0), b"d": t(0)}
+    assert found.read_at(found.known, [b"x", None, b"z", b"w"]) == {b"c": t(0), b"d": t(0)}
     assert found.known == (b"a", b"c", b"d")
-    assert found.read(found.known, [b"x", b"z", b"w"]) == {}  # handed out once
+    assert found.read_at(found.known, [b"x", b"z", b"w"]) == {}  # handed out once
     found.scanned(b"0", [], t(9))  # a pass ends at 9; the next starts there
     found.scanned(b"4", [b"e"], t(12))
-    assert found.read([b"e"], [b"v"]) == {b"e": t(0)}  # it may predate the pass of 0 to 9
+    assert found.read_at([b"e"], [b"v"]) == {b"e": t(0)}  # it may predate the pass of 0 to 9
     found.scanned(b"0", [], t(20))
     found.scanned(b"5", [b"f"], t(21))
-    assert found.read([b"f"], [b"v"]) == {b"f": t(9)}
+    assert found.read_at([b"f"], [b"v"]) == {b"f": t(9)}
+    # A record that lapsed at 7 and is found again: not older than its lapse.
+    found.scanned(b"6", [b"b"], t(22))
+    assert found.read_at([b"b"], [b"v"]) == {b"b": t(9)}
+    found.read_at([b"b"], [None])
+    found.noticed([b"b"])
+    assert found.read_at([b"b"], [b"v"]) == {b"b": t(9)}  # the drop at 7 predates 9
+    found.scanned(b"0", [], t(30))  # since is 20 now
+    found.now = t(25)
+    found.read_at([b"f"], [None])
+    found.noticed([b"f"])
+    assert found.read_at([b"f"], [b"v"]) == {b"f": t(25)}
     found.reset()
     assert found.needs_sweep and found.cursor == b"0"
 

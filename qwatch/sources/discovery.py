@@ -98,6 +98,9 @@ class Discovery:
     cursor: bytes = b"0"
     _known: dict[bytes, None] = field(default_factory=dict)  # ordered: reads are stable
     _fresh: dict[bytes, datetime] = field(default_factory=dict)  # found late, not read yet
+    # When MGET last found nothing under a key: found again, it cannot be older than that
+    # (a cluster whose record lapsed and came back must not appear before it vanished).
+    _dropped: dict[bytes, datetime] = field(default_factory=dict)
     _swept: bool = False
     _pass_started: datetime | None = None
     _since: datetime | None = None  # the start of the previous pass: see the module doc
@@ -115,6 +118,7 @@ class Discovery:
         self._swept = False
         self.cursor = b"0"
         self._fresh.clear()
+        self._dropped.clear()
 
     def swept(self, keys: Iterable[bytes], started: datetime) -> None:
         """A full SCAN that started at `started` returned `keys`."""
@@ -129,28 +133,36 @@ class Discovery:
         self.cursor = cursor
         if cursor == b"0":  # a pass ended; the next one starts now
             self._since, self._pass_started = self._pass_started, at
+            since = self._since
+            if since is not None:  # a drop before `since` no longer narrows anything
+                self._dropped = {k: d for k, d in self._dropped.items() if d > since}
 
     def noticed(self, keys: Iterable[bytes]) -> None:
         """Keys a keyspace notification named (already filtered to the site's prefix)."""
         self._found(keys)
 
     def _found(self, keys: Iterable[bytes]) -> None:
-        known, since = self._known, self._since
+        known, since, dropped = self._known, self._since, self._dropped
         for key in keys:
             if key not in known:
                 known[key] = None
                 if since is not None:
-                    self._fresh[key] = since
+                    gone = dropped.pop(key, None)
+                    self._fresh[key] = since if gone is None else max(since, gone)
 
-    def read(self, keys: Sequence[bytes], values: Sequence[object]) -> dict[bytes, datetime]:
-        """MGET of `keys` returned `values`: forget the keys it found nothing under, and
-        hand out (once) the `since` of the keys found late that were read now."""
+    def read(
+        self, keys: Sequence[bytes], values: Sequence[object], at: datetime
+    ) -> dict[bytes, datetime]:
+        """MGET of `keys` at `at` returned `values`: forget the keys it found nothing under,
+        and hand out (once) the `since` of the keys found late that were read now."""
         known, fresh = self._known, self._fresh
         late: dict[bytes, datetime] = {}
         for key, value in zip(keys, values, strict=True):
             since = fresh.pop(key, None)
             if value is None:
                 known.pop(key, None)
+                if self._swept:
+                    self._dropped[key] = at
             elif since is not None:
                 late[key] = since
         return late

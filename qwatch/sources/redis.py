@@ -365,7 +365,7 @@ class RedisSource:
         values: list[bytes | None] = []
         for start in range(0, len(keys), MGET_BATCH):
             values += await connection.call("MGET", *keys[start : start + MGET_BATCH])
-        found_late = discovery.read(keys, values)
+        found_late = discovery.read(keys, values, datetime.now(UTC))
         queued, skipped = await self._backlog(connection)
         clusters, refused = self._decode_all(keys, values)
         late: dict[str, datetime] = {}
