@@ -21,6 +21,7 @@ budget: M x (SCAN's cost per key, from INFO commandstats) / share.
 
     .venv/bin/python benchmarks/shared_redis.py [--others 0,100000,1000000] [--big]
         [--repeat 3] [--polls 8] [--no-latency]
+    .venv/bin/python benchmarks/shared_redis.py --sweeps [--others …]   # SCAN COUNT vs KEYS
 """
 
 from __future__ import annotations
@@ -205,6 +206,43 @@ async def one_size(
     return row
 
 
+def sweep_costs(server: Any, others: int, repeat: int) -> list[tuple[str, int, float, float]]:
+    """The one-shot's choice: a full SCAN by COUNT, against one KEYS. For each: round trips,
+    median wall, and Redis CPU (INFO cpu) per sweep; the longest one command holds Redis is
+    about a sweep's CPU over its round trips."""
+    import redis
+
+    client = redis.Redis.from_url(server.url)
+    client.flushdb()
+    if others:
+        client.execute_command("DEBUG", "POPULATE", others, "other")
+    specs = seed.make_specs(CLUSTERS)
+    seed.write_round(client, specs, seed.make_values(specs, variants=1), 0, ttl_s=3600)
+    match = seed.key_prefix() + "*"
+    out = []
+    for count in (1_000, 10_000, 100_000):
+        calls = 0
+
+        def sweep(count: int = count) -> None:
+            nonlocal calls
+            cursor, found = 0, 0
+            while True:
+                cursor, batch = client.scan(cursor, match=match, count=count)
+                calls += 1
+                found += len(batch)
+                if cursor == 0:
+                    break
+            if found < CLUSTERS:
+                raise RuntimeError("the sweep missed records")
+
+        wall, cpu = measure_sync(client, sweep, repeat)
+        out.append((f"SCAN COUNT {count:,}", calls // repeat, wall, cpu))
+    wall, cpu = measure_sync(client, lambda: client.keys(match), repeat)
+    out.append(("KEYS", 1, wall, cpu))
+    client.close()
+    return out
+
+
 def fmt_s(value: float | None) -> str:
     if value is None:
         return "not found"
@@ -237,9 +275,20 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-async def run(others: Sequence[int], repeat: int, polls: int, latency: bool) -> None:
+async def run(others: Sequence[int], repeat: int, polls: int, latency: bool, sweeps: bool) -> None:
     with debug_redis() as server:
-        seed.configure_django(server.url)
+        seed.configure_django(server.url)  # the records are signed by django-q2 itself
+        if sweeps:
+            print(f"{CLUSTERS} clusters; {seed.machine()}")
+            print("| other keys | sweep | round trips | wall | Redis CPU | per round trip |")
+            print("|---|---|---|---|---|---|")
+            for count in others:
+                for name, calls, wall, cpu in sweep_costs(server, count, repeat):
+                    print(
+                        f"| {count:,} | {name} | {calls:,} | {fmt_s(wall)} | {fmt_s(cpu)} "
+                        f"| {fmt_s(cpu / calls)} |"
+                    )
+            return
         rows = []
         for count in others:
             rows.append(await one_size(server, count, repeat, polls, latency))
@@ -255,11 +304,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--polls", type=int, default=8)
     parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument(
+        "--sweeps", action="store_true", help="only the one-shot sweep: SCAN COUNTs vs KEYS"
+    )
     args = parser.parse_args(argv)
     others = [int(n) for n in args.others.split(",") if n]
     if args.big:
         others.append(10_000_000)
-    asyncio.run(run(others, args.repeat, args.polls, not args.no_latency))
+    asyncio.run(run(others, args.repeat, args.polls, not args.no_latency, args.sweeps))
     return 0
 
 
