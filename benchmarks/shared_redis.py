@@ -61,6 +61,12 @@ def debug_redis() -> Iterator[Any]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def populate(client: Any, others: int) -> None:
+    """`others` keys, a million per DEBUG POPULATE (one call of 10 M outlasts a timeout)."""
+    for chunk, start in enumerate(range(0, others, 1_000_000)):
+        client.execute_command("DEBUG", "POPULATE", min(1_000_000, others - start), f"other{chunk}")
+
+
 def redis_cpu(client: Any) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
@@ -121,8 +127,7 @@ async def one_size(
     client = redis.Redis.from_url(server.url)
     client.flushdb()
     client.config_set("notify-keyspace-events", "")
-    if others:
-        client.execute_command("DEBUG", "POPULATE", others, "other")
+    populate(client, others)
     specs = seed.make_specs(CLUSTERS + 2)
     values = seed.make_values(specs, variants=1)
     seed.write_round(client, specs[:CLUSTERS], values[:CLUSTERS], 0, ttl_s=3600)
@@ -214,8 +219,7 @@ def sweep_costs(server: Any, others: int, repeat: int) -> list[tuple[str, int, f
 
     client = redis.Redis.from_url(server.url)
     client.flushdb()
-    if others:
-        client.execute_command("DEBUG", "POPULATE", others, "other")
+    populate(client, others)
     specs = seed.make_specs(CLUSTERS)
     seed.write_round(client, specs, seed.make_values(specs, variants=1), 0, ttl_s=3600)
     match = seed.key_prefix() + "*"
