@@ -124,7 +124,7 @@ async def one_size(
     from qwatch.config import Site
     from qwatch.sources.redis import RedisSource
 
-    client = redis.Redis.from_url(server.url)
+    client = redis.Redis.from_url(server.url, socket_timeout=600)
     client.flushdb()
     client.config_set("notify-keyspace-events", "")
     populate(client, others)
@@ -217,7 +217,7 @@ def sweep_costs(server: Any, others: int, repeat: int) -> list[tuple[str, int, f
     about a sweep's CPU over its round trips."""
     import redis
 
-    client = redis.Redis.from_url(server.url)
+    client = redis.Redis.from_url(server.url, socket_timeout=600)
     client.flushdb()
     populate(client, others)
     specs = seed.make_specs(CLUSTERS)
@@ -269,8 +269,8 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
             f"| {fmt_s(one[0])} / {fmt_s(one[1])} "
             f"({one[0] / ga[0]:.2f}x, {one[1] / max(ga[1], 1e-6):.2f}x) "
             f"| {fmt_s(old[0])} / {fmt_s(old[1])} "
-            f"| {fmt_s(poll[0])} / {fmt_s(poll[1])} ({poll[0] / old[0]:.2f}x, "
-            f"{poll[1] / max(old[1], 1e-6):.2f}x) "
+            f"| {fmt_s(poll[0])} / {fmt_s(poll[1])} ({poll[0] / old[0]:.2g}x, "
+            f"{poll[1] / max(old[1], 1e-6):.2g}x) "
             f"| {r['scan_share'] * 100:.2f} % ({r['scan_calls']:.1f} calls/poll) "
             f"| {fmt_s(r.get('latency')) if 'latency' in r else '-'} "
             f"({fmt_s(r['pass_s'])}; {fmt_s(r['bound_s'])}) "
