@@ -11,11 +11,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from qwatch.config import RedisSettings
+from qwatch.daemon import SiteLoop
+from qwatch.events import Tracker
 from qwatch.sources import discovery
 from qwatch.sources.discovery import Discovery, ScanBudget
 from qwatch.sources.notify import channel_for, keys_of
 from qwatch.sources.redis import RedisSource, scan_usec
-from tests.helpers import EXPECTED, wait_for_async
+from qwatch.values import APPEARED, Poll
+from tests.helpers import EXPECTED, cluster_stat, free_port, wait_for_async
 from tests.plugins.redis_server import RedisServer, RedisServerFactory, redis_client
 from tests.test_sources_redis import LIVE, key_of, make_site, payload
 
@@ -305,3 +309,23 @@ async def test_no_notifications_when_the_server_sends_none(shared: RedisServer) 
             assert client.execute_command("PUBSUB", "NUMPAT") == 0
             assert client.execute_command("PUBSUB", "CHANNELS") == []
             assert client.config_get("notify-keyspace-events") == {"notify-keyspace-events": ""}
+
+
+def test_the_daemon_dates_a_late_found_run_by_its_birth() -> None:
+    """Poll.late through SiteLoop: the batch's appeared events (whose time the store keeps
+    as the run's first_seen, tests/test_store.py). No I/O: the source is never polled."""
+    site = make_site(redis=RedisSettings(host="127.0.0.1", port=free_port()))
+    loop = SiteLoop(site, RedisSource(site), "lock", "token", 1.0, 10.0, tracker=Tracker(site.name))
+    born = datetime.now(UTC) - timedelta(seconds=30)
+    late = cluster_stat("late-one", name=site.name, tob=born, timestamp=born)
+    plain = cluster_stat("plain-one", name=site.name, host="other", tob=born, timestamp=born)
+    at = datetime.now(UTC)
+
+    batch = loop._batch(
+        Poll(site.name, at, (late, plain), late={"late-one": born - timedelta(seconds=60)})
+    )
+
+    assert batch is not None
+    appeared = {e.cluster_id: e.at for e in batch.events if e.kind == APPEARED}
+    assert appeared == {"late-one": born, "plain-one": at}
+    assert {s.cluster_id for s in batch.seen} == {"late-one", "plain-one"}
