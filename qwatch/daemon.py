@@ -295,7 +295,7 @@ class SiteLoop:
         self.failures, self.retry_at, self.error = 0, 0.0, None
         self.last_good_at = poll.at
 
-        events = self.tracker.observe(poll.clusters, poll.at)
+        events = self.tracker.observe(poll.clusters, poll.at, poll.late)
         for event in events:
             log.info("%s %s on %s: %s", event.kind, event.cluster_id, event.host, event.detail)
         evented = {event.key for event in events}

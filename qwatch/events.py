@@ -40,6 +40,13 @@ DEFAULT_PAIR_WINDOW_S = 24 * 3600.0
 DEFAULT_GAP_GRACE_S = 3.5
 
 
+def appeared_at(tob: datetime, since: datetime, noticed: datetime) -> datetime:
+    """When a cluster found late (Poll.late) appeared: its time of birth, as far as the clocks
+    allow. `tob` is the writing host's clock; its key cannot predate `since` nor postdate the
+    poll that found it, so a skewed clock is clamped into that window."""
+    return min(noticed, max(tob, since))
+
+
 def key_of(stat: ClusterStat) -> Key:
     return (stat.cluster_id, stat.tob)
 
@@ -134,8 +141,17 @@ class Tracker:
         if self._gap_since is None:
             self._gap_since = at
 
-    def observe(self, clusters: Sequence[ClusterStat], at: datetime) -> list[Event]:
-        """Diff this poll's records against the previous poll's; events sorted by host, id."""
+    def observe(
+        self,
+        clusters: Sequence[ClusterStat],
+        at: datetime,
+        late: Mapping[str, datetime] | None = None,
+    ) -> list[Event]:
+        """Diff this poll's records against the previous poll's; events sorted by host, id.
+
+        `late` (Poll.late): clusters found late by a shared keyspace's discovery, with the
+        time since which they may have been there unseen; they appeared at their birth.
+        """
         current = _latest_by_key(clusters)
         if self._blind:
             self._grace_until = at + self._grace
@@ -181,7 +197,9 @@ class Tracker:
         # one that takes the place of the most recently vanished. Only newcomers pair.
         newcomers.sort(key=lambda item: (item[0][1], item[0][0]))
         for _key, stat in newcomers:
-            events.extend(self._appeared(stat, at, current))
+            since = late.get(stat.cluster_id) if late else None
+            born = at if since is None else appeared_at(stat.tob, since, at)
+            events.extend(self._appeared(stat, born, current))
 
         self._live = current
         self._ended = tuple(sorted(ended, key=lambda s: (s.host, s.cluster_id, s.tob)))

@@ -214,3 +214,7 @@ class Poll:
     skipped: tuple[Skipped, ...] = ()
     # Every queue of the site (main and ALT_CLUSTERS), replacing `queued` once its readers move.
     backlogs: tuple[Backlog, ...] = ()
+    # cluster_id -> since when it may have been there unseen, for the clusters a shared
+    # keyspace's incremental discovery found late (sources.discovery); their `appeared`
+    # events are dated by their time of birth within [since, at].
+    late: dict[str, datetime] = field(default_factory=dict)

@@ -520,3 +520,28 @@ def test_a_running_neighbour_is_not_a_restart():
     tracker.observe([stat("a", tob=0.0)], t(5))
     events = tracker.observe([stat("a", tob=0.0), stat("b", tob=4.0)], t(6))
     assert kinds(events) == [("b", APPEARED)]
+
+
+def test_a_cluster_found_late_appeared_at_its_birth_within_the_window():
+    """Poll.late: a shared keyspace's discovery found these after they started."""
+    tracker = Tracker(SITE)
+    tracker.observe([stat("old")], t(0))
+    found = [
+        stat("old"),
+        stat("born", tob=40),  # born inside [since, poll]: dated by its tob
+        stat("fast", host="web2", tob=90),  # host clock ahead of the daemon's: the poll time
+        stat("slow", host="web3", tob=-5),  # behind: no earlier than the window allows
+        stat("plain", host="web4", tob=50),  # not late: found at this poll, as before
+    ]
+    late = {"born": t(30), "fast": t(30), "slow": t(30)}
+
+    events = tracker.observe(found, t(60), late)
+
+    at = {e.cluster_id: e.at for e in events if e.kind == APPEARED}
+    assert at == {"born": t(40), "fast": t(60), "slow": t(30), "plain": t(60)}
+    # A restart found late pairs as it would have: its events share the birth time.
+    tracker = Tracker(SITE)
+    tracker.observe([stat("a", tob=0)], t(1))
+    tracker.observe([], t(10))
+    events = tracker.observe([stat("b", tob=20)], t(50), {"b": t(12)})
+    assert [(e.kind, e.at) for e in events] == [(APPEARED, t(20)), (RESTARTED, t(20))]

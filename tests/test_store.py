@@ -227,6 +227,20 @@ async def test_later_polls_update_clusters_and_close_gaps(engine: AsyncEngine) -
     assert cluster.ended_at is None
 
 
+async def test_a_run_found_late_is_first_seen_when_it_appeared(engine: AsyncEngine) -> None:
+    """Shared Redis: the appeared event of a run discovered late carries its birth."""
+    born = T0 - timedelta(seconds=40)
+    writer = Writer(engine)
+    writer.submit(poll(T0, stat("late"), stat("now"), events=[ev(born, "late", "appeared")]))
+    await writer.flush()
+
+    clusters = await rows(engine, m.Cluster, "cluster_id")
+    assert [(c.cluster_id, c.first_seen, c.last_seen) for c in clusters] == [
+        ("late", born, T0),
+        ("now", T0, T0),
+    ]
+
+
 async def test_minute_rows_merge(engine: AsyncEngine) -> None:
     writer = Writer(engine)
     first = minute("c-1", T0, 2, 1.0, tq_min=1, tq_max=2, rc_max=1, pool_min=4, working_s=0.5)

@@ -2,6 +2,9 @@
 
 redis.py    the only Redis I/O: asyncio-redis' protocol on qwatch's own transport
             (TLS, ACL, timeouts), SCAN/MGET of the records, the sampler lock
+discovery.py pure: which record keys a poll reads on a shared keyspace (known keys, an
+            incremental SCAN under a budget of Redis time, when a late key may date from)
+notify.py   keyspace notifications, where the server already sends them (a subscriber)
 resp.py     pure: Redis reply parsing
 
 Every command gets its source from `open_source(site)`, never by naming a class, so a site

@@ -13,6 +13,7 @@ import asyncio
 import operator
 import socket
 import ssl
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,11 +26,17 @@ from asyncio_redis.protocol import _NoTransaction
 from qwatch.config import RedisSettings, Site
 from qwatch.decode import DecodeError, DecodeMemo, Decoder
 from qwatch.errors import SourceUnavailable
+from qwatch.sources.discovery import DEFAULT_SHARE, MAX_CALLS_PER_POLL, Discovery, ScanBudget
+from qwatch.sources.notify import KeyspaceWatch, channel_for, subscribe
 from qwatch.sources.resp import ProtocolError, ReplyParser
 from qwatch.values import ClusterStat, Poll, Skipped
 
-SCAN_COUNT = 1000
+# The full sweep's COUNT: ten times fewer round trips than 1,000 for the same Redis time
+# (docs/performance.md), each holding Redis for a few ms.
+SCAN_COUNT = 10_000
 MGET_BATCH = 500
+COMMANDSTATS_EVERY_S = 30.0
+WATCH_RETRY_S = 60.0  # asking CONFIG again whether notifications got enabled
 # A closed transport reports connection_lost on a later loop turn; waiting for it keeps the
 # protocol's reader task from outliving us, but a stuck TLS shutdown must not hold us up.
 _CLOSE_WAIT_S = 1.0
@@ -276,10 +283,23 @@ def _glob_escape(text: bytes) -> bytes:
     return bytes(out)
 
 
+def scan_usec(info: bytes) -> int | None:
+    """SCAN's total usec in an `INFO commandstats` reply, or None when it has none yet."""
+    for line in info.splitlines():
+        if line.startswith(b"cmdstat_scan:"):
+            for item in line[len(b"cmdstat_scan:") :].split(b","):
+                name, _, value = item.partition(b"=")
+                if name == b"usec":
+                    return int(value)
+    return None
+
+
 class RedisSource:
     """A site's Redis connection, owned by qwatch: timeouts, TLS, auth, reconnect on demand."""
 
-    def __init__(self, site: Site, decoder: Decoder | None = None) -> None:
+    def __init__(
+        self, site: Site, decoder: Decoder | None = None, *, scan_share: float = DEFAULT_SHARE
+    ) -> None:
         self.site = site
         if decoder is None:
             decoder = Decoder(site.name, site.secret_key, site.secret_key_fallbacks, site.time_zone)
@@ -294,6 +314,18 @@ class RedisSource:
         # often only a few values moved (its timestamp, queue sizes), and its layout did not
         # (record_memo.KeyMemo).
         self._memo: DecodeMemo = {}
+        self._glob_prefix = _glob_escape(self._key_prefix)
+        self._match = self._glob_prefix + b"*"
+        self._discovery = Discovery(ScanBudget(scan_share))
+        self._swept_on: Connection | None = None  # the connection the last sweep was on
+        self._counted = 0  # COUNT sent since the last commandstats sample
+        self.scan_counted = 0  # COUNT sent by the incremental SCAN in all (benchmarks read it)
+        self._stats_usec: int | None = None  # SCAN's usec at that sample
+        self._stats_due = 0.0
+        self._stats_refused = False
+        self._watch: KeyspaceWatch | None = None
+        self._watch_retry_at = 0.0
+        self.notifications: str | None = None  # the channel subscribed to, once it is
 
     async def __aenter__(self) -> RedisSource:
         return self
@@ -310,33 +342,134 @@ class RedisSource:
             return self._connection
 
     async def poll(self) -> Poll:
-        """SCAN + MGET + decode + LLEN. Raises RedisUnavailable; (re)connects lazily."""
+        """Read the site's records and backlog. Raises RedisUnavailable; (re)connects lazily.
+
+        The first poll on a connection sweeps the whole keyspace (SCAN); later ones MGET the
+        keys known so far and look for new ones within the SCAN budget and through keyspace
+        notifications (sources.discovery).
+        """
         connection = await self._connect()
-        keys = await self._scan(connection)
+        discovery = self._discovery
+        if connection is not self._swept_on:  # a new connection: Redis may have restarted
+            discovery.reset()
+            self._stats_usec = None
+        if discovery.needs_sweep:
+            started = datetime.now(UTC)
+            discovery.swept(await self._scan(connection), started)
+            discovery.budget.earn(time.monotonic())  # the sweep is not paid from the budget
+            self._swept_on = connection
+        else:
+            await self._take_notifications(connection)
+            await self._discover(connection)
+        keys = list(discovery.known)
         values: list[bytes | None] = []
         for start in range(0, len(keys), MGET_BATCH):
             values += await connection.call("MGET", *keys[start : start + MGET_BATCH])
+        found_late = discovery.read(keys, values, datetime.now(UTC))
         queued, skipped = await self._backlog(connection)
         clusters, refused = self._decode_all(keys, values)
+        late: dict[str, datetime] = {}
+        if found_late:
+            cut = len(self._key_prefix)
+            ids = {
+                key[cut:].decode("utf-8", "backslashreplace"): since
+                for key, since in found_late.items()
+            }
+            late = {
+                stat.cluster_id: ids[stat.cluster_id] for stat in clusters if stat.cluster_id in ids
+            }
         return Poll(
             site=self.site.name,
             at=datetime.now(UTC),
             clusters=tuple(sorted(clusters, key=_BY_HOST_AND_ID)),
             queued=queued,
             skipped=tuple(sorted(skipped + refused, key=_BY_KEY)),
+            late=late,
         )
 
     async def _scan(self, connection: Connection) -> list[bytes]:
-        match = _glob_escape(self._key_prefix) + b"*"
+        """The full sweep: every key of the site, in as few round trips as SCAN allows."""
         keys: dict[bytes, None] = {}  # SCAN may return a key twice while Redis rehashes
         cursor: bytes = b"0"
         while True:
             cursor, batch = await connection.call(
-                "SCAN", cursor, "MATCH", match, "COUNT", SCAN_COUNT
+                "SCAN", cursor, "MATCH", self._match, "COUNT", SCAN_COUNT
             )
             keys.update(dict.fromkeys(batch))
             if cursor == b"0":
                 return list(keys)
+
+    async def _discover(self, connection: Connection) -> None:
+        """Continue the incremental SCAN as far as the budget allows."""
+        discovery = self._discovery
+        budget = discovery.budget
+        budget.earn(time.monotonic())
+        for _ in range(MAX_CALLS_PER_POLL):
+            count = budget.next_count()
+            if not count:
+                break
+            sent = time.perf_counter()
+            cursor, batch = await connection.call(
+                "SCAN", discovery.cursor, "MATCH", self._match, "COUNT", count
+            )
+            budget.spent(count, time.perf_counter() - sent)
+            self._counted += count
+            self.scan_counted += count
+            discovery.scanned(cursor, batch, datetime.now(UTC))
+            if cursor == b"0":
+                break  # one pass per poll at most: a small keyspace is not walked again
+        await self._sample_commandstats(connection)
+
+    async def _sample_commandstats(self, connection: Connection) -> None:
+        """Now and then, what SCAN really cost Redis: a tighter bound than our round trips."""
+        now = time.monotonic()
+        if self._stats_refused or now < self._stats_due:
+            return
+        self._stats_due = now + COMMANDSTATS_EVERY_S
+        try:
+            info: bytes = await connection.call("INFO", "commandstats")
+        except RedisReplyError:  # INFO not allowed to this user: the round trips will do
+            self._stats_refused = True
+            return
+        usec = scan_usec(info)
+        if self._stats_usec is not None and usec is not None:
+            self._discovery.budget.stated(usec - self._stats_usec, self._counted)
+        self._stats_usec, self._counted = usec, 0
+
+    async def _take_notifications(self, connection: Connection) -> None:
+        """Keys named by keyspace notifications since the last poll, if the server sends them.
+
+        Looked into from the second poll on, so a one-shot read never opens a subscriber.
+        """
+        watch = self._watch
+        if watch is not None:
+            if watch.alive:
+                self._discovery.noticed(watch.take())
+                return
+            self._watch = None
+            await watch.close()
+        now = time.monotonic()
+        if now < self._watch_retry_at:
+            return
+        self._watch_retry_at = now + WATCH_RETRY_S
+        try:
+            reply = await connection.call("CONFIG", "GET", "notify-keyspace-events")
+        except RedisReplyError:  # CONFIG is not for this user (or renamed away): never mind
+            self._watch_retry_at = float("inf")
+            return
+        flags = (
+            reply[1].decode("ascii", "replace")
+            if isinstance(reply, list) and len(reply) == 2
+            else ""
+        )
+        channel = channel_for(flags, self.site.redis.db, self._key_prefix, self._glob_prefix)
+        if channel is None:
+            return
+        try:
+            self._watch = await subscribe(self.site.redis, *channel, self._key_prefix)
+        except (OSError, TimeoutError, ConnectionError, RuntimeError, RedisUnavailable):
+            return  # the SCAN still finds every key; try again later
+        self.notifications = channel[1].decode("utf-8", "backslashreplace")
 
     async def _backlog(self, connection: Connection) -> tuple[dict[str, int], list[Skipped]]:
         key = self.site.broker_key
@@ -410,5 +543,8 @@ class RedisSource:
     async def close(self) -> None:
         async with self._connecting:
             connection, self._connection = self._connection, None
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            await watch.close()
         if connection is not None:
             await connection.close()

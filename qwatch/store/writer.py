@@ -31,7 +31,7 @@ from qwatch.store.dialect import Dialect
 from qwatch.store.engine import is_disk_full, is_unavailable, truncate_wal
 from qwatch.store.fence import current_token, holds
 from qwatch.store.rollups import merge_pair
-from qwatch.values import ClusterStat, GapKind
+from qwatch.values import APPEARED, ClusterStat, GapKind
 
 log = logging.getLogger("qwatch.store")
 
@@ -289,6 +289,8 @@ class Writer:
             stats.setdefault((stat.cluster_id, stat.tob), stat)
         if not stats:
             return
+        # A run found late on a shared Redis appeared before this poll (events.appeared_at).
+        born = {(e.cluster_id, e.tob): e.at for e in batch.events if e.kind == APPEARED}
         rows = [
             {
                 "site": batch.site,
@@ -296,7 +298,7 @@ class Writer:
                 "tob": s.tob,
                 "host": s.host,
                 "pid": s.pid,
-                "first_seen": batch.at,
+                "first_seen": born.get((s.cluster_id, s.tob), batch.at),
                 "last_seen": batch.at,
                 "last_status": s.status,
             }
