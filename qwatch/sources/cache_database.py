@@ -1,0 +1,120 @@
+"""Django's DatabaseCache read from outside: its table in the project's own database.
+
+The table is Django's (`createcachetable`): cache_key, value (base64 of the pickle), expires.
+qwatch reads it through a read-only engine (SQLite opened mode=ro, PostgreSQL read-only
+sessions), one SELECT for all the keys a poll wants, and never deletes what has expired
+(Django's get_many would): that is the site's to do.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from qwatch.config.settings import CacheSettings
+from qwatch.config.urls import split_url
+from qwatch.errors import ConfigError, SourceUnavailable, one_line
+from qwatch.sources.cache_reader import MAX_VALUE_BYTES, Refused
+from qwatch.store.engine import create_read_only_engine
+
+# Keys per SELECT: well under SQLite's and asyncpg's bound-parameter limits (32766).
+SELECT_BATCH = 1000
+# base64 text of a value at MAX_VALUE_BYTES: anything longer is refused before decoding.
+_MAX_TEXT = (MAX_VALUE_BYTES + 2) // 3 * 4
+
+
+def _zone(name: str) -> tzinfo:
+    return UTC if name == "UTC" else ZoneInfo(name)
+
+
+def expires_at(value: object, naive_zone: tzinfo) -> datetime | None:
+    """A row's `expires` as an aware time; None when it is not a time at all.
+
+    PostgreSQL's timestamptz comes back aware. SQLite (text) and MySQL keep it naive, in
+    UTC under USE_TZ, else in TIME_ZONE: as Django wrote it (db.py's _base_set).
+    """
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=naive_zone)
+
+
+def unwrap(value: object) -> bytes | Refused:
+    """A row's `value` (base64 text) as the pickle bytes Django's cache wrote."""
+    if isinstance(value, bytes | memoryview):  # a binary column: not how Django stores it
+        return Refused("value is not text")
+    if not isinstance(value, str):
+        return Refused("value is not text")
+    if len(value) > _MAX_TEXT:
+        return Refused("too large")
+    try:
+        return base64.b64decode(value.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        return Refused("value is not base64")
+
+
+class DatabaseCacheReader:
+    """`CacheReader` for `CacheSettings(backend="database")`."""
+
+    def __init__(self, settings: CacheSettings) -> None:
+        parts = split_url(settings.location)
+        scheme = parts[0] if parts else ""
+        if scheme.startswith("mysql"):
+            raise ConfigError("DatabaseCache on MySQL (DATABASES ENGINE mysql): not supported yet")
+        self._address = settings.address
+        self._naive_zone = _zone(settings.time_zone)
+        self._engine: AsyncEngine = create_read_only_engine(settings.location)
+        quote = self._engine.dialect.identifier_preparer.quote
+        self._select = text(
+            f"SELECT cache_key, value, expires FROM {quote(settings.table)} "
+            "WHERE cache_key IN :keys"
+        ).bindparams(bindparam("keys", expanding=True))
+
+    def _unavailable(self, error: BaseException) -> SourceUnavailable:
+        return SourceUnavailable(f"{self._address}: {one_line(error)}")
+
+    async def get_many(self, keys: list[str]) -> dict[str, bytes | Refused]:
+        if not keys:
+            return {}
+        rows = []
+        try:
+            async with self._engine.connect() as connection:
+                for start in range(0, len(keys), SELECT_BATCH):
+                    batch = keys[start : start + SELECT_BATCH]
+                    result = await connection.execute(self._select, {"keys": batch})
+                    rows += result.all()
+        except (SQLAlchemyError, OSError, TimeoutError) as error:
+            raise self._unavailable(error) from None
+        now = datetime.now(UTC)
+        found: dict[str, bytes | Refused] = {}
+        for key, value, expires in rows:
+            when = expires_at(expires, self._naive_zone)
+            if when is None:
+                found[key] = Refused("expires is not a time")
+            elif when >= now:  # Django: expired when expires < now
+                found[key] = unwrap(value)
+        return found
+
+    async def version(self) -> str:
+        dialect = self._engine.dialect.name
+        query = "SELECT sqlite_version()" if dialect == "sqlite" else "SHOW server_version"
+        try:
+            async with self._engine.connect() as connection:
+                version = (await connection.execute(text(query))).scalar_one()
+        except (SQLAlchemyError, OSError, TimeoutError) as error:
+            raise self._unavailable(error) from None
+        name = "SQLite" if dialect == "sqlite" else "PostgreSQL"
+        return f"{name} {version}"
+
+    async def close(self) -> None:
+        await self._engine.dispose()
