@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import UTC, datetime, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, text
@@ -86,7 +87,7 @@ class DatabaseCacheReader:
     async def get_many(self, keys: list[str]) -> dict[str, bytes | Refused]:
         if not keys:
             return {}
-        rows = []
+        rows: list[Any] = []
         try:
             async with self._engine.connect() as connection:
                 for start in range(0, len(keys), SELECT_BATCH):
