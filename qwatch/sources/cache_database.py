@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from qwatch.config.database_url import sqlite_path
 from qwatch.config.settings import CacheSettings
 from qwatch.config.urls import split_url
 from qwatch.errors import ConfigError, SourceUnavailable, one_line
@@ -75,6 +76,9 @@ class DatabaseCacheReader:
         self._address = settings.address
         self._naive_zone = _zone(settings.time_zone)
         self._engine: AsyncEngine = create_read_only_engine(settings.location)
+        # Checked before each connect: aiosqlite's failed open leaves its worker thread to
+        # report into a loop that may be gone by then.
+        self._sqlite_file = sqlite_path(settings.location)
         quote = self._engine.dialect.identifier_preparer.quote
         self._select = text(
             f"SELECT cache_key, value, expires FROM {quote(settings.table)} "
@@ -84,9 +88,14 @@ class DatabaseCacheReader:
     def _unavailable(self, error: BaseException) -> SourceUnavailable:
         return SourceUnavailable(f"{self._address}: {one_line(error)}")
 
+    def _check_file(self) -> None:
+        if self._sqlite_file is not None and not self._sqlite_file.expanduser().is_file():
+            raise SourceUnavailable(f"{self._address}: unable to open database file (no such file)")
+
     async def get_many(self, keys: list[str]) -> dict[str, bytes | Refused]:
         if not keys:
             return {}
+        self._check_file()
         rows: list[Any] = []
         try:
             async with self._engine.connect() as connection:
@@ -109,6 +118,7 @@ class DatabaseCacheReader:
     async def version(self) -> str:
         dialect = self._engine.dialect.name
         query = "SELECT sqlite_version()" if dialect == "sqlite" else "SHOW server_version"
+        self._check_file()
         try:
             async with self._engine.connect() as connection:
                 version = (await connection.execute(text(query))).scalar_one()
