@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ def _settings(caches: str, more: str = SQLITE) -> str:
     return f'SECRET_KEY = "{SECRET}"\n{ORM}CACHES = {caches}\n{more}'
 
 
-def test_database_cache_on_sqlite(tmp_path: Path, project) -> None:  # type: ignore[no-untyped-def]
+def test_database_cache_on_sqlite(tmp_path: Path, project: Callable[..., str]) -> None:
     module = project(
         _settings(
             f'{{"default": {{"BACKEND": "{DB_CACHE}", "LOCATION": "qcache", '
@@ -44,7 +45,9 @@ def test_database_cache_on_sqlite(tmp_path: Path, project) -> None:  # type: ign
     assert site.stats_address == f"database cache qcache in sqlite:///{tmp_path / 'db.sqlite3'}"
 
 
-def test_database_cache_on_postgres_keeps_the_password_out(tmp_path: Path, project) -> None:  # type: ignore[no-untyped-def]
+def test_database_cache_on_postgres_keeps_the_password_out(
+    tmp_path: Path, project: Callable[..., str]
+) -> None:
     module = project(
         _settings(
             f'{{"stats": {{"BACKEND": "{DB_CACHE}", "LOCATION": "qcache"}}}}',
@@ -61,7 +64,7 @@ def test_database_cache_on_postgres_keeps_the_password_out(tmp_path: Path, proje
     assert site.stats_address == "database cache qcache in postgresql://qw:***@db.example:5433/shop"
 
 
-def test_memcached_and_file_caches(tmp_path: Path, project) -> None:  # type: ignore[no-untyped-def]
+def test_memcached_and_file_caches(tmp_path: Path, project: Callable[..., str]) -> None:
     module = project(
         _settings(
             '{"default": {"BACKEND": "django.core.cache.backends.memcached.PyLibMCCache", '
@@ -85,7 +88,7 @@ def test_memcached_and_file_caches(tmp_path: Path, project) -> None:  # type: ig
     assert site.cache == CacheSettings("file", (tmp_path / "var/cache").as_posix(), key_prefix="p")
 
 
-def test_key_function_is_checked_and_kept(tmp_path: Path, project) -> None:  # type: ignore[no-untyped-def]
+def test_key_function_is_checked_and_kept(tmp_path: Path, project: Callable[..., str]) -> None:
     write(tmp_path / "mysite" / "keys.py", "def make(key, prefix, version):\n    return key\n")
     cache = f'{{"default": {{"BACKEND": "{DB_CACHE}", "LOCATION": "t", "KEY_FUNCTION": "%s"}}}}'
     module = project(_settings(cache % "mysite.keys.make"))
@@ -106,7 +109,7 @@ def test_key_function_is_checked_and_kept(tmp_path: Path, project) -> None:  # t
 )
 def test_in_process_caches_exit_2_naming_the_setting(
     tmp_path: Path,
-    project,  # type: ignore[no-untyped-def]
+    project: Callable[..., str],
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     backend: str,
@@ -124,7 +127,7 @@ def test_in_process_caches_exit_2_naming_the_setting(
     )
 
 
-def test_unknown_cache_backend_is_refused(tmp_path: Path, project) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_cache_backend_is_refused(tmp_path: Path, project: Callable[..., str]) -> None:
     module = project(_settings('{"default": {"BACKEND": "shop.caches.Mine"}}'))
     assert "CACHES['default']['BACKEND'] 'shop.caches.Mine' is not a cache qwatch can read" in (
         error_of(lambda: load(tmp_path, django_settings=module))
@@ -161,7 +164,9 @@ def test_toml_names_a_cache(tmp_path: Path) -> None:
     )
 
 
-def test_toml_overrides_and_drops_the_django_cache(tmp_path: Path, project) -> None:  # type: ignore[no-untyped-def]
+def test_toml_overrides_and_drops_the_django_cache(
+    tmp_path: Path, project: Callable[..., str]
+) -> None:
     module = project(_settings(f'{{"default": {{"BACKEND": "{DB_CACHE}", "LOCATION": "qcache"}}}}'))
     write(tmp_path / "qwatch.toml", f'django_settings = "{module}"\ncache_table = "other"\n')
     site = load(tmp_path).sites[0]
