@@ -300,3 +300,32 @@ def _b64(data: bytes) -> str:
     import base64
 
     return base64.b64encode(data).decode()
+
+
+async def test_a_source_held_open_never_holds_django_back(
+    project: tuple[DjangoProject, str], request: pytest.FixtureRequest
+) -> None:
+    # The reader keeps its connection between polls; each read must end its transaction,
+    # or SQLite's SHARED lock would keep Django from writing (database is locked) and a
+    # PostgreSQL session would sit idle in transaction.
+    made, url = project
+    first, second = sorted(CAPTURES)[:2]
+    _write(
+        made,
+        {"set": INDEX, "value": [_record_key(first)], "timeout": None},
+        {"set": _record_key(first), "value": CAPTURES[first]},
+    )
+    async with CacheSource(_site(url)) as source:
+        assert [c.cluster_id for c in (await source.poll()).clusters] == [first]
+        if url.startswith("postgresql"):
+            server: PostgresServer = request.getfixturevalue("postgres_server")
+            states = server.psql(
+                "SELECT state FROM pg_stat_activity WHERE application_name LIKE 'qwatch%'"
+            )
+            assert "idle" in states and "in transaction" not in states
+        _write(
+            made,
+            {"set": INDEX, "value": [_record_key(first), _record_key(second)], "timeout": None},
+            {"set": _record_key(second), "value": CAPTURES[second]},
+        )
+        assert sorted(c.cluster_id for c in (await source.poll()).clusters) == [first, second]

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.expression import Executable
 
 from qwatch.config.database_url import sqlite_path
 from qwatch.config.settings import CacheSettings
@@ -76,6 +78,9 @@ class DatabaseCacheReader:
         self._address = settings.address
         self._naive_zone = _zone(settings.time_zone)
         self._engine: AsyncEngine = create_read_only_engine(settings.location)
+        # Held across polls (a connection per read cost more than the read at N = 100);
+        # dropped on any error and made again by the next read.
+        self._connection: AsyncConnection | None = None
         # Checked before each connect: aiosqlite's failed open leaves its worker thread to
         # report into a loop that may be gone by then.
         self._sqlite_file = sqlite_path(settings.location)
@@ -92,19 +97,41 @@ class DatabaseCacheReader:
         if self._sqlite_file is not None and not self._sqlite_file.expanduser().is_file():
             raise SourceUnavailable(f"{self._address}: unable to open database file (no such file)")
 
-    async def get_many(self, keys: list[str]) -> dict[str, bytes | Refused]:
-        if not keys:
-            return {}
+    async def _rows(self, statement: Executable, batches: list[dict[str, Any]]) -> list[Any]:
         self._check_file()
         rows: list[Any] = []
         try:
-            async with self._engine.connect() as connection:
-                for start in range(0, len(keys), SELECT_BATCH):
-                    batch = keys[start : start + SELECT_BATCH]
-                    result = await connection.execute(self._select, {"keys": batch})
-                    rows += result.all()
+            if self._connection is None:
+                self._connection = await self._engine.connect()
+            try:
+                for params in batches:
+                    rows += (await self._connection.execute(statement, params)).all()
+            finally:
+                # End the read at once: an open SQLite read holds the SHARED lock that
+                # keeps Django from writing, and a PostgreSQL one sits idle in transaction.
+                await self._connection.rollback()
         except (SQLAlchemyError, OSError, TimeoutError) as error:
+            await self._drop()
             raise self._unavailable(error) from None
+        except BaseException:  # cancelled mid-read: the connection's state is unknown
+            await self._drop()
+            raise
+        return rows
+
+    async def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    async def get_many(self, keys: list[str]) -> dict[str, bytes | Refused]:
+        if not keys:
+            return {}
+        batches = [
+            {"keys": keys[start : start + SELECT_BATCH]}
+            for start in range(0, len(keys), SELECT_BATCH)
+        ]
+        rows = await self._rows(self._select, batches)
         now = datetime.now(UTC)
         found: dict[str, bytes | Refused] = {}
         for key, value, expires in rows:
@@ -118,14 +145,10 @@ class DatabaseCacheReader:
     async def version(self) -> str:
         dialect = self._engine.dialect.name
         query = "SELECT sqlite_version()" if dialect == "sqlite" else "SHOW server_version"
-        self._check_file()
-        try:
-            async with self._engine.connect() as connection:
-                version = (await connection.execute(text(query))).scalar_one()
-        except (SQLAlchemyError, OSError, TimeoutError) as error:
-            raise self._unavailable(error) from None
+        [(version,)] = await self._rows(text(query), [{}])
         name = "SQLite" if dialect == "sqlite" else "PostgreSQL"
         return f"{name} {version}"
 
     async def close(self) -> None:
+        await self._drop()
         await self._engine.dispose()
