@@ -329,3 +329,33 @@ async def test_a_source_held_open_never_holds_django_back(
             {"set": _record_key(second), "value": CAPTURES[second]},
         )
         assert sorted(c.cluster_id for c in (await source.poll()).clusters) == [first, second]
+
+
+async def test_a_lost_connection_is_unavailable_then_made_again(
+    postgres_server_factory: Callable[..., PostgresServer],
+) -> None:
+    import base64
+    import pickle
+
+    server = postgres_server_factory()
+    url = server.create_database("shop").replace("postgresql+asyncpg://", "postgresql://")
+    cluster_id = sorted(CAPTURES)[0]
+
+    def row(key: str, value: object) -> str:
+        text = base64.b64encode(pickle.dumps(value, 5)).decode()  # as Django's _base_set
+        return f"('shop:3:{key}', '{text}', now() + interval '1 hour')"
+
+    server.psql(
+        f"CREATE TABLE {TABLE} (cache_key varchar(255) PRIMARY KEY, value text NOT NULL, "
+        "expires timestamptz NOT NULL);"
+        f"INSERT INTO {TABLE} VALUES {row(INDEX, [_record_key(cluster_id)])}, "
+        f"{row(_record_key(cluster_id), CAPTURES[cluster_id])}",
+        database="shop",
+    )
+    async with CacheSource(_site(url)) as source:
+        assert [c.cluster_id for c in (await source.poll()).clusters] == [cluster_id]
+        server.stop()
+        with pytest.raises(SourceUnavailable, match=f"^database cache {TABLE} in postgresql://"):
+            await source.poll()
+        server.start()
+        assert [c.cluster_id for c in (await source.poll()).clusters] == [cluster_id]
