@@ -359,3 +359,31 @@ async def test_a_lost_connection_is_unavailable_then_made_again(
             await source.poll()
         server.start()
         assert [c.cluster_id for c in (await source.poll()).clusters] == [cluster_id]
+
+
+async def test_rows_django_would_never_write_are_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "db.sqlite3"
+    with sqlite3.connect(path) as db:  # SQLite takes any type in any column
+        db.execute(f"CREATE TABLE {TABLE} (cache_key text, value text, expires datetime)")
+        db.executemany(
+            f"INSERT INTO {TABLE} VALUES (?, ?, ?)",
+            [
+                ("k:when", "aGk=", "next tuesday"),
+                ("k:blob", b"aGk=", "9999-12-31 23:59:59"),
+                ("k:good", "aGk=", "9999-12-31 23:59:59"),
+                ("k:gone", "aGk=", "2000-01-01 00:00:00"),
+            ],
+        )
+    db.close()
+    reader = DatabaseCacheReader(CacheSettings("database", f"sqlite:///{path}", table=TABLE))
+    try:
+        found = await reader.get_many(["k:when", "k:blob", "k:good", "k:gone", "k:none"])
+    finally:
+        await reader.close()
+    assert found == {
+        "k:when": Refused("expires is not a time"),
+        "k:blob": Refused("value is not text"),
+        "k:good": b"hi",
+    }
