@@ -209,3 +209,23 @@ def test_toml_overrides_and_drops_the_django_cache(
 def test_bad_toml_cache_keys(tmp_path: Path, toml: str, message: str) -> None:
     write(tmp_path / "qwatch.toml", toml + "\n")
     assert message in error_of(lambda: load(tmp_path))
+
+
+def test_database_cache_on_mysql_exits_2_not_supported_yet(
+    tmp_path: Path,
+    project: Callable[..., str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = project(
+        _settings(
+            f'{{"default": {{"BACKEND": "{DB_CACHE}", "LOCATION": "qcache"}}}}',
+            'DATABASES = {"default": {"ENGINE": "django.db.backends.mysql", "NAME": "shop", '
+            f'"USER": "qw", "PASSWORD": "{PASSWORD}", "HOST": "db"}}}}\n',
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    code = main(["status", "--django-settings", module])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err == "qwatch: DatabaseCache on MySQL (DATABASES ENGINE mysql): not supported yet\n"
