@@ -963,8 +963,8 @@ def test_cache_prefix_defaults_to_djangos(tmp_path: Path, project: Callable[[str
     [
         (
             'Q_CLUSTER = {"orm": "default"}',
-            "mysite.settings: the orm broker keeps cluster Stats in CACHES['default'], "
-            "which is not a Redis cache qwatch can read",
+            "mysite.settings: CACHES['default'] is LocMemCache: its Stats live inside each "
+            "qcluster process; point Q_CLUSTER['cache'] at a shared cache",
         ),
         (
             'Q_CLUSTER = {"sqs": {"aws_region": "x"}, "cache": "nope"}',

@@ -17,8 +17,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from qwatch.config.django_databases import database_url
 from qwatch.config.redis_url import fields_from_kwargs, parse_redis_url
-from qwatch.config.settings import DEFAULT_NAME, DEFAULT_TIME_ZONE, RedisSettings, Site
+from qwatch.config.settings import (
+    DEFAULT_NAME,
+    DEFAULT_TIME_ZONE,
+    CacheSettings,
+    RedisSettings,
+    Site,
+)
 from qwatch.config.values import check_time_zone, is_int
 from qwatch.errors import ConfigError
 
@@ -122,6 +129,127 @@ def _redis_from_cache(
     return redis, cache
 
 
+def broker_kind(q_cluster: Mapping[str, Any]) -> str:
+    """Django Q's broker for a Q_CLUSTER: "redis", or the key that picks another one
+    ("orm", "sqs", "mongo", "iron_mq", "broker_class")."""
+    broker = next((key for key in _NON_REDIS_BROKERS if q_cluster.get(key)), "redis")
+    if broker == "broker_class" and q_cluster["broker_class"] == _DJANGO_Q_REDIS_BROKER:
+        broker = "redis"
+    return broker
+
+
+_DATABASE_CACHE = "django.core.cache.backends.db.DatabaseCache"
+_FILE_CACHE = "django.core.cache.backends.filebased.FileBasedCache"
+_MEMCACHED_CLIENTS = {
+    "django.core.cache.backends.memcached.PyMemcacheCache": "pymemcache",
+    "django.core.cache.backends.memcached.PyLibMCCache": "pylibmc",
+}
+_IN_PROCESS_CACHES = {
+    "django.core.cache.backends.locmem.LocMemCache": "LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache": "DummyCache",
+}
+
+
+def _key_function(value: object, setting: str, cwd: Path) -> str | None:
+    """KEY_FUNCTION as a dotted path, imported now (the project's directory on the path, as
+    for its settings) so that the cache source finds the module loaded."""
+    if value is None:
+        return None
+    if callable(value):
+        path = f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '')}"
+    elif isinstance(value, str) and "." in value:
+        path = value
+    else:
+        raise ConfigError(f"{setting}['KEY_FUNCTION'] must be a dotted path or a function")
+    module_name, _, name = path.rpartition(".")
+    directory = str(cwd)
+    added = directory not in sys.path
+    if added:
+        sys.path.insert(0, directory)
+    try:
+        function = getattr(importlib.import_module(module_name), name, None)
+    except (Exception, SystemExit):
+        function = None
+    finally:
+        if added:
+            with suppress(ValueError):
+                sys.path.remove(directory)
+    if not callable(function):
+        raise ConfigError(f"{setting}['KEY_FUNCTION'] cannot be imported as a function")
+    return path
+
+
+def cache_settings(
+    module: ModuleType,
+    caches: Mapping[Any, Any],
+    alias: object,
+    broker: str,
+    where: str,
+    cwd: Path,
+) -> CacheSettings | None:
+    """The non-Redis cache a non-Redis broker keeps its Stats in; None for a Redis cache
+    (read as Redis). A cache that cannot be read from outside the app is a ConfigError."""
+    setting = f"{where}: CACHES[{alias!r}]"
+    cache = caches.get(alias)
+    if not isinstance(cache, Mapping):
+        raise ConfigError(
+            f"{where}: the {broker} broker keeps cluster Stats in CACHES[{alias!r}], "
+            "which is not defined"
+        )
+    backend = cache.get("BACKEND")
+    if backend in _REDIS_CACHE_BACKENDS:
+        return None
+    if backend in _IN_PROCESS_CACHES:
+        raise ConfigError(
+            f"{setting} is {_IN_PROCESS_CACHES[backend]}: its Stats live inside each qcluster "
+            "process; point Q_CLUSTER['cache'] at a shared cache (database, memcached, file "
+            "or Redis)"
+        )
+    prefix, version = cache.get("KEY_PREFIX", ""), cache.get("VERSION", 1)
+    if not isinstance(prefix, str) or not is_int(version):
+        raise ConfigError(f"{setting} KEY_PREFIX must be a string, VERSION an integer")
+    keys: dict[str, Any] = {
+        "key_prefix": prefix,
+        "version": int(version),
+        "key_function": _key_function(cache.get("KEY_FUNCTION"), setting, cwd),
+    }
+    location = cache.get("LOCATION")
+    if backend == _DATABASE_CACHE:
+        if not isinstance(location, str) or not location:
+            raise ConfigError(f"{setting}['LOCATION'] must name the cache table")
+        databases = getattr(module, "DATABASES", {})
+        # Django routes the cache model like any other: without routers, to "default".
+        url = database_url(databases, "default", where, cwd=cwd)
+        if getattr(module, "USE_TZ", True):  # Django >= 5.0 defaults to True
+            entry = databases.get("default") or {}
+            zone = entry.get("TIME_ZONE") or "UTC"
+        else:
+            zone = getattr(module, "TIME_ZONE", DJANGO_DEFAULT_TIME_ZONE) or DEFAULT_TIME_ZONE
+        check_time_zone(zone, f"{where}: TIME_ZONE")
+        return CacheSettings("database", url, table=location, time_zone=zone, **keys)
+    if backend in _MEMCACHED_CLIENTS:
+        if isinstance(location, str) and location.strip():
+            servers = [part.strip() for part in re.split("[;,]", location) if part.strip()]
+        elif isinstance(location, list | tuple) and all(isinstance(x, str) for x in location):
+            servers = [part.strip() for part in location if part.strip()]
+        else:
+            servers = []
+        if not servers:
+            raise ConfigError(f"{setting}['LOCATION'] must be host:port or a list of them")
+        client = _MEMCACHED_CLIENTS[backend]
+        return CacheSettings("memcached", ",".join(servers), client=client, **keys)
+    if backend == _FILE_CACHE:
+        if not isinstance(location, str | Path) or not str(location):
+            raise ConfigError(f"{setting}['LOCATION'] must be the cache directory")
+        directory = Path(location).expanduser()
+        directory = directory if directory.is_absolute() else cwd / directory
+        return CacheSettings("file", directory.as_posix(), **keys)
+    raise ConfigError(
+        f"{setting}['BACKEND'] {backend!r} is not a cache qwatch can read (database, "
+        "memcached, file or Redis)"
+    )
+
+
 def _optional_count(q_cluster: Mapping[str, Any], key: str, where: str) -> int | None:
     value = q_cluster.get(key)
     if value is None or value is False:  # Django Q: unset, work it out at run time
@@ -165,20 +293,14 @@ def site_from_django(
     if not isinstance(caches, Mapping):
         raise ConfigError(f"{where}: CACHES must be a dict")
 
-    broker = next((key for key in _NON_REDIS_BROKERS if q_cluster.get(key)), "redis")
-    if broker == "broker_class" and q_cluster["broker_class"] == _DJANGO_Q_REDIS_BROKER:
-        broker = "redis"
+    broker = broker_kind(q_cluster)
     cache_prefix = None
+    stats_cache: CacheSettings | None = None
     if broker != "redis":
         # Django Q then keeps its Stats in the Django cache Q_CLUSTER['cache'] names
         alias = q_cluster.get("cache", "default")
-        cache = caches.get(alias)
-        backend = cache.get("BACKEND") if isinstance(cache, Mapping) else None
-        if backend not in _REDIS_CACHE_BACKENDS:
-            raise ConfigError(
-                f"{where}: the {broker} broker keeps cluster Stats in CACHES[{alias!r}], "
-                "which is not a Redis cache qwatch can read"
-            )
+        stats_cache = cache_settings(module, caches, alias, broker, where, cwd)
+    if broker != "redis" and stats_cache is None:
         redis, cache = _redis_from_cache(caches, alias, where)
         prefix, version = cache.get("KEY_PREFIX", ""), cache.get("VERSION", 1)
         if not isinstance(prefix, str) or not is_int(version):
@@ -186,6 +308,8 @@ def site_from_django(
                 f"{where}: CACHES[{alias!r}] KEY_PREFIX must be a string, VERSION an integer"
             )
         cache_prefix = f"{prefix}:{version}:"  # Django's default key function
+    elif broker != "redis":
+        redis = RedisSettings()  # unused: the Stats are in `stats_cache`
     elif q_cluster.get("django_redis"):
         redis, _ = _redis_from_cache(caches, q_cluster["django_redis"], where)
     else:
@@ -205,4 +329,5 @@ def site_from_django(
         workers=_optional_count(q_cluster, "workers", where),
         queue_limit=_optional_count(q_cluster, "queue_limit", where),
         broker=broker,
+        cache=stats_cache,
     )

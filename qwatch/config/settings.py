@@ -93,6 +93,9 @@ class CacheSettings:
     key_prefix: str = ""
     version: int = 1
     key_function: str | None = None
+    # The zone of a naive time the store keeps (DatabaseCache's `expires` on SQLite/MySQL):
+    # UTC under USE_TZ (or DATABASES[…]['TIME_ZONE']), else the project's TIME_ZONE.
+    time_zone: str = "UTC"
 
     def __post_init__(self) -> None:
         if self.backend not in CACHE_BACKENDS:

@@ -9,7 +9,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from qwatch.config.settings import DaemonSettings, RedisSettings, Site
+from qwatch.config.database_url import async_database_url
+from qwatch.config.settings import (
+    CACHE_BACKENDS,
+    CacheSettings,
+    DaemonSettings,
+    RedisSettings,
+    Site,
+)
+from qwatch.config.urls import split_url
 from qwatch.config.values import check_time_zone, is_int
 from qwatch.errors import ConfigError
 
@@ -37,7 +45,24 @@ SITE_KEYS = {
     "workers": "count",
     "queue_limit": "count",
     "django_settings": "name",
+    # Stats through a Django cache other than Redis (non-Redis broker): see cache_from_table
+    "stats_from": "name",
+    "cache_backend": "name",
+    "cache_location": "name",
+    "cache_table": "name",
+    "cache_key_prefix": "text",
+    "cache_version": "count",
+    "cache_client": "name",
 }
+_CACHE_KEYS = {
+    "cache_backend": "backend",
+    "cache_location": "location",
+    "cache_table": "table",
+    "cache_key_prefix": "key_prefix",
+    "cache_version": "version",
+    "cache_client": "client",
+}
+_MEMCACHED_CLIENTS = ("pymemcache", "pylibmc")
 TOP_KEYS = {
     **SITE_KEYS,
     "database_url": "name",
@@ -126,4 +151,51 @@ def apply_table(site: Site, table: Mapping[str, Any], where: str, label: str) ->
         changes["redis"] = RedisSettings.from_url(
             table["redis_url"], setting=f"{label}: {where}redis_url"
         )
+    changes["cache"] = cache_from_table(site.cache, table, where, label)
     return replace(site, **changes)
+
+
+def cache_from_table(
+    cache: CacheSettings | None, table: Mapping[str, Any], where: str, label: str
+) -> CacheSettings | None:
+    """`stats_from = "cache"` and the cache_* keys over the cache the site had (from its
+    Django settings, if any); `stats_from = "redis"` drops it."""
+    given = {field: table[key] for key, field in _CACHE_KEYS.items() if key in table}
+    stats_from = table.get("stats_from")
+    if stats_from not in (None, "cache", "redis"):
+        raise ConfigError(f'{label}: {where}stats_from must be "cache" or "redis"')
+    if stats_from == "redis":
+        return None
+    if stats_from is None and cache is None:
+        if given:
+            first = next(key for key in _CACHE_KEYS if key in table)
+            raise ConfigError(f'{label}: {where}{first} needs stats_from = "cache"')
+        return None
+    if not given:
+        if cache is None:
+            raise ConfigError(f'{label}: {where}stats_from = "cache" needs cache_backend')
+        return cache
+    if cache is not None and given.get("backend", cache.backend) == cache.backend:
+        fields = {**vars(cache), **given}
+    else:
+        fields = {"backend": "", "location": "", **given}
+    backend = fields["backend"]
+    if backend not in CACHE_BACKENDS:
+        raise ConfigError(
+            f"{label}: {where}cache_backend must be one of {', '.join(CACHE_BACKENDS)}"
+        )
+    if not fields["location"]:
+        raise ConfigError(f"{label}: {where}cache_location must be set for the {backend} cache")
+    if backend == "database":
+        if not fields.get("table"):
+            raise ConfigError(f"{label}: {where}cache_table must name the DatabaseCache table")
+        parts = split_url(fields["location"])
+        if not (parts and parts[0].startswith("mysql")):  # refused, by name, when read
+            async_database_url(fields["location"], setting=f"{label}: {where}cache_location")
+    if backend == "memcached":
+        fields["client"] = fields.get("client") or "pymemcache"
+        if fields["client"] not in _MEMCACHED_CLIENTS:
+            raise ConfigError(f"{label}: {where}cache_client must be pymemcache or pylibmc")
+    elif given.get("client"):
+        raise ConfigError(f"{label}: {where}cache_client is for the memcached cache only")
+    return CacheSettings(**fields)

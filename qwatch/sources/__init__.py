@@ -6,6 +6,9 @@ discovery.py pure: which record keys a poll reads on a shared keyspace (known ke
             incremental SCAN under a budget of Redis time, when a late key may date from)
 notify.py   keyspace notifications, where the server already sends them (a subscriber)
 resp.py     pure: Redis reply parsing
+decoding.py a poll's raw records -> clusters and refusals, for every source
+cache.py    CacheSource: Stats through a Django cache (non-Redis broker), via a CacheReader
+cache_reader.py / cache_database.py   the reader seam; Django's DatabaseCache table
 
 Every command gets its source from `open_source(site)`, never by naming a class, so a site
 whose Stats live elsewhere (another Django cache) is read by every command alike.
@@ -45,6 +48,10 @@ class StatSource(Protocol):
 
 def open_source(site: Site, decoder: Decoder | None = None) -> StatSource:
     """The source that reads `site`'s Stats where its Django Q writes them."""
+    if site.cache is not None:
+        from qwatch.sources.cache import CacheSource
+
+        return CacheSource(site, decoder)
     from qwatch.sources.redis import RedisSource
 
     return RedisSource(site, decoder)

@@ -24,12 +24,13 @@ from asyncio_redis.encoders import BytesEncoder
 from asyncio_redis.protocol import _NoTransaction
 
 from qwatch.config import RedisSettings, Site
-from qwatch.decode import DecodeError, DecodeMemo, Decoder
+from qwatch.decode import Decoder
 from qwatch.errors import SourceUnavailable
+from qwatch.sources.decoding import PollDecoder
 from qwatch.sources.discovery import DEFAULT_SHARE, MAX_CALLS_PER_POLL, Discovery, ScanBudget
 from qwatch.sources.notify import KeyspaceWatch, channel_for, subscribe
 from qwatch.sources.resp import ProtocolError, ReplyParser
-from qwatch.values import ClusterStat, Poll, Skipped
+from qwatch.values import Poll, Skipped
 
 # The full sweep's COUNT: ten times fewer round trips than 1,000 for the same Redis time
 # (docs/performance.md), each holding Redis for a few ms.
@@ -301,19 +302,10 @@ class RedisSource:
         self, site: Site, decoder: Decoder | None = None, *, scan_share: float = DEFAULT_SHARE
     ) -> None:
         self.site = site
-        if decoder is None:
-            decoder = Decoder(site.name, site.secret_key, site.secret_key_fallbacks, site.time_zone)
-        self._decoder = decoder
+        self._records = PollDecoder.for_site(site, decoder)
         self._connection: Connection | None = None
         self._connecting = asyncio.Lock()
         self._key_prefix = f"{site.cache_prefix or ''}django_q:{site.name}:cluster:".encode()
-        # Decoded results by raw value, from the last poll only: a record rewritten with a
-        # new timestamp is new bytes, so anything older can never hit again.
-        self._decoded: dict[bytes, ClusterStat | str] = {}
-        # What the decoder remembers per key: a rewritten record is new bytes, but most
-        # often only a few values moved (its timestamp, queue sizes), and its layout did not
-        # (record_memo.KeyMemo).
-        self._memo: DecodeMemo = {}
         self._glob_prefix = _glob_escape(self._key_prefix)
         self._match = self._glob_prefix + b"*"
         self._discovery = Discovery(ScanBudget(scan_share))
@@ -367,7 +359,8 @@ class RedisSource:
             values += await connection.call("MGET", *keys[start : start + MGET_BATCH])
         found_late = discovery.read(keys, values, datetime.now(UTC))
         queued, skipped = await self._backlog(connection)
-        clusters, refused = self._decode_all(keys, values)
+        prefix = len(self._key_prefix)
+        clusters, refused = self._records.decode_all(keys, values, lambda name: name[prefix:])
         late: dict[str, datetime] = {}
         if found_late:
             cut = len(self._key_prefix)
@@ -480,43 +473,6 @@ class RedisSource:
                 raise
             # Someone else's value under the broker's name must not hide the clusters.
             return {}, [Skipped(key, "broker key holds something other than a list")]
-
-    def _decode_all(
-        self, keys: list[bytes], values: list[bytes | None]
-    ) -> tuple[list[ClusterStat], list[Skipped]]:
-        clusters: list[ClusterStat] = []
-        skipped: list[Skipped] = []
-        decoded: dict[bytes, ClusterStat | str] = {}
-        for key, raw in zip(keys, values, strict=True):
-            if raw is None:  # expired between SCAN and MGET, or not a string
-                continue
-            if raw in decoded:
-                outcome = decoded[raw]
-            else:
-                outcome = self._decoded.get(raw) or self._decode(raw, key)
-                decoded[raw] = outcome
-            name = key.decode("utf-8", "backslashreplace")
-            if isinstance(outcome, str):
-                skipped.append(Skipped(name, outcome))
-                continue
-            # Django Q always files a record under its own id; one under another key is a
-            # copy (anyone who can write to Redis can make one) and would show a cluster twice.
-            key_id = name[len(self._key_prefix) :]
-            if outcome.cluster_id != key_id:
-                skipped.append(Skipped(name, f"record is for cluster {outcome.cluster_id}"))
-                continue
-            clusters.append(outcome)
-        self._decoded = decoded
-        if len(self._memo) > len(keys):
-            present = set(keys)  # forget the keys that are gone
-            self._memo = {k: v for k, v in self._memo.items() if k in present}
-        return clusters, skipped
-
-    def _decode(self, raw: bytes, key: bytes) -> ClusterStat | str:
-        try:
-            return self._decoder.decode(raw, self._memo, key)
-        except DecodeError as exc:
-            return exc.reason
 
     async def server_version(self) -> str:
         connection = await self._connect()
