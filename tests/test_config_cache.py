@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from qwatch.cli import main
+from qwatch.config import load_settings
 from qwatch.config.settings import CacheSettings
 from tests.test_config import PASSWORD, SECRET, SENTINEL, error_of, load, project, write
 
@@ -229,3 +230,23 @@ def test_database_cache_on_mysql_exits_2_not_supported_yet(
     out, err = capsys.readouterr()
     assert (code, out) == (2, "")
     assert err == "qwatch: DatabaseCache on MySQL (DATABASES ENGINE mysql): not supported yet\n"
+
+
+def test_relative_paths_are_the_projects_not_qwatchs(
+    tmp_path: Path,
+    project: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # qwatch started elsewhere, the project on PYTHONPATH: a relative LOCATION or NAME is
+    # relative to where manage.py qcluster runs (the settings' import root), not to qwatch.
+    module = project(
+        _settings(
+            '{"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", '
+            '"LOCATION": "var/cache"}}'
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    site = load_settings(environ={}, cwd=elsewhere, django_settings=module).sites[0]
+    assert site.cache == CacheSettings("file", (tmp_path / "var" / "cache").as_posix())

@@ -89,6 +89,18 @@ def _import_settings(module_name: str, chooser: str, cwd: Path) -> ModuleType:
                 sys.path.remove(directory)
 
 
+def project_root(module: ModuleType, module_name: str) -> Path | None:
+    """The directory the settings module was imported from (where manage.py lives), which a
+    relative path in the settings (a SQLite NAME, the file cache's LOCATION) is relative to
+    when the site runs `manage.py qcluster` from there, whatever qwatch's own directory."""
+    file = getattr(module, "__file__", None)
+    if not file:
+        return None
+    path = Path(file).absolute()
+    depth = len(module_name.split(".")) + (path.name == "__init__.py")
+    return path.parents[depth - 1]
+
+
 def _redis_from_cache(
     caches: Mapping[Any, Any], alias: object, where: str
 ) -> tuple[RedisSettings, Mapping[str, Any]]:
@@ -299,7 +311,8 @@ def site_from_django(
     if broker != "redis":
         # Django Q then keeps its Stats in the Django cache Q_CLUSTER['cache'] names
         alias = q_cluster.get("cache", "default")
-        stats_cache = cache_settings(module, caches, alias, broker, where, cwd)
+        root = project_root(module, module_name) or cwd
+        stats_cache = cache_settings(module, caches, alias, broker, where, root)
     if broker != "redis" and stats_cache is None:
         redis, cache = _redis_from_cache(caches, alias, where)
         prefix, version = cache.get("KEY_PREFIX", ""), cache.get("VERSION", 1)
