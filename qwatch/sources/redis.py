@@ -25,8 +25,9 @@ from asyncio_redis.protocol import _NoTransaction
 from qwatch.config import RedisSettings, Site
 from qwatch.decode import DecodeError, DecodeMemo, Decoder
 from qwatch.errors import SourceUnavailable
+from qwatch.sources.backlog import WRONG_TYPE, BacklogReader, redis_list_key
 from qwatch.sources.resp import ProtocolError, ReplyParser
-from qwatch.values import ClusterStat, Poll, Skipped
+from qwatch.values import Backlog, ClusterStat, Poll, Skipped
 
 SCAN_COUNT = 1000
 MGET_BATCH = 500
@@ -294,6 +295,7 @@ class RedisSource:
         # often only a few values moved (its timestamp, queue sizes), and its layout did not
         # (record_memo.KeyMemo).
         self._memo: DecodeMemo = {}
+        self._backlogs = BacklogReader(site)
 
     async def __aenter__(self) -> RedisSource:
         return self
@@ -316,7 +318,7 @@ class RedisSource:
         values: list[bytes | None] = []
         for start in range(0, len(keys), MGET_BATCH):
             values += await connection.call("MGET", *keys[start : start + MGET_BATCH])
-        queued, skipped = await self._backlog(connection)
+        queued, skipped, backlogs = await self._backlog(connection)
         clusters, refused = self._decode_all(keys, values)
         return Poll(
             site=self.site.name,
@@ -324,6 +326,7 @@ class RedisSource:
             clusters=tuple(sorted(clusters, key=_BY_HOST_AND_ID)),
             queued=queued,
             skipped=tuple(sorted(skipped + refused, key=_BY_KEY)),
+            backlogs=backlogs,
         )
 
     async def _scan(self, connection: Connection) -> list[bytes]:
@@ -338,15 +341,19 @@ class RedisSource:
             if cursor == b"0":
                 return list(keys)
 
-    async def _backlog(self, connection: Connection) -> tuple[dict[str, int], list[Skipped]]:
-        key = self.site.broker_key
-        try:
-            return {key: await connection.call("LLEN", key)}, []
-        except RedisReplyError as exc:
-            if exc.code != "WRONGTYPE":
-                raise
-            # Someone else's value under the broker's name must not hide the clusters.
-            return {}, [Skipped(key, "broker key holds something other than a list")]
+    async def _backlog(
+        self, connection: Connection
+    ) -> tuple[dict[str, int], list[Skipped], tuple[Backlog, ...]]:
+        """Every queue's backlog (qwatch.sources.backlog), in one round trip for Redis."""
+        backlogs = await self._backlogs.read(connection)
+        # The main queue's length, for the readers not yet moved to per-queue backlogs.
+        main = backlogs[0]
+        queued = {self.site.broker_key: main.length} if main.length is not None else {}
+        # Someone else's value under a broker list's name must not hide the clusters.
+        skipped = [
+            Skipped(redis_list_key(b.queue), b.reason) for b in backlogs if b.reason == WRONG_TYPE
+        ]
+        return queued, skipped, backlogs
 
     def _decode_all(
         self, keys: list[bytes], values: list[bytes | None]
@@ -408,6 +415,7 @@ class RedisSource:
         await connection.call("EVAL", _RELEASE_LUA, 1, key, token)
 
     async def close(self) -> None:
+        await self._backlogs.close()
         async with self._connecting:
             connection, self._connection = self._connection, None
         if connection is not None:
