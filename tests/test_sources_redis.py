@@ -12,8 +12,9 @@ import pytest
 
 from qwatch.config import RedisSettings, Site
 from qwatch.decode import DecodeMemo, Decoder
+from qwatch.sources.backlog import WRONG_TYPE
 from qwatch.sources.redis import RedisSource, RedisUnavailable
-from qwatch.values import ClusterStat, Poll, Skipped
+from qwatch.values import Backlog, ClusterStat, Poll, Skipped
 from tests.helpers import CAPTURE_ROTATED_SECRET, EXPECTED, PAYLOADS, free_port, wait_for_async
 from tests.helpers import CAPTURE_SECRET as SECRET
 from tests.helpers import CAPTURE_SITE as NAME
@@ -181,6 +182,14 @@ async def test_poll_counts_the_broker_backlog(redis_server: RedisServer) -> None
         assert (await source.poll()).queued == {"django_q:orders:q": 3}
     async with RedisSource(make_site(redis_server, cluster_name="idle")) as source:
         assert (await source.poll()).queued == {"django_q:idle:q": 0}
+    # Every queue of the site, main first, each its own list; an absent list is empty.
+    site = make_site(redis_server, cluster_name="orders", alt_queues=(NAME, "idle"))
+    async with RedisSource(site) as source:
+        assert (await source.poll()).backlogs == (
+            Backlog("orders", "redis", 3),
+            Backlog(NAME, "redis", 7),
+            Backlog("idle", "redis", 0),
+        )
 
 
 async def test_broker_key_of_the_wrong_type_is_skipped_not_fatal(
@@ -195,6 +204,7 @@ async def test_broker_key_of_the_wrong_type_is_skipped_not_fatal(
     assert len(poll.clusters) == 1
     assert poll.queued == {}
     assert [skip.key for skip in poll.skipped] == [f"django_q:{NAME}:q"]
+    assert poll.backlogs == (Backlog(NAME, "redis", None, reason=WRONG_TYPE),)
 
 
 async def test_poll_scans_thousands_of_keys_in_batches(

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from qwatch.config.django_databases import database_url
 from qwatch.config.redis_url import fields_from_kwargs, parse_redis_url
 from qwatch.config.settings import DEFAULT_NAME, DEFAULT_TIME_ZONE, RedisSettings, Site
 from qwatch.config.values import check_time_zone, is_int
@@ -131,6 +132,51 @@ def _optional_count(q_cluster: Mapping[str, Any], key: str, where: str) -> int |
     return int(value)
 
 
+_BROKER_CLASSES = {
+    _DJANGO_Q_REDIS_BROKER: "redis",
+    "django_q.brokers.orm.ORM": "orm",
+    "django_q.brokers.aws_sqs.Sqs": "sqs",
+    "django_q.brokers.mongo.Mongo": "mongo",
+    "django_q.brokers.ironmq.IronMQBroker": "iron_mq",
+}
+
+
+def broker_kind(q_cluster: Mapping[str, Any]) -> str:
+    """Django Q's broker as Site.broker names it: the first of Conf's broker keys set (the
+    order django_q.brokers.get_broker tries them), a known broker_class by its kind, else
+    "broker_class" (a custom class: its backlog cannot be read)."""
+    broker = next((key for key in _NON_REDIS_BROKERS if q_cluster.get(key)), "redis")
+    if broker == "broker_class":
+        return _BROKER_CLASSES.get(q_cluster["broker_class"], "broker_class")
+    return broker
+
+
+def alt_queues(q_cluster: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    """Q_CLUSTER['ALT_CLUSTERS'] keys: the queues of clusters started with `qcluster --name`
+    (or Q_CLUSTER_NAME), each served from its own broker list."""
+    alt = q_cluster.get("ALT_CLUSTERS")
+    if alt is None:
+        return ()
+    if not isinstance(alt, Mapping):
+        raise ConfigError(f"{where}: Q_CLUSTER['ALT_CLUSTERS'] must be a dict")
+    for key, value in alt.items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"{where}: Q_CLUSTER['ALT_CLUSTERS'] keys must be non-empty strings")
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: Q_CLUSTER['ALT_CLUSTERS'][{key!r}] must be a dict")
+    return tuple(alt)
+
+
+def _broker_database(
+    module: ModuleType, q_cluster: Mapping[str, Any], where: str, cwd: Path
+) -> str:
+    """The ORM broker's database: Q_CLUSTER['orm'] names a DATABASES alias."""
+    alias = q_cluster["orm"]
+    if not isinstance(alias, str):
+        raise ConfigError(f"{where}: Q_CLUSTER['orm'] must name a DATABASES alias")
+    return database_url(getattr(module, "DATABASES", {}), alias, where, cwd=cwd)
+
+
 def site_from_django(
     module_name: str, *, chooser: str = "--django-settings", cwd: Path | None = None
 ) -> Site:
@@ -165,9 +211,11 @@ def site_from_django(
     if not isinstance(caches, Mapping):
         raise ConfigError(f"{where}: CACHES must be a dict")
 
-    broker = next((key for key in _NON_REDIS_BROKERS if q_cluster.get(key)), "redis")
-    if broker == "broker_class" and q_cluster["broker_class"] == _DJANGO_Q_REDIS_BROKER:
-        broker = "redis"
+    broker = broker_kind(q_cluster)
+    queues = alt_queues(q_cluster, where)
+    broker_database = None
+    if broker == "orm" and q_cluster.get("orm"):
+        broker_database = _broker_database(module, q_cluster, where, cwd)
     cache_prefix = None
     if broker != "redis":
         # Django Q then keeps its Stats in the Django cache Q_CLUSTER['cache'] names
@@ -205,4 +253,6 @@ def site_from_django(
         workers=_optional_count(q_cluster, "workers", where),
         queue_limit=_optional_count(q_cluster, "queue_limit", where),
         broker=broker,
+        alt_queues=queues,
+        broker_database=broker_database,
     )

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from qwatch.config.database_url import async_database_url
 from qwatch.config.settings import DaemonSettings, RedisSettings, Site
 from qwatch.config.values import check_time_zone, is_int
 from qwatch.errors import ConfigError
@@ -37,7 +38,12 @@ SITE_KEYS = {
     "workers": "count",
     "queue_limit": "count",
     "django_settings": "name",
+    "broker": "name",
+    "alt_queues": "texts",
+    "broker_database_url": "name",
 }
+# Django Q's brokers, as Site.broker names them (qwatch.sources.backlog reads redis and orm).
+BROKERS = ("redis", "orm", "sqs", "mongo", "iron_mq", "broker_class")
 TOP_KEYS = {
     **SITE_KEYS,
     "database_url": "name",
@@ -126,4 +132,15 @@ def apply_table(site: Site, table: Mapping[str, Any], where: str, label: str) ->
         changes["redis"] = RedisSettings.from_url(
             table["redis_url"], setting=f"{label}: {where}redis_url"
         )
+    if "broker" in table:
+        if table["broker"] not in BROKERS:
+            raise ConfigError(f"{label}: {where}broker must be one of {', '.join(BROKERS)}")
+        changes["broker"] = table["broker"]
+    if "alt_queues" in table:
+        changes["alt_queues"] = tuple(table["alt_queues"])
+    if "broker_database_url" in table:
+        url = table["broker_database_url"]
+        # checked now, so a bad URL is a ConfigError at load and not a backlog reason later
+        async_database_url(url, setting=f"{label}: {where}broker_database_url")
+        changes["broker_database"] = url
     return replace(site, **changes)

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -187,10 +188,8 @@ class _OrmReader:
             task = self._start()
             if last is None:
                 # shield: a timeout must not cancel the read the next poll will use
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(task), ORM_FIRST_WAIT_S)
-                except TimeoutError:
-                    pass
                 last = self._last
         if last is None:
             return self._unknown(f"ORM database did not answer within {ORM_FIRST_WAIT_S:g} s")
@@ -209,10 +208,8 @@ class _OrmReader:
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
         engine, self._engine = self._engine, None
         if engine is not None:
             await engine.dispose()
