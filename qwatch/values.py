@@ -6,6 +6,7 @@ decoder, SQLAlchemy or a terminal library, so every layer can import it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -201,6 +202,12 @@ class Backlog:
     length: int | None  # tasks waiting; None: this broker's backlog cannot be read from outside
     oldest_age_s: float | None = None  # the oldest waiting task's age, where the broker tells it
     reason: str = ""  # why length is None (safe to print)
+
+
+def backlog_total(backlogs: Sequence[Backlog]) -> int | None:
+    """The sum of the lengths known; None when none is."""
+    known = [b.length for b in backlogs if b.length is not None]
+    return sum(known) if known else None
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,11 @@ from qwatch.sources.backlog import (
     orm_backlogs,
     orm_due,
     redis_backlogs,
-    total,
     unreadable,
 )
 from qwatch.sources.redis import open_connection
 from qwatch.store.engine import create_read_only_engine
-from qwatch.values import Backlog
+from qwatch.values import Backlog, backlog_total
 from tests.plugins.postgres_server import PostgresServer
 from tests.plugins.redis_server import RedisServer, redis_client
 
@@ -53,9 +52,12 @@ def test_orm_arithmetic() -> None:
         Backlog("main", "orm", 1, 0.0),
     )
     assert (
-        total([Backlog("a", "redis", 3), Backlog("b", "redis", None), Backlog("c", "r", 12)]) == 15
+        backlog_total(
+            [Backlog("a", "redis", 3), Backlog("b", "redis", None), Backlog("c", "r", 12)]
+        )
+        == 15
     )
-    assert total([Backlog("a", "sqs", None)]) is None
+    assert backlog_total([Backlog("a", "sqs", None)]) is None
 
 
 @pytest.mark.parametrize("broker", ["sqs", "mongo", "iron_mq", "broker_class"])

@@ -260,12 +260,6 @@ class BacklogReader:
             await self._orm.close()
 
 
-def total(backlogs: Sequence[Backlog]) -> int | None:
-    """The sum of the known lengths; None when none is known."""
-    known = [b.length for b in backlogs if b.length is not None]
-    return sum(known) if known else None
-
-
 __all__ = [
     "ORM_REFRESH_S",
     "ORM_STALE_S",
@@ -276,5 +270,4 @@ __all__ = [
     "orm_due",
     "redis_backlogs",
     "redis_list_key",
-    "total",
 ]
