@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from qwatch.config import Site
+from qwatch.config import Site, sqlite_path
 from qwatch.errors import ConfigError
 from qwatch.values import Backlog
 
@@ -166,6 +166,10 @@ class _OrmReader:
     async def _refresh(self) -> None:
         now_utc = datetime.now(UTC)
         try:
+            # aiosqlite leaves its thread running when the file will not open: ask first.
+            path = sqlite_path(self._url)
+            if path is not None and not path.expanduser().is_file():
+                raise FileNotFoundError(f"no SQLite database at {path}")
             if self._engine is None:
                 self._engine = self._engine_factory(self._url)
             counts = await orm_due(self._engine, now_utc)
