@@ -15,7 +15,7 @@ from qwatch import output
 from qwatch.config import Settings
 from qwatch.fmt import hms, iso
 from qwatch.sources import open_source
-from qwatch.values import ClusterStat, Poll
+from qwatch.values import Backlog, ClusterStat, Poll
 
 COLUMNS = ("Host", "Id", "State", "Pool", "TQ", "RQ", "RC", "Up")
 
@@ -27,6 +27,9 @@ async def read_all(settings: Settings) -> list[Poll]:
         return list(await asyncio.gather(*(source.poll() for source in sources)))
     finally:
         await asyncio.gather(*(source.close() for source in sources), return_exceptions=True)
+
+
+UNKNOWN_QUEUE = "unknown"
 
 
 def cluster_json(stat: ClusterStat) -> dict[str, object]:
@@ -45,14 +48,36 @@ def cluster_json(stat: ClusterStat) -> dict[str, object]:
         "tob": iso(stat.tob),
         "timestamp": iso(stat.timestamp),
         "uptime_s": round(stat.uptime_s, 3),
+        # Django Q leaves the broker out of its record (django-q2 issue 139): which queue a
+        # cluster serves cannot be told from outside, so say so rather than guess.
+        "queue": UNKNOWN_QUEUE,
     }
+
+
+def backlog_json(backlog: Backlog) -> dict[str, object]:
+    return {
+        "queue": backlog.queue,
+        "broker": backlog.broker,
+        "length": backlog.length,
+        "oldest_age_s": None if backlog.oldest_age_s is None else round(backlog.oldest_age_s, 3),
+        "reason": backlog.reason,
+    }
+
+
+def backlog_text(backlog: Backlog) -> str:
+    """`3`, `3, oldest 0:01:05`, or `? (why)` for a backlog that cannot be read."""
+    if backlog.length is None:
+        return f"? ({backlog.reason})" if backlog.reason else "?"
+    if backlog.oldest_age_s is None:
+        return str(backlog.length)
+    return f"{backlog.length}, oldest {hms(backlog.oldest_age_s)}"
 
 
 def as_json(polls: Sequence[Poll]) -> str:
     return output.json(
         {
             "clusters": [cluster_json(s) for poll in polls for s in poll.clusters],
-            "queued": {key: n for poll in polls for key, n in poll.queued.items()},
+            "backlogs": [backlog_json(b) for poll in polls for b in poll.backlogs],
             "skipped": [{"key": s.key, "reason": s.reason} for poll in polls for s in poll.skipped],
         }
     )
@@ -86,8 +111,8 @@ def footer(polls: Sequence[Poll]) -> list[str]:
     clusters = sum(len(p.clusters) for p in polls)
     lines = [f"{clusters} cluster{'s' if clusters != 1 else ''}"]
     for poll in polls:
-        for key, n in poll.queued.items():
-            lines.append(f"Queued {key}: {n}")
+        for backlog in poll.backlogs:
+            lines.append(f"Queued {backlog.queue} ({backlog.broker}): {backlog_text(backlog)}")
     reasons = Counter(s.reason for poll in polls for s in poll.skipped)
     if reasons:
         summary = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
