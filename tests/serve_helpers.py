@@ -58,12 +58,15 @@ def snapshot(
     events: dict[str, int] | None = None,
     pending: int = 0,
     read: bool = True,
+    backlogs: tuple[Backlog, ...] | None = None,
 ) -> Snapshot:
     site = SiteSnapshot(
         site=SITE,
         leader=leader,
         duration_s=0.02,
-        poll=poll(*clusters, at=at) if leader and read and error is None else None,
+        poll=poll(*clusters, at=at, backlogs=backlogs)
+        if leader and read and error is None
+        else None,
         error=error,
         events=events or {},
     )
