@@ -169,12 +169,16 @@ def alt_queues(q_cluster: Mapping[str, Any], where: str) -> tuple[str, ...]:
 
 def _broker_database(
     module: ModuleType, q_cluster: Mapping[str, Any], where: str, cwd: Path
-) -> str:
-    """The ORM broker's database: Q_CLUSTER['orm'] names a DATABASES alias."""
+) -> str | None:
+    """The ORM broker's database: Q_CLUSTER['orm'] names a DATABASES alias. An alias the
+    settings do not define leaves it unknown (the backlog says so), the Stats still read."""
     alias = q_cluster["orm"]
     if not isinstance(alias, str):
         raise ConfigError(f"{where}: Q_CLUSTER['orm'] must name a DATABASES alias")
-    return database_url(getattr(module, "DATABASES", {}), alias, where, cwd=cwd)
+    databases = getattr(module, "DATABASES", {})
+    if isinstance(databases, Mapping) and alias not in databases:
+        return None
+    return database_url(databases, alias, where, cwd=cwd)
 
 
 def site_from_django(
