@@ -204,6 +204,19 @@ class Backlog:
     reason: str = ""  # why length is None (safe to print)
 
 
+@dataclass(frozen=True, slots=True)
+class QueueSummary:
+    """One queue's backlog over a range, from the stored per-queue samples."""
+
+    site: str
+    queue: str
+    broker: str
+    samples: int
+    known: int  # samples whose length was known
+    length_max: int | None
+    length_mean: float | None
+
+
 def backlog_total(backlogs: Sequence[Backlog]) -> int | None:
     """The sum of the lengths known; None when none is."""
     known = [b.length for b in backlogs if b.length is not None]
