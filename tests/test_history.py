@@ -632,9 +632,9 @@ def test_history_summarizes_each_queue(tmp_path: Path, capsys: pytest.CaptureFix
     now = datetime.now(UTC).replace(microsecond=0)
     cluster_id = write_small_history(url, now)
     samples = []
-    for minutes, main, long in ((3, 2, None), (2, 6, 10), (1, 4, 20)):
+    for minutes, first, long in ((3, 2, None), (2, 6, 10), (1, 4, 20)):
         at = now - timedelta(minutes=minutes)
-        samples += [(Backlog("shop", "redis", main), at)]
+        samples += [(Backlog("shop", "redis", first), at)]
         reason = "" if long is not None else "broker key holds something other than a list"
         samples += [(Backlog("long", "redis", long, reason=reason), at)]
 
