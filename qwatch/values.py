@@ -230,7 +230,6 @@ class Poll:
     site: str
     at: datetime  # aware UTC, when the read finished
     clusters: tuple[ClusterStat, ...]
-    queued: dict[str, int] = field(default_factory=dict)  # broker list key -> LLEN
     skipped: tuple[Skipped, ...] = ()
-    # Every queue of the site (main and ALT_CLUSTERS), replacing `queued` once its readers move.
+    # Every queue of the site, in Site.queues order: the main one, then each ALT_CLUSTERS one.
     backlogs: tuple[Backlog, ...] = ()

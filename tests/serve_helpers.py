@@ -44,7 +44,6 @@ def poll(
         site=SITE,
         at=at,
         clusters=clusters,
-        queued={f"django_q:{SITE}:q": queued},
         skipped=tuple(Skipped(f"k{i}", "bad signature") for i in range(skipped)),
         backlogs=(Backlog(SITE, "redis", queued),) if backlogs is None else backlogs,
     )

@@ -82,7 +82,7 @@ def poll(
 ) -> Poll:
     if backlogs is None:
         backlogs = (Backlog("shop", "redis", queued),)
-    return Poll("shop", NOW, tuple(stats), {"django_q:shop:q": queued}, skipped, backlogs)
+    return Poll("shop", NOW, tuple(stats), skipped, backlogs)
 
 
 def make_state(

@@ -318,13 +318,12 @@ class RedisSource:
         values: list[bytes | None] = []
         for start in range(0, len(keys), MGET_BATCH):
             values += await connection.call("MGET", *keys[start : start + MGET_BATCH])
-        queued, skipped, backlogs = await self._backlog(connection)
+        skipped, backlogs = await self._backlog(connection)
         clusters, refused = self._decode_all(keys, values)
         return Poll(
             site=self.site.name,
             at=datetime.now(UTC),
             clusters=tuple(sorted(clusters, key=_BY_HOST_AND_ID)),
-            queued=queued,
             skipped=tuple(sorted(skipped + refused, key=_BY_KEY)),
             backlogs=backlogs,
         )
@@ -341,19 +340,14 @@ class RedisSource:
             if cursor == b"0":
                 return list(keys)
 
-    async def _backlog(
-        self, connection: Connection
-    ) -> tuple[dict[str, int], list[Skipped], tuple[Backlog, ...]]:
+    async def _backlog(self, connection: Connection) -> tuple[list[Skipped], tuple[Backlog, ...]]:
         """Every queue's backlog (qwatch.sources.backlog), in one round trip for Redis."""
         backlogs = await self._backlogs.read(connection)
-        # The main queue's length, for the readers not yet moved to per-queue backlogs.
-        main = backlogs[0]
-        queued = {self.site.broker_key: main.length} if main.length is not None else {}
         # Someone else's value under a broker list's name must not hide the clusters.
         skipped = [
             Skipped(redis_list_key(b.queue), b.reason) for b in backlogs if b.reason == WRONG_TYPE
         ]
-        return queued, skipped, backlogs
+        return skipped, backlogs
 
     def _decode_all(
         self, keys: list[bytes], values: list[bytes | None]
