@@ -65,7 +65,7 @@ from qwatch.monitor.records import (
     StoreKind,
     TableHistory,
 )
-from qwatch.values import ClusterStat, EventRow, Latest, Poll, Run
+from qwatch.values import Backlog, ClusterStat, EventRow, Latest, Poll, Run
 
 TARGET_MS = 30.0
 MAIN_N = 200
@@ -205,7 +205,7 @@ def make_scenario(columns: int, rows: int, n: int, fleet: Fleet, now: datetime) 
     settings = Settings(sites=(site,), database_url="sqlite:////nonexistent/qwatch.sqlite3")
     monitor = create_monitor(settings, input=DummyInput(), output=out, clock=lambda: clock[0])
     state = monitor.state
-    state.set_poll(Poll(SITE, now, tuple(fleet.polls[0]), {"django_q:shop:q": 42}))
+    state.set_poll(Poll(SITE, now, tuple(fleet.polls[0]), backlogs=(Backlog(SITE, "redis", 42),)))
     state.set_store(StoreInfo(StoreKind.OK, "", now - timedelta(seconds=4)))
     state.set_table_history(fleet.histories[0])
     scenario = Scenario(columns, rows, n, fleet, monitor, sink, clock)
@@ -280,7 +280,9 @@ def one_round(s: Scenario) -> None:
 
     def poll_and_frame() -> None:
         started = time.perf_counter()
-        state.set_poll(Poll(SITE, at, clusters, {"django_q:shop:q": 42 + s.round % 5}))
+        state.set_poll(
+            Poll(SITE, at, clusters, backlogs=(Backlog(SITE, "redis", 42 + s.round % 5),))
+        )
         times["poll"].append((time.perf_counter() - started) * 1000)
         frame(s)
 

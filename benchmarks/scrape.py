@@ -45,7 +45,7 @@ from qwatch.serve.metrics import Renderer, render  # noqa: E402
 from qwatch.serve.server import Listener  # noqa: E402
 from qwatch.serve.state import ListenerState, SiteSnapshot, Snapshot  # noqa: E402
 from qwatch.sources.redis import Poll  # noqa: E402
-from qwatch.values import STATES, ClusterStat  # noqa: E402
+from qwatch.values import STATES, Backlog, ClusterStat  # noqa: E402
 
 SIZES = (1000, 10000)
 TARGET_MS_AT_1000 = 50.0
@@ -73,7 +73,7 @@ def fleet(n: int, at: datetime) -> Poll:
         )
         for i in range(n)
     )
-    return Poll("bench", at, clusters, {"django_q:bench:q": 12})
+    return Poll("bench", at, clusters, backlogs=(Backlog("bench", "redis", 12),))
 
 
 def median_ms(call: Callable[[], object], repeat: int) -> float:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 
-from qwatch.values import STATES, Poll
+from qwatch.values import STATES, Poll, backlog_total
 
 
 class Status(IntEnum):
@@ -88,10 +88,19 @@ def evaluate(
     task_queue = max((stat.task_q_size for stat in clusters), default=0)
     if limits.max_task_queue is not None and task_queue > limits.max_task_queue:
         found.add(Status.WARNING, f"task queue {task_queue} above {limits.max_task_queue}")
-    backlogs = [n for poll in polls for n in poll.queued.values()]
-    backlog = sum(backlogs) if backlogs else None
-    if limits.max_backlog is not None and backlog is not None and backlog > limits.max_backlog:
-        found.add(Status.WARNING, f"broker backlog {backlog} above {limits.max_backlog}")
+    queues = [b for poll in polls for b in poll.backlogs]
+    backlog = backlog_total(queues)
+    if limits.max_backlog is not None:
+        # The limit is per queue; a queue whose backlog cannot be read is not "fine".
+        for queue in queues:
+            if queue.length is None:
+                found.add(Status.UNKNOWN, f"queue {queue.queue} backlog unknown: {queue.reason}")
+            elif queue.length > limits.max_backlog:
+                name = f"queue {queue.queue} " if len(queues) > 1 else ""
+                found.add(
+                    Status.WARNING,
+                    f"{name}broker backlog {queue.length} above {limits.max_backlog}",
+                )
     age: float | None = None
     if limits.max_sample_age_s is not None:
         marks = watch_marks or {}
@@ -110,6 +119,8 @@ def evaluate(
             )
 
     status = max((s for s, _ in found.problems), default=Status.OK)
+    if status is Status.UNKNOWN and any(s is Status.CRITICAL for s, _ in found.problems):
+        status = Status.CRITICAL  # a known failure outranks a backlog that cannot be read
     if found.problems:
         summary = "; ".join(text for s, text in found.problems if s == status)
     else:
@@ -120,6 +131,12 @@ def evaluate(
     perf.append(_perf("task_queue", task_queue, warn=limits.max_task_queue, low=0))
     if backlog is not None:
         perf.append(_perf("backlog", backlog, warn=limits.max_backlog, low=0))
+    if len(queues) > 1:
+        for queue in queues:
+            if queue.length is not None:
+                perf.append(
+                    _perf(f"backlog_{queue.queue}", queue.length, warn=limits.max_backlog, low=0)
+                )
     if age is not None:
         perf.append(_perf("sample_age", round(age, 1), warn=limits.max_sample_age_s, unit="s"))
     return Verdict(status, f"QWATCH {status.name} - {summary} | {' '.join(perf)}")

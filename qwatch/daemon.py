@@ -43,7 +43,15 @@ from qwatch.sources import StatSource, open_source
 from qwatch.store import fence, maintenance, migrate, reads
 from qwatch.store.engine import create_engine
 from qwatch.store.writer import Batch, StoreUnavailable, Writer
-from qwatch.values import REINCARNATED, RESTARTED, STALE_AFTER, ClusterStat, Poll, Run
+from qwatch.values import (
+    REINCARNATED,
+    RESTARTED,
+    STALE_AFTER,
+    ClusterStat,
+    Poll,
+    Run,
+    backlog_total,
+)
 
 log = logging.getLogger("qwatch.daemon")
 
@@ -58,6 +66,8 @@ OUTAGE_REMINDER_S = 60.0
 # still leaves the later ones their turn: the final flush, then each site's lock release
 # and Redis close, then the database's close, then the process's own exit.
 SHUTDOWN_BUDGET_S = 5.0
+# The sample clock's key for a site's per-queue backlog rows (clusters use (id, tob)).
+QUEUES_KEY = ("queues",)
 FLUSH_ENDS_BEFORE_S = 2.0
 SITES_END_BEFORE_S = 1.0
 ENGINE_ENDS_BEFORE_S = 0.5
@@ -174,7 +184,7 @@ class SiteLoop:
         if self.alerts is None:
             return batch
         if poll is not None:
-            queued = poll.queued.get(self.site.broker_key) if self.site.broker == "redis" else None
+            queued = backlog_total(poll.backlogs)
             seen = rules.Poll(
                 self.site.name,
                 poll.at,
@@ -299,7 +309,7 @@ class SiteLoop:
         for event in events:
             log.info("%s %s on %s: %s", event.kind, event.cluster_id, event.host, event.detail)
         evented = {event.key for event in events}
-        queued = poll.queued.get(self.site.broker_key) if self.site.broker == "redis" else None
+        queued = backlog_total(poll.backlogs)
         self.minutes.add_poll(poll.clusters, queued, poll.at)
         samples = []
         for stat in poll.clusters:
@@ -307,6 +317,11 @@ class SiteLoop:
             if key in evented or self.clock.due(key, poll.at):
                 self.clock.mark(key, poll.at)
                 samples.append((stat, queued, poll.at))
+        queues = []
+        # Every queue's backlog on the samples' cadence, even while no cluster runs.
+        if poll.backlogs and self.clock.due(QUEUES_KEY, poll.at):
+            self.clock.mark(QUEUES_KEY, poll.at)
+            queues = [(backlog, poll.at) for backlog in poll.backlogs]
         ended = []
         for stat in self.tracker.ended():
             self.clock.forget(key_of(stat))
@@ -316,12 +331,20 @@ class SiteLoop:
             at=poll.at,
             seen=[stat for stat, _, _ in samples],
             samples=samples,
+            queues=queues,
             events=events,
             ended=ended,
             minutes=self.minutes.drain(poll.at),
             gap_close=gap_close,
         )
-        if not (batch.samples or batch.events or batch.ended or batch.minutes or gap_close):
+        if not (
+            batch.samples
+            or batch.queues
+            or batch.events
+            or batch.ended
+            or batch.minutes
+            or gap_close
+        ):
             return None
         return batch
 

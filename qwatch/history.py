@@ -25,7 +25,7 @@ from qwatch.fmt import UTC_ZONE, Zone, days_hms, duration, hms, iso, short_id, w
 from qwatch.retention import Retention
 from qwatch.store import reads
 from qwatch.store.reads import NotReadable, Selection
-from qwatch.values import EventRow, GapRow, Run
+from qwatch.values import EventRow, GapRow, QueueSummary, Run
 
 DEFAULT_RANGE = timedelta(hours=24)
 FORMATS = output.FORMATS
@@ -60,6 +60,8 @@ class History:
     # Alerts about the selection (its hosts, its clusters, its sites' site-wide rules) that
     # fired or resolved in the range: `--events` lists their starts and ends too.
     alerts: tuple[Alert, ...] = ()
+    # Each queue of the selection's sites over the range (main and ALT_CLUSTERS).
+    queues: tuple[QueueSummary, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ async def read(
         gaps=gap_rows,
         summary=tl.summarize(plan, selection.runs, points, gaps, events, now),
         alerts=_about(in_range, runs),
+        queues=tuple(await reads.queue_backlogs(conn, selection.sites, plan.since, plan.until)),
     )
 
 
@@ -266,7 +269,20 @@ def summary_text(history: History, zone: Zone = UTC_ZONE) -> str:
         ("longest down", down),
         ("task queue", tq),
     ]
+    several = len({q.site for q in history.queues}) > 1
+    for q in history.queues:
+        name = f"{q.site}/{q.queue}" if several else q.queue
+        lines.append((f"backlog {name}", _queue_text(q)))
     return "\n".join(f"{name:<15} {text}" for name, text in lines)
+
+
+def _queue_text(q: QueueSummary) -> str:
+    """`max 12, mean 3.50 (120 samples)`; unknown samples counted, never read as zero."""
+    unknown = q.samples - q.known
+    note = f"{q.samples} samples" + (f", {unknown} unknown" if unknown else "")
+    if q.length_mean is None:
+        return f"unknown ({note})"
+    return f"max {q.length_max}, mean {q.length_mean:.2f} ({note})"
 
 
 def _mark_detail(mark: AlertMark) -> str:
@@ -363,6 +379,18 @@ def summary_json(history: History) -> dict[str, Any]:
         "longest_downtime_from": iso(longest.start) if longest else None,
         "tq_mean": _r(s.tq_mean),
         "tq_max": s.tq_max,
+        "queues": [
+            {
+                "site": q.site,
+                "queue": q.queue,
+                "broker": q.broker,
+                "samples": q.samples,
+                "known": q.known,
+                "length_max": q.length_max,
+                "length_mean": _r(q.length_mean),
+            }
+            for q in history.queues
+        ],
         "gaps": [
             {
                 "started_at": iso(g.started_at),

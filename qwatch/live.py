@@ -16,7 +16,7 @@ from qwatch.config import Settings
 from qwatch.decode import Decoder
 from qwatch.fmt import hms, iso
 from qwatch.sources import open_source
-from qwatch.values import ClusterStat, Poll
+from qwatch.values import Backlog, ClusterStat, Poll
 
 COLUMNS = ("Host", "Id", "State", "Pool", "TQ", "RQ", "RC", "Up")
 
@@ -43,6 +43,9 @@ async def read_all(settings: Settings) -> list[Poll]:
         await asyncio.gather(*(source.close() for source in sources), return_exceptions=True)
 
 
+UNKNOWN_QUEUE = "unknown"
+
+
 def cluster_json(stat: ClusterStat) -> dict[str, object]:
     return {
         "name": stat.name,
@@ -59,6 +62,9 @@ def cluster_json(stat: ClusterStat) -> dict[str, object]:
         "tob": iso(stat.tob),
         "timestamp": iso(stat.timestamp),
         "uptime_s": round(stat.uptime_s, 3),
+        # Django Q leaves the broker out of its record (django-q2 issue 139): which queue a
+        # cluster serves cannot be told from outside, so say so rather than guess.
+        "queue": UNKNOWN_QUEUE,
     }
 
 
@@ -73,11 +79,30 @@ async def read_text(settings: Settings, *, as_json_text: bool, pretty: bool = Fa
     return as_json(polls, pretty=pretty) if as_json_text else as_table(polls)
 
 
+def backlog_json(backlog: Backlog) -> dict[str, object]:
+    return {
+        "queue": backlog.queue,
+        "broker": backlog.broker,
+        "length": backlog.length,
+        "oldest_age_s": None if backlog.oldest_age_s is None else round(backlog.oldest_age_s, 3),
+        "reason": backlog.reason,
+    }
+
+
+def backlog_text(backlog: Backlog) -> str:
+    """`3`, `3, oldest 0:01:05`, or `? (why)` for a backlog that cannot be read."""
+    if backlog.length is None:
+        return f"? ({backlog.reason})" if backlog.reason else "?"
+    if backlog.oldest_age_s is None:
+        return str(backlog.length)
+    return f"{backlog.length}, oldest {hms(backlog.oldest_age_s)}"
+
+
 def as_json(polls: Sequence[Poll], *, pretty: bool = False) -> str:
     return output.json(
         {
             "clusters": [cluster_json(s) for poll in polls for s in poll.clusters],
-            "queued": {key: n for poll in polls for key, n in poll.queued.items()},
+            "backlogs": [backlog_json(b) for poll in polls for b in poll.backlogs],
             "skipped": [{"key": s.key, "reason": s.reason} for poll in polls for s in poll.skipped],
         },
         pretty=pretty,
@@ -112,8 +137,8 @@ def footer(polls: Sequence[Poll]) -> list[str]:
     clusters = sum(len(p.clusters) for p in polls)
     lines = [f"{clusters} cluster{'s' if clusters != 1 else ''}"]
     for poll in polls:
-        for key, n in poll.queued.items():
-            lines.append(f"Queued {key}: {n}")
+        for backlog in poll.backlogs:
+            lines.append(f"Queued {backlog.queue} ({backlog.broker}): {backlog_text(backlog)}")
     reasons = Counter(s.reason for poll in polls for s in poll.skipped)
     if reasons:
         summary = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())

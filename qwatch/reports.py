@@ -3,9 +3,10 @@
 The views themselves live in the migrations (migrations/versions/0002_report_views.py;
 0004_daily_availability_by_day.py, which redefined daily_availability so that the range's
 filter on `day` limits its work to the days asked for; and 0007_alerts_view.py, whose view
-`alert_history` the report `alerts` reads), so psql and sqlite3 users get the
-same rows; this module only knows their names, which column holds their time, and how to
-print them. docs/reporting.md describes every column.
+`alert_history` the report `alerts` reads; 0008_queue_backlog.py, whose view is
+`hourly_queue_backlog`), so psql and sqlite3 users get the same rows; this module only
+knows their names, which column holds their time, and how to print them.
+docs/reporting.md describes every column.
 """
 
 from __future__ import annotations
@@ -116,6 +117,25 @@ REPORTS = {
             },
             "hour >= :since AND hour < :until",
             "site, hour",
+            HOUR,
+        ),
+        Report(
+            "hourly_queue_backlog",
+            "backlog of each queue (main and ALT_CLUSTERS) per site and hour",
+            {
+                "site": _S,
+                "queue": _S,
+                "broker": _S,
+                "hour": _T,
+                "samples": _I,
+                "known": _I,
+                "length_min": _I,
+                "length_max": _I,
+                "length_avg": _F,
+                "oldest_age_max_s": _F,
+            },
+            "hour >= :since AND hour < :until",
+            "site, queue, hour",
             HOUR,
         ),
         Report(

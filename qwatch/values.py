@@ -6,6 +6,7 @@ decoder, SQLAlchemy or a terminal library, so every layer can import it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -203,6 +204,25 @@ class Backlog:
     reason: str = ""  # why length is None (safe to print)
 
 
+@dataclass(frozen=True, slots=True)
+class QueueSummary:
+    """One queue's backlog over a range, from the stored per-queue samples."""
+
+    site: str
+    queue: str
+    broker: str
+    samples: int
+    known: int  # samples whose length was known
+    length_max: int | None
+    length_mean: float | None
+
+
+def backlog_total(backlogs: Sequence[Backlog]) -> int | None:
+    """The sum of the lengths known; None when none is."""
+    known = [b.length for b in backlogs if b.length is not None]
+    return sum(known) if known else None
+
+
 @dataclass(frozen=True)
 class Poll:
     """One read of a site: every live cluster, the broker backlog, and what was refused."""
@@ -210,9 +230,8 @@ class Poll:
     site: str
     at: datetime  # aware UTC, when the read finished
     clusters: tuple[ClusterStat, ...]
-    queued: dict[str, int] = field(default_factory=dict)  # broker list key -> LLEN
     skipped: tuple[Skipped, ...] = ()
-    # Every queue of the site (main and ALT_CLUSTERS), replacing `queued` once its readers move.
+    # Every queue of the site, in Site.queues order: the main one, then each ALT_CLUSTERS one.
     backlogs: tuple[Backlog, ...] = ()
     # cluster_id -> since when it may have been there unseen, for the clusters a shared
     # keyspace's incremental discovery found late (sources.discovery); their `appeared`

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from qwatch.serve.state import ListenerState, SiteSnapshot, Snapshot
-from qwatch.values import ClusterStat, Poll, Skipped
+from qwatch.values import Backlog, ClusterStat, Poll, Skipped
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 SITE = "shop"
@@ -32,13 +32,20 @@ def stat(cluster_id: str = "c1", host: str = "web1", **changes: object) -> Clust
     return ClusterStat(**values)  # type: ignore[arg-type]  # changes: any field, by name
 
 
-def poll(*clusters: ClusterStat, at: datetime = T0, queued: int = 3, skipped: int = 0) -> Poll:
+def poll(
+    *clusters: ClusterStat,
+    at: datetime = T0,
+    queued: int = 3,
+    skipped: int = 0,
+    backlogs: tuple[Backlog, ...] | None = None,
+) -> Poll:
+    """A poll of SITE; its backlog the main queue's `queued` unless `backlogs` are given."""
     return Poll(
         site=SITE,
         at=at,
         clusters=clusters,
-        queued={f"django_q:{SITE}:q": queued},
         skipped=tuple(Skipped(f"k{i}", "bad signature") for i in range(skipped)),
+        backlogs=(Backlog(SITE, "redis", queued),) if backlogs is None else backlogs,
     )
 
 
@@ -50,12 +57,15 @@ def snapshot(
     events: dict[str, int] | None = None,
     pending: int = 0,
     read: bool = True,
+    backlogs: tuple[Backlog, ...] | None = None,
 ) -> Snapshot:
     site = SiteSnapshot(
         site=SITE,
         leader=leader,
         duration_s=0.02,
-        poll=poll(*clusters, at=at) if leader and read and error is None else None,
+        poll=poll(*clusters, at=at, backlogs=backlogs)
+        if leader and read and error is None
+        else None,
         error=error,
         events=events or {},
     )

@@ -110,7 +110,12 @@ def _watch(
 
     record = wait_for(seen, 60, "the cluster in qwatch status", detail=cluster.log.read_text)
     assert record["name"] == NAME and record["host"] == socket.gethostname()
-    assert (_status(project) or {}).get("skipped") == []
+    status = _status(project) or {}
+    assert status.get("skipped") == []
+    # The ORM broker's backlog is read from its own table, beside the cache's Stats.
+    assert [(b["queue"], b["broker"], b["length"]) for b in status["backlogs"]] == [
+        (NAME, "orm", 0)
+    ]
 
     check = _qwatch(project, "check", "--min-clusters", "1")
     assert check.returncode == 0, check.stdout + check.stderr

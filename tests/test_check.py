@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from qwatch.check import Status, Thresholds, evaluate, parse_states
+from qwatch.values import Backlog
 from tests.helpers import wait_for
 from tests.plugins.qwatch_daemon import qwatch_env
 from tests.serve_helpers import SITE, T0, poll, stat
@@ -121,3 +122,20 @@ def test_exit_codes_against_a_real_cluster(
         lambda: (r := check("--max-sample-age", "60s", env=env))[0] == 0 and r, 30, "a fresh mark"
     )
     assert "sample_age=" in line
+
+
+def test_backlog_limit_applies_per_queue_and_unknown_is_not_ok():
+    queues = (Backlog(SITE, "redis", 1), Backlog("long", "redis", 5))
+    got = evaluate([poll(stat("a"), backlogs=queues)], Thresholds(max_backlog=2), T0, None)
+    assert got.status is Status.WARNING
+    assert "queue long broker backlog 5 above 2" in got.line and f"queue {SITE} " not in got.line
+    assert "backlog=6;2;;0 backlog_" + SITE + "=1;2;;0 backlog_long=5;2;;0" in got.line
+
+    unknown = (Backlog(SITE, "sqs", None, reason="cannot be read"),)
+    got = evaluate([poll(stat("a"), backlogs=unknown)], Thresholds(max_backlog=2), T0, None)
+    assert got.status is Status.UNKNOWN and "backlog unknown: cannot be read" in got.line
+    # without a backlog limit, an unreadable backlog is not a problem of its own
+    assert evaluate([poll(stat("a"), backlogs=unknown)], Thresholds(), T0, None).status is Status.OK
+    # a down cluster stays CRITICAL whatever the backlog
+    got = evaluate([poll(backlogs=unknown)], Thresholds(min_clusters=1, max_backlog=2), T0, None)
+    assert got.status is Status.CRITICAL

@@ -23,6 +23,7 @@ from qwatch.config import (
     safe_url,
     sqlite_path,
 )
+from qwatch.config.django_project import broker_kind
 
 # Every secret in these tests contains SENTINEL, so one check covers them all.
 SENTINEL = "Sentinel-7f3a"
@@ -1088,3 +1089,83 @@ def test_django_settings_named_in_the_file_errors_name_the_file(tmp_path: Path) 
     assert error_of(lambda: load(tmp_path)).startswith(
         "qwatch.toml: django_settings: no module 'nosuchsite.settings'"
     )
+
+
+# --------------------------------------------------------------------------- queues and brokers
+
+
+ALT_SETTINGS = f"""
+SECRET_KEY = "{SECRET}"
+DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": "db.sqlite3"}},
+    "queue": {{"ENGINE": "django.db.backends.postgresql", "NAME": "q", "USER": "u",
+               "PASSWORD": "{PASSWORD}", "HOST": "pg", "PORT": "5433"}}}}
+CACHES = {{"default": {{"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://h"}}}}
+Q_CLUSTER = {{"name": "shop", "orm": "queue", "ALT_CLUSTERS": {{"long": {{"timeout": 600}},
+    "short": {{}}}}}}
+"""
+
+
+def test_django_alt_clusters_and_orm_database(
+    tmp_path: Path, project: Callable[[str], str]
+) -> None:
+    (site,) = load(tmp_path, django_settings=project(ALT_SETTINGS)).sites
+    assert (site.broker, site.alt_queues, site.queues) == (
+        "orm",
+        ("long", "short"),
+        ("shop", "long", "short"),
+    )
+    assert site.broker_database == f"postgresql://u:{PASSWORD}@pg:5433/q"
+    assert PASSWORD not in repr(site)
+
+
+def test_broker_kind() -> None:
+    assert broker_kind({}) == "redis"
+    assert broker_kind({"orm": "default"}) == "orm"
+    assert broker_kind({"sqs": {"aws_region": "x"}}) == "sqs"
+    assert broker_kind({"mongo": {"host": "m"}}) == "mongo"
+    assert broker_kind({"broker_class": "django_q.brokers.orm.ORM"}) == "orm"
+    assert broker_kind({"broker_class": "django_q.brokers.redis_broker.Redis"}) == "redis"
+    assert broker_kind({"broker_class": "my.Broker"}) == "broker_class"
+
+
+@pytest.mark.parametrize(
+    ("q_cluster", "fragment"),
+    [
+        ('{"ALT_CLUSTERS": ["long"]}', "Q_CLUSTER['ALT_CLUSTERS'] must be a dict"),
+        ('{"ALT_CLUSTERS": {"long": 1}}', "Q_CLUSTER['ALT_CLUSTERS']['long'] must be a dict"),
+        ('{"ALT_CLUSTERS": {"": {}}}', "ALT_CLUSTERS'] keys must be non-empty strings"),
+    ],
+)
+def test_bad_alt_clusters(
+    tmp_path: Path, project: Callable[[str], str], q_cluster: str, fragment: str
+) -> None:
+    module = project(f'SECRET_KEY = "{SECRET}"\nQ_CLUSTER = {q_cluster}\n')
+    message = error_of(lambda: load(tmp_path, django_settings=module))
+    assert fragment in message and "\n" not in message
+
+
+def test_toml_broker_queues_and_database(tmp_path: Path) -> None:
+    url = f"postgresql://u:{PASSWORD}@pg/q"
+    write(
+        tmp_path / "qwatch.toml",
+        f"secret_key = '{SECRET}'\nbroker = 'orm'\nalt_queues = ['long']\n"
+        f"broker_database_url = '{url}'\n",
+    )
+    (site,) = load(tmp_path).sites
+    assert (site.broker, site.queues, site.broker_database) == ("orm", ("default", "long"), url)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("broker = 'kafka'", "broker must be one of redis, orm, sqs, mongo, iron_mq, broker_class"),
+        ("alt_queues = 'long'", "alt_queues must be a list of non-empty strings"),
+        (
+            f"broker_database_url = 'mysql://u:{PASSWORD}@h/db'",
+            "broker_database_url: unsupported scheme 'mysql' (use sqlite:///path or postgresql://…)",
+        ),
+    ],
+)
+def test_bad_toml_broker_values(tmp_path: Path, toml: str, message: str) -> None:
+    write(tmp_path / "qwatch.toml", toml + "\n")
+    assert error_of(lambda: load(tmp_path)) == f"qwatch.toml: {message}"

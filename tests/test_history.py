@@ -36,7 +36,7 @@ from qwatch.rollup import MinuteRow
 from qwatch.store import maintenance, migrate, reads
 from qwatch.store.engine import create_engine
 from qwatch.store.writer import Batch, Writer
-from qwatch.values import ClusterStat
+from qwatch.values import Backlog, ClusterStat
 from tests.helpers import cluster_stat
 from tests.plugins.postgres_server import PostgresServer
 
@@ -622,4 +622,38 @@ def test_events_list_alert_starts_and_ends_beside_the_events(
     assert [row["kind"] for row in csv.DictReader(io.StringIO(out))] == [
         "alert_fired",
         "alert_resolved",
+    ]
+
+
+def test_history_summarizes_each_queue(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.helpers import write_small_history
+
+    url = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    now = datetime.now(UTC).replace(microsecond=0)
+    cluster_id = write_small_history(url, now)
+    samples = []
+    for minutes, first, long in ((3, 2, None), (2, 6, 10), (1, 4, 20)):
+        at = now - timedelta(minutes=minutes)
+        samples += [(Backlog("shop", "redis", first), at)]
+        reason = "" if long is not None else "broker key holds something other than a list"
+        samples += [(Backlog("long", "redis", long, reason=reason), at)]
+
+    async def write() -> None:
+        engine = create_engine(url)
+        writer = Writer(engine)
+        writer.submit(Batch("shop", now, queues=samples))
+        await writer.flush()
+        await engine.dispose()
+
+    asyncio.run(write())
+    rng = ["--since", "1h", "--db", url]
+    code, out, _ = qwatch(capsys, "history", cluster_id[-8:], *rng)
+    assert code == 0
+    assert "backlog long    max 20, mean 15.00 (3 samples, 1 unknown)" in out
+    assert "backlog shop    max 6, mean 4.00 (3 samples)" in out
+    code, out, _ = qwatch(capsys, "history", cluster_id[-8:], *rng, "--format", "json")
+    queues = json.loads(out)["summary"]["queues"]
+    assert [(q["queue"], q["known"], q["length_max"]) for q in queues] == [
+        ("long", 2, 20),
+        ("shop", 3, 6),
     ]

@@ -54,7 +54,10 @@ def test_status_follows_a_real_cluster(redis_server, django_project_factory, tmp
         "--django-settings", project.settings_module, env=_without_qwatch(env), cwd=project.root
     )
     assert [c["cluster_id"] for c in by_django["clusters"]] == [seen["cluster_id"]]
-    assert by_django["queued"] == {f"django_q:{NAME}:q": 0}
+    assert by_django["backlogs"] == [
+        {"queue": NAME, "broker": "redis", "length": 0, "oldest_age_s": None, "reason": ""}
+    ]
+    assert by_django["clusters"][0]["queue"] == "unknown"  # the record does not say
 
     os.kill(seen["workers"][0], signal.SIGKILL)
     wait_for(
@@ -78,13 +81,13 @@ def test_status_reports_skipped_records_and_backlog(redis_server, tmp_path):
     env = qwatch_env(NAME, redis_server.url, f"sqlite:///{tmp_path / 'h.sqlite3'}")
     found = status_json(env=env)
     assert found["clusters"] == []
-    assert found["queued"] == {f"django_q:{NAME}:q": 2}
+    assert [(b["queue"], b["length"]) for b in found["backlogs"]] == [(NAME, 2)]
     [skipped] = found["skipped"]
     assert skipped["key"] == f"django_q:{NAME}:cluster:forged" and skipped["reason"]
 
     table = run_qwatch("status", name=NAME, redis_url=redis_server.url, db_url="sqlite://")
     assert "Skipped 1 record(s)" in table.stdout
-    assert f"Queued django_q:{NAME}:q: 2" in table.stdout
+    assert f"Queued {NAME} (redis): 2" in table.stdout
 
 
 def test_status_json_is_compact_unless_pretty(redis_server, tmp_path):
@@ -129,7 +132,9 @@ def test_status_reads_tls_redis(tls_redis_server, tmp_path):
     assert tls_redis_server.url.startswith("rediss://")
     assert status_json(env=env) == {
         "clusters": [],
-        "queued": {f"django_q:{NAME}:q": 0},
+        "backlogs": [
+            {"queue": NAME, "broker": "redis", "length": 0, "oldest_age_s": None, "reason": ""}
+        ],
         "skipped": [],
     }
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from qwatch.store import migrate
 from qwatch.store.engine import create_engine
 from qwatch.store.migrate import SchemaError, SchemaState
-from qwatch.store.models import Alert, Base, Silence
+from qwatch.store.models import Alert, Base, QueueSample, Silence
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = {
@@ -37,6 +37,7 @@ TABLES = {
     "rollup_hour",
     "alerts",
     "silences",
+    "queue_samples",
 }
 
 
@@ -103,6 +104,51 @@ async def test_upgrade_and_downgrade(engine: AsyncEngine) -> None:
 async def test_models_match_the_revisions(engine: AsyncEngine) -> None:
     await migrate.upgrade(engine)
     assert await _diff(engine) == []
+
+
+async def test_queue_samples_and_their_hourly_view(engine: AsyncEngine) -> None:
+    """0008: per-queue backlog rows and `hourly_queue_backlog`; down to 0007 and up again."""
+    await migrate.upgrade(engine)
+    hour = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+    rows = [
+        {"queue": "default", "at": hour + timedelta(minutes=1), "length": 3, "age": 2.0},
+        {"queue": "default", "at": hour + timedelta(minutes=2), "length": 9, "age": 8.0},
+        {"queue": "default", "at": hour + timedelta(minutes=3), "length": None, "age": None},
+        {"queue": "long", "at": hour + timedelta(minutes=1), "length": 0, "age": None},
+        {"queue": "default", "at": hour + timedelta(hours=1), "length": 1, "age": None},
+    ]
+    async with AsyncSession(engine) as session:
+        for row in rows:
+            session.add(
+                QueueSample(
+                    site="shop",
+                    queue=row["queue"],
+                    sampled_at=row["at"],
+                    broker="orm",
+                    length=row["length"],
+                    oldest_age_s=row["age"],
+                    reason="" if row["length"] is not None else "ORM database: down",
+                )
+            )
+        await session.commit()
+    async with engine.connect() as conn:
+        got = (
+            await conn.execute(
+                text(
+                    "SELECT queue, samples, known, length_min, length_max, length_avg,"
+                    " oldest_age_max_s FROM hourly_queue_backlog ORDER BY queue, hour"
+                )
+            )
+        ).all()
+    assert [tuple(r) for r in got] == [
+        ("default", 3, 2, 3, 9, 6.0, 8.0),
+        ("default", 1, 1, 1, 1, 1.0, None),
+        ("long", 1, 1, 0, 0, 0.0, None),
+    ]
+    await migrate.downgrade(engine, "0007_alerts_view")
+    assert "queue_samples" not in await _tables(engine)
+    await migrate.upgrade(engine)
+    assert "queue_samples" in await _tables(engine)
 
 
 async def test_alerts_and_silences_tables(engine: AsyncEngine) -> None:

@@ -24,7 +24,17 @@ from qwatch.monitor.records import (
 )
 from qwatch.monitor.spark import BLOCKS, level, slots, sparkline
 from qwatch.monitor.state import Focus, MonitorState, Source
-from qwatch.values import ClusterStat, EventRow, GapKind, GapRow, Latest, Poll, Run, Skipped
+from qwatch.values import (
+    Backlog,
+    ClusterStat,
+    EventRow,
+    GapKind,
+    GapRow,
+    Latest,
+    Poll,
+    Run,
+    Skipped,
+)
 from tests.helpers import cluster_stat, run_row
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -64,8 +74,15 @@ def stat(
     )
 
 
-def poll(*stats: ClusterStat, queued: int = 7, skipped: tuple[Skipped, ...] = ()) -> Poll:
-    return Poll("shop", NOW, tuple(stats), {"django_q:shop:q": queued}, skipped)
+def poll(
+    *stats: ClusterStat,
+    queued: int = 7,
+    skipped: tuple[Skipped, ...] = (),
+    backlogs: tuple[Backlog, ...] | None = None,
+) -> Poll:
+    if backlogs is None:
+        backlogs = (Backlog("shop", "redis", queued),)
+    return Poll("shop", NOW, tuple(stats), skipped, backlogs)
 
 
 def make_state(
@@ -445,6 +462,13 @@ def test_status_bar_has_address_version_backlog_count_sample_age_skips_and_no_pa
     narrow = text_of(render.status(state, NOW, width=80))
     assert "skipped 3" in narrow and "sample 12s ago" in narrow and "help" not in narrow
     assert "v7.2.4" not in narrow and "redis://10.0.0.5:6380/0" in narrow
+    # every queue of the site, and `?` for one whose backlog cannot be read
+    queues = (Backlog("shop", "redis", 3), Backlog("long", "redis", 12))
+    state.set_poll(poll(stat("a", ids(2)[0]), backlogs=queues))
+    assert "queued 15 (shop 3, long 12)" in text_of(render.status(state, NOW))
+    queues = (Backlog("shop", "sqs", None, reason="x"), Backlog("long", "sqs", None, reason="x"))
+    state.set_poll(poll(stat("a", ids(2)[0]), backlogs=queues))
+    assert "queued ? (shop ?, long ?)" in text_of(render.status(state, NOW))
 
 
 def test_banner_and_hint() -> None:

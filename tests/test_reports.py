@@ -28,6 +28,7 @@ from qwatch.store import migrate
 from qwatch.store.engine import create_engine
 from qwatch.store.models import Alert, Cluster, Gap, UTCDateTime
 from qwatch.store.writer import Batch, Writer
+from qwatch.values import Backlog
 from tests.helpers import cluster_stat, run_row
 from tests.test_history import PIDISH, A, B, C, D, Story, qwatch
 from tests.test_history import story_db as _story_db
@@ -492,3 +493,30 @@ def test_views_and_history_count_time_without_a_daemon_as_unknown(
         ("redis", t2.isoformat(), t3.isoformat()),  # ends where the daemon stopped looking
         ("unwatched", t3.isoformat(), None),
     ]
+
+
+def test_hourly_queue_backlog_report(db_url: str) -> None:
+    """`hourly_queue_backlog` through the report layer (its hour filter and types), both
+    engines: the daemon's per-queue rows, one queue unknown part of the hour."""
+    hour = datetime(2026, 12, 3, 9, tzinfo=UTC)
+    queues = []
+    for minute, main, long in ((1, 3, 7), (2, 9, None), (61, 1, 0)):
+        at = hour + timedelta(minutes=minute)
+        queues += [(Backlog("shop", "redis", main), at), (Backlog("long", "redis", long), at)]
+
+    async def write() -> None:
+        engine = create_engine(db_url)
+        try:
+            await migrate.upgrade(engine)
+            writer = Writer(engine)
+            writer.submit(Batch("shop", hour, queues=queues))
+            await writer.flush()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(write())
+    got = report_rows(db_url, "hourly_queue_backlog", hour, hour + timedelta(hours=1))
+    assert [
+        (r["queue"], r["hour"], r["samples"], r["known"], r["length_max"], r["length_avg"])
+        for r in got
+    ] == [("long", hour, 2, 1, 7, 7.0), ("shop", hour, 2, 2, 9, 6.0)]

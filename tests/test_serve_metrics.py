@@ -16,6 +16,7 @@ from qwatch.config import ListenAddress
 from qwatch.errors import ConfigError
 from qwatch.serve.metrics import render
 from qwatch.serve.server import Listener, make_app
+from qwatch.values import Backlog
 from tests.serve_helpers import SITE, T0, snapshot, stat, state_after
 
 PROMTOOL = shutil.which("promtool")
@@ -59,7 +60,7 @@ def test_metrics_carry_the_documented_names_and_labels():
     assert value("qwatch_host_clusters", site=SITE, host="web1") == 1
     assert value("qwatch_host_clusters", site=SITE, host="web2") == 0
     assert value("qwatch_site_clusters", site=SITE) == 1
-    assert value("qwatch_broker_queue_length", site=SITE, queue=f"django_q:{SITE}:q") == 3
+    assert value("qwatch_broker_queue_length", site=SITE, queue=SITE, broker="redis") == 3
     assert value("qwatch_events_total", site=SITE, kind="appeared") == 2
     assert value("qwatch_events_total", site=SITE, kind="vanished") == 1
     assert value("qwatch_redis_up", site=SITE) == 1
@@ -129,7 +130,28 @@ async def test_endpoints_answer_from_the_last_poll_and_enforce_the_token():
         assert ready.status == 200 and (await ready.json())["sites"] == {SITE: "sampling"}
         clusters = json.loads(await (await client.get("/api/clusters", headers=auth)).text())
         assert [c["cluster_id"] for c in clusters["clusters"]] == ["a"]
-        assert set(clusters) == {"clusters", "queued", "skipped"}  # status --json's keys
+        assert set(clusters) == {"clusters", "backlogs", "skipped"}  # status --json's keys
+
+
+def test_backlog_per_queue_and_no_sample_for_an_unknown_one():
+    backlogs = (
+        Backlog(SITE, "orm", 4, 12.5),
+        Backlog("long", "orm", 0),
+        Backlog("gone", "orm", None, reason="ORM database: unreachable"),
+    )
+    got = samples(render(state_after(snapshot(T0, stat("a"), backlogs=backlogs)).view()))
+    lengths = {
+        dict(labels)["queue"]: v
+        for (n, labels), v in got.items()
+        if n == "qwatch_broker_queue_length"
+    }
+    assert lengths == {SITE: 4, "long": 0}  # "gone" is absent, not 0
+    ages = [
+        (dict(labels), v)
+        for (n, labels), v in got.items()
+        if n == "qwatch_broker_oldest_task_age_seconds"
+    ]
+    assert ages == [({"site": SITE, "queue": SITE, "broker": "orm"}, 12.5)]
 
 
 async def test_a_busy_port_is_a_config_error_naming_listen():

@@ -12,8 +12,9 @@ import pytest
 
 from qwatch.config import RedisSettings, Site
 from qwatch.decode import DecodeMemo, Decoder
+from qwatch.sources.backlog import WRONG_TYPE
 from qwatch.sources.redis import RedisSource, RedisUnavailable
-from qwatch.values import ClusterStat, Poll, Skipped
+from qwatch.values import Backlog, ClusterStat, Poll, Skipped
 from tests.helpers import CAPTURE_ROTATED_SECRET, EXPECTED, PAYLOADS, free_port, wait_for_async
 from tests.helpers import CAPTURE_SECRET as SECRET
 from tests.helpers import CAPTURE_SITE as NAME
@@ -175,12 +176,20 @@ async def test_poll_counts_the_broker_backlog(redis_server: RedisServer) -> None
         client.rpush("django_q:orders:q", *[b"task"] * 3)
 
     async with RedisSource(make_site(redis_server)) as source:
-        assert (await source.poll()).queued == {f"django_q:{NAME}:q": 7}
+        assert (await source.poll()).backlogs == (Backlog(NAME, "redis", 7),)
     # cluster_name names the broker list; the records keep Q_CLUSTER['name'].
     async with RedisSource(make_site(redis_server, cluster_name="orders")) as source:
-        assert (await source.poll()).queued == {"django_q:orders:q": 3}
+        assert (await source.poll()).backlogs == (Backlog("orders", "redis", 3),)
     async with RedisSource(make_site(redis_server, cluster_name="idle")) as source:
-        assert (await source.poll()).queued == {"django_q:idle:q": 0}
+        assert (await source.poll()).backlogs == (Backlog("idle", "redis", 0),)
+    # Every queue of the site, main first, each its own list; an absent list is empty.
+    site = make_site(redis_server, cluster_name="orders", alt_queues=(NAME, "idle"))
+    async with RedisSource(site) as source:
+        assert (await source.poll()).backlogs == (
+            Backlog("orders", "redis", 3),
+            Backlog(NAME, "redis", 7),
+            Backlog("idle", "redis", 0),
+        )
 
 
 async def test_broker_key_of_the_wrong_type_is_skipped_not_fatal(
@@ -193,8 +202,8 @@ async def test_broker_key_of_the_wrong_type_is_skipped_not_fatal(
     poll = await source.poll()
 
     assert len(poll.clusters) == 1
-    assert poll.queued == {}
     assert [skip.key for skip in poll.skipped] == [f"django_q:{NAME}:q"]
+    assert poll.backlogs == (Backlog(NAME, "redis", None, reason=WRONG_TYPE),)
 
 
 async def test_poll_scans_thousands_of_keys_in_batches(
@@ -465,7 +474,7 @@ async def test_tls_with_the_ca_verified(tls_redis_server: RedisServer) -> None:
 async def test_tls_without_verification(tls_redis_server: RedisServer) -> None:
     settings = tls_redis_server.settings(ssl_ca_certs=None, ssl_verify=False)
     async with RedisSource(make_site(tls_redis_server, redis=settings)) as source:
-        assert (await source.poll()).queued == {f"django_q:{NAME}:q": 0}
+        assert (await source.poll()).backlogs == (Backlog(NAME, "redis", 0),)
 
 
 async def test_tls_rejects_a_certificate_it_cannot_verify(tls_redis_server: RedisServer) -> None:

@@ -24,7 +24,7 @@ from qwatch.store import models as m
 from qwatch.store.engine import create_engine, is_unavailable
 from qwatch.store.maintenance import Retention, prune, roll_up_hours
 from qwatch.store.writer import Batch, StoreUnavailable, Writer
-from qwatch.values import ClusterStat
+from qwatch.values import Backlog, ClusterStat
 from tests.helpers import cluster_stat, minute_row
 from tests.plugins.postgres_server import PostgresServer
 
@@ -339,14 +339,25 @@ async def test_prune_removes_only_old_rows(engine: AsyncEngine) -> None:
                 minutes=[minute("live", at.replace(second=0, microsecond=0), 1, 1.0)],
             )
         )
+        queues = [Backlog(SITE, "orm", 3, 4.5), Backlog("long", "orm", None, reason="db down")]
+        writer.submit(Batch(site=SITE, at=at, queues=[(b, at) for b in queues]))
     await writer.flush()
     assert writer.rejected == 0
     await roll_up_hours(engine, since=gone)
+    newest = max(await rows(engine, m.QueueSample), key=lambda r: (r.sampled_at, r.queue))
+    assert (newest.queue, newest.broker, newest.length, newest.oldest_age_s, newest.reason) == (
+        SITE,
+        "orm",
+        3,
+        4.5,
+        "",
+    )
 
     deleted = await prune(engine, now, keep, chunk=2)  # small chunks: the loop must run
 
     assert deleted == {
         "samples": 5,  # old + 30 h, 60 h, 90 h, 120 h
+        "queue_samples": 8,  # two queues at 30 h, 60 h, 90 h, 120 h
         "rollup_minute": 4,  # old + 60 h, 90 h, 120 h
         "rollup_hour": 3,  # old + 90 h, 120 h
         "events": 2,  # old + 120 h
@@ -355,6 +366,7 @@ async def test_prune_removes_only_old_rows(engine: AsyncEngine) -> None:
     }
     assert [c.cluster_id for c in await rows(engine, m.Cluster)] == ["live"]
     assert await count(engine, m.Sample) == 1
+    assert await count(engine, m.QueueSample) == 2
     assert await count(engine, m.RollupMinute) == 2
     assert await count(engine, m.RollupHour) == 3
     assert await count(engine, m.Event) == 4

@@ -141,15 +141,6 @@ def _redis_from_cache(
     return redis, cache
 
 
-def broker_kind(q_cluster: Mapping[str, Any]) -> str:
-    """Django Q's broker for a Q_CLUSTER: "redis", or the key that picks another one
-    ("orm", "sqs", "mongo", "iron_mq", "broker_class")."""
-    broker = next((key for key in _NON_REDIS_BROKERS if q_cluster.get(key)), "redis")
-    if broker == "broker_class" and q_cluster["broker_class"] == _DJANGO_Q_REDIS_BROKER:
-        broker = "redis"
-    return broker
-
-
 _DATABASE_CACHE = "django.core.cache.backends.db.DatabaseCache"
 _FILE_CACHE = "django.core.cache.backends.filebased.FileBasedCache"
 _MEMCACHED_CLIENTS = {
@@ -271,6 +262,55 @@ def _optional_count(q_cluster: Mapping[str, Any], key: str, where: str) -> int |
     return int(value)
 
 
+_BROKER_CLASSES = {
+    _DJANGO_Q_REDIS_BROKER: "redis",
+    "django_q.brokers.orm.ORM": "orm",
+    "django_q.brokers.aws_sqs.Sqs": "sqs",
+    "django_q.brokers.mongo.Mongo": "mongo",
+    "django_q.brokers.ironmq.IronMQBroker": "iron_mq",
+}
+
+
+def broker_kind(q_cluster: Mapping[str, Any]) -> str:
+    """Django Q's broker as Site.broker names it: the first of Conf's broker keys set (the
+    order django_q.brokers.get_broker tries them), a known broker_class by its kind, else
+    "broker_class" (a custom class: its backlog cannot be read)."""
+    broker = next((key for key in _NON_REDIS_BROKERS if q_cluster.get(key)), "redis")
+    if broker == "broker_class":
+        return _BROKER_CLASSES.get(q_cluster["broker_class"], "broker_class")
+    return broker
+
+
+def alt_queues(q_cluster: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    """Q_CLUSTER['ALT_CLUSTERS'] keys: the queues of clusters started with `qcluster --name`
+    (or Q_CLUSTER_NAME), each served from its own broker list."""
+    alt = q_cluster.get("ALT_CLUSTERS")
+    if alt is None:
+        return ()
+    if not isinstance(alt, Mapping):
+        raise ConfigError(f"{where}: Q_CLUSTER['ALT_CLUSTERS'] must be a dict")
+    for key, value in alt.items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"{where}: Q_CLUSTER['ALT_CLUSTERS'] keys must be non-empty strings")
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: Q_CLUSTER['ALT_CLUSTERS'][{key!r}] must be a dict")
+    return tuple(alt)
+
+
+def _broker_database(
+    module: ModuleType, q_cluster: Mapping[str, Any], where: str, cwd: Path
+) -> str | None:
+    """The ORM broker's database: Q_CLUSTER['orm'] names a DATABASES alias. An alias the
+    settings do not define leaves it unknown (the backlog says so), the Stats still read."""
+    alias = q_cluster.get("orm") or "default"  # Conf.ORM's default, for a broker_class ORM
+    if not isinstance(alias, str):
+        raise ConfigError(f"{where}: Q_CLUSTER['orm'] must name a DATABASES alias")
+    databases = getattr(module, "DATABASES", {})
+    if isinstance(databases, Mapping) and alias not in databases:
+        return None
+    return database_url(databases, alias, where, cwd=cwd)
+
+
 def site_from_django(
     module_name: str, *, chooser: str = "--django-settings", cwd: Path | None = None
 ) -> Site:
@@ -306,12 +346,16 @@ def site_from_django(
         raise ConfigError(f"{where}: CACHES must be a dict")
 
     broker = broker_kind(q_cluster)
+    root = project_root(module, module_name) or cwd
+    queues = alt_queues(q_cluster, where)
+    broker_database = None
+    if broker == "orm":
+        broker_database = _broker_database(module, q_cluster, where, root)
     cache_prefix = None
     stats_cache: CacheSettings | None = None
     if broker != "redis":
         # Django Q then keeps its Stats in the Django cache Q_CLUSTER['cache'] names
         alias = q_cluster.get("cache", "default")
-        root = project_root(module, module_name) or cwd
         stats_cache = cache_settings(module, caches, alias, broker, where, root)
     if broker != "redis" and stats_cache is None:
         redis, cache = _redis_from_cache(caches, alias, where)
@@ -343,4 +387,6 @@ def site_from_django(
         queue_limit=_optional_count(q_cluster, "queue_limit", where),
         broker=broker,
         cache=stats_cache,
+        alt_queues=queues,
+        broker_database=broker_database,
     )

@@ -53,7 +53,12 @@ SITE_KEYS = {
     "cache_key_prefix": "text",
     "cache_version": "count",
     "cache_client": "name",
+    "broker": "name",
+    "alt_queues": "texts",
+    "broker_database_url": "name",
 }
+# Django Q's brokers, as Site.broker names them (qwatch.sources.backlog reads redis and orm).
+BROKERS = ("redis", "orm", "sqs", "mongo", "iron_mq", "broker_class")
 _CACHE_KEYS = {
     "cache_backend": "backend",
     "cache_location": "location",
@@ -152,6 +157,17 @@ def apply_table(site: Site, table: Mapping[str, Any], where: str, label: str) ->
             table["redis_url"], setting=f"{label}: {where}redis_url"
         )
     changes["cache"] = cache_from_table(site.cache, table, where, label)
+    if "broker" in table:
+        if table["broker"] not in BROKERS:
+            raise ConfigError(f"{label}: {where}broker must be one of {', '.join(BROKERS)}")
+        changes["broker"] = table["broker"]
+    if "alt_queues" in table:
+        changes["alt_queues"] = tuple(table["alt_queues"])
+    if "broker_database_url" in table:
+        url = table["broker_database_url"]
+        # checked now, so a bad URL is a ConfigError at load and not a backlog reason later
+        async_database_url(url, setting=f"{label}: {where}broker_database_url")
+        changes["broker_database"] = url
     return replace(site, **changes)
 
 

@@ -350,15 +350,20 @@ def status(state: MonitorState, now: datetime, width: int = 1000) -> Line:
     parts.append((9, "class:status", f" {redis} "))
     if versions:
         parts.append((2, "class:status", f"v{','.join(sorted(versions))} "))
-    queued = {
-        live.site.name: sum(live.poll.queued.values())
+    several_sites = len(state.sites) > 1
+    queues = [
+        (f"{live.site.name}/{b.queue}" if several_sites else b.queue, b.length)
         for live in state.sites.values()
-        if live.poll is not None and live.poll.queued
-    }
-    if queued:
-        parts.append((4, "class:status", f"│ queued {sum(queued.values())} "))
-        if len(queued) > 1:
-            each = ", ".join(f"{name} {n}" for name, n in queued.items())
+        if live.poll is not None
+        for b in live.poll.backlogs
+    ]
+    if queues:
+        # `?`: that broker's backlog cannot be read (SQS, MongoDB) or its database is down
+        lengths = [n for _, n in queues if n is not None]
+        known = sum(lengths) if lengths else None
+        parts.append((4, "class:status", f"│ queued {'?' if known is None else known} "))
+        if len(queues) > 1:
+            each = ", ".join(f"{name} {'?' if n is None else n}" for name, n in queues)
             parts.append((1, "class:status", f"({each}) "))
     count = state.live_count
     parts.append((6, "class:status", f"│ {count} cluster{'s' if count != 1 else ''} "))

@@ -71,8 +71,17 @@ def families(view: View) -> list[Metric]:
     site_clusters = GaugeMetricFamily(
         "qwatch_site_clusters", "live clusters of the site", labels=["site"]
     )
+    # A queue whose backlog cannot be read (SQS, MongoDB, an unreachable ORM database) has
+    # no sample: absent, not a zero that would look like an empty queue.
     queued = GaugeMetricFamily(
-        "qwatch_broker_queue_length", "tasks waiting in the broker list", labels=["site", "queue"]
+        "qwatch_broker_queue_length",
+        "tasks waiting in the broker, per queue",
+        labels=["site", "queue", "broker"],
+    )
+    oldest = GaugeMetricFamily(
+        "qwatch_broker_oldest_task_age_seconds",
+        "age of the oldest waiting task, where the broker tells it (ORM)",
+        labels=["site", "queue", "broker"],
     )
     events = CounterMetricFamily(
         "qwatch_events", "history events since the daemon started", labels=["site", "kind"]
@@ -118,8 +127,12 @@ def families(view: View) -> list[Metric]:
             hosts.add_metric([name, host], count)
         if site.leader and site.poll is not None:
             site_clusters.add_metric([name], len(site.poll.clusters))
-        for queue, length in sorted(site.queued.items()):
-            queued.add_metric([name, queue], length)
+        for backlog in site.backlogs:
+            queue_labels = [name, backlog.queue, backlog.broker]
+            if backlog.length is not None:
+                queued.add_metric(queue_labels, backlog.length)
+            if backlog.oldest_age_s is not None:
+                oldest.add_metric(queue_labels, backlog.oldest_age_s)
         for kind, count in sorted(site.events.items()):
             events.add_metric([name, kind], count)
         for reason, count in sorted(site.skipped.items()):
@@ -157,6 +170,7 @@ def families(view: View) -> list[Metric]:
         hosts,
         site_clusters,
         queued,
+        oldest,
         events,
         skipped,
         redis_up,

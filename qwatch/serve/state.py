@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from importlib import metadata
 
-from qwatch.values import ClusterStat, Poll
+from qwatch.values import Backlog, ClusterStat, Poll
 
 CLUSTER_LINGER = timedelta(minutes=5)  # a vanished cluster's series, for rate() to see its end
 HOST_MEMORY = timedelta(hours=24)  # a host that had a cluster keeps its qwatch_host_clusters
@@ -74,7 +74,7 @@ class SiteView:
     last_poll_at: datetime | None  # the last successful read
     clusters: tuple[Lingering, ...]  # empty unless leader
     hosts: Mapping[str, int]  # host seen in the last 24 h -> live clusters now (leader only)
-    queued: Mapping[str, int]
+    backlogs: tuple[Backlog, ...]  # every queue of the site, last poll (leader only)
     skipped: Mapping[str, int]  # reason -> records, last poll
     events: Mapping[str, int]  # kind -> events since the daemon started
     buckets: tuple[int, ...]  # cumulative poll-duration counts, one per DURATION_BUCKETS + inf
@@ -218,7 +218,7 @@ def _site_view(site: _Site) -> SiteView:
         last_poll_at=site.last_poll_at,
         clusters=clusters,
         hosts=hosts,
-        queued=dict(poll.queued) if poll and last.leader else {},
+        backlogs=poll.backlogs if poll and last.leader else (),
         skipped=dict(Counter(s.reason for s in poll.skipped)) if poll and last.leader else {},
         events=dict(site.events),
         buckets=tuple(site.buckets),

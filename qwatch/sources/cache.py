@@ -20,6 +20,7 @@ from qwatch.config.settings import CacheSettings, Site
 from qwatch.decode import DecodeError, Decoder
 from qwatch.decode.safe_pickle import CacheUnpickler, load
 from qwatch.errors import ConfigError
+from qwatch.sources.backlog import BacklogReader
 from qwatch.sources.cache_reader import CacheReader, Refused
 from qwatch.sources.decoding import PollDecoder
 from qwatch.values import ClusterStat, Poll, Skipped
@@ -109,6 +110,7 @@ class CacheSource:
         self._record_prefix = f"{site.stat_index_key}:"
         self._records = PollDecoder.for_site(site, decoder)
         self._reader = reader if reader is not None else open_reader(site.cache)
+        self._backlogs = BacklogReader(site)  # the ORM's queue table, or "not readable"
 
     async def __aenter__(self) -> CacheSource:
         return self
@@ -149,6 +151,7 @@ class CacheSource:
             at=datetime.now(UTC),
             clusters=tuple(sorted(clusters, key=_BY_HOST_AND_ID)),
             skipped=tuple(sorted(skipped, key=_BY_KEY)),
+            backlogs=await self._backlogs.read(None),
         )
 
     async def server_version(self) -> str:
@@ -165,4 +168,5 @@ class CacheSource:
         return None
 
     async def close(self) -> None:
+        await self._backlogs.close()
         await self._reader.close()

@@ -26,11 +26,12 @@ from asyncio_redis.protocol import _NoTransaction
 from qwatch.config import RedisSettings, Site
 from qwatch.decode import Decoder
 from qwatch.errors import SourceUnavailable
+from qwatch.sources.backlog import WRONG_TYPE, BacklogReader, redis_list_key
 from qwatch.sources.decoding import PollDecoder
 from qwatch.sources.discovery import DEFAULT_SHARE, MAX_CALLS_PER_POLL, Discovery, ScanBudget
 from qwatch.sources.notify import KeyspaceWatch, channel_for, subscribe
 from qwatch.sources.resp import ProtocolError, ReplyParser
-from qwatch.values import Poll, Skipped
+from qwatch.values import Backlog, Poll, Skipped
 
 # The full sweep's COUNT: ten times fewer round trips than 1,000 for the same Redis time
 # (docs/performance.md), each holding Redis for a few ms.
@@ -318,6 +319,7 @@ class RedisSource:
         self._watch: KeyspaceWatch | None = None
         self._watch_retry_at = 0.0
         self.notifications: str | None = None  # the channel subscribed to, once it is
+        self._backlogs = BacklogReader(site)
 
     async def __aenter__(self) -> RedisSource:
         return self
@@ -358,7 +360,7 @@ class RedisSource:
         for start in range(0, len(keys), MGET_BATCH):
             values += await connection.call("MGET", *keys[start : start + MGET_BATCH])
         found_late = discovery.read(keys, values, datetime.now(UTC))
-        queued, skipped = await self._backlog(connection)
+        skipped, backlogs = await self._backlog(connection)
         prefix = len(self._key_prefix)
         clusters, refused = self._records.decode_all(keys, values, lambda name: name[prefix:])
         late: dict[str, datetime] = {}
@@ -375,9 +377,9 @@ class RedisSource:
             site=self.site.name,
             at=datetime.now(UTC),
             clusters=tuple(sorted(clusters, key=_BY_HOST_AND_ID)),
-            queued=queued,
             skipped=tuple(sorted(skipped + refused, key=_BY_KEY)),
             late=late,
+            backlogs=backlogs,
         )
 
     async def _scan(self, connection: Connection) -> list[bytes]:
@@ -464,15 +466,14 @@ class RedisSource:
             return  # the SCAN still finds every key; try again later
         self.notifications = channel[1].decode("utf-8", "backslashreplace")
 
-    async def _backlog(self, connection: Connection) -> tuple[dict[str, int], list[Skipped]]:
-        key = self.site.broker_key
-        try:
-            return {key: await connection.call("LLEN", key)}, []
-        except RedisReplyError as exc:
-            if exc.code != "WRONGTYPE":
-                raise
-            # Someone else's value under the broker's name must not hide the clusters.
-            return {}, [Skipped(key, "broker key holds something other than a list")]
+    async def _backlog(self, connection: Connection) -> tuple[list[Skipped], tuple[Backlog, ...]]:
+        """Every queue's backlog (qwatch.sources.backlog), in one round trip for Redis."""
+        backlogs = await self._backlogs.read(connection)
+        # Someone else's value under a broker list's name must not hide the clusters.
+        skipped = [
+            Skipped(redis_list_key(b.queue), b.reason) for b in backlogs if b.reason == WRONG_TYPE
+        ]
+        return skipped, backlogs
 
     async def server_version(self) -> str:
         connection = await self._connect()
@@ -497,6 +498,7 @@ class RedisSource:
         await connection.call("EVAL", _RELEASE_LUA, 1, key, token)
 
     async def close(self) -> None:
+        await self._backlogs.close()
         async with self._connecting:
             connection, self._connection = self._connection, None
         watch, self._watch = self._watch, None

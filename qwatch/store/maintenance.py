@@ -79,6 +79,7 @@ async def prune(
     keep = keep or Retention()
     s, e, g = m.Sample.__table__, m.Event.__table__, m.Gap.__table__
     mins, hours, c = m.RollupMinute.__table__, m.RollupHour.__table__, m.Cluster.__table__
+    q: Any = m.QueueSample.__table__
 
     def by_key(table: Any, *where: Any) -> Callable[[], Delete]:
         key = tuple_(
@@ -98,6 +99,14 @@ async def prune(
 
     jobs: dict[str, Callable[[], Delete]] = {
         "samples": by_key(s, s.c.sampled_at < now - keep.samples),
+        # per-queue backlog rows live as long as the samples
+        "queue_samples": lambda: q.delete().where(
+            tuple_(q.c.site, q.c.queue, q.c.sampled_at).in_(
+                select(q.c.site, q.c.queue, q.c.sampled_at)
+                .where(q.c.sampled_at < now - keep.samples)
+                .limit(chunk)
+            )
+        ),
         "rollup_minute": by_key(mins, mins.c.bucket < now - keep.minutes),
         "rollup_hour": by_key(hours, hours.c.bucket < now - keep.hours),
         "events": by_id(e, e.c.at < now - keep.events),

@@ -157,6 +157,23 @@ class Sample(Base):
     queued: Mapped[int | None] = mapped_column(Integer)  # broker backlog; None when unknown
 
 
+class QueueSample(Base):
+    """One queue's backlog at one sample time (qwatch.sources.backlog): every queue of a site,
+    the main one and each ALT_CLUSTERS one. length is NULL when the broker's backlog cannot
+    be read (SQS, MongoDB, an ORM database that did not answer); reason says why."""
+
+    __tablename__ = "queue_samples"
+    __table_args__ = (Index(None, "sampled_at"),)
+
+    site: Mapped[str] = mapped_column(String, primary_key=True)
+    queue: Mapped[str] = mapped_column(String, primary_key=True)
+    sampled_at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    broker: Mapped[str] = mapped_column(String)
+    length: Mapped[int | None] = mapped_column(Integer)
+    oldest_age_s: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+
+
 class Event(Base):
     """appeared, state_changed, reincarnated, restarted, vanished — with a JSON detail."""
 

@@ -40,6 +40,7 @@ from qwatch.values import (
     GapRow,
     Latest,
     Point,
+    QueueSummary,
     Run,
     Source,
     Span,
@@ -612,6 +613,36 @@ class AlertRow:
     alert: Alert
     last_notified_at: datetime | None
     last_notified_status: str | None
+
+
+async def queue_backlogs(
+    conn: AsyncConnection, sites: Iterable[str], start: datetime, end: datetime
+) -> list[QueueSummary]:
+    """Each queue of `sites` over [start, end) from queue_samples, by site and queue."""
+    q = m.QueueSample.__table__.c
+    names = list(sites)
+    if not names:
+        return []
+    query = (
+        select(
+            q.site,
+            q.queue,
+            q.broker,
+            func.count(),
+            func.count(q.length),
+            func.max(q.length),
+            func.avg(q.length),
+        )
+        .where(q.site.in_(names), q.sampled_at >= start, q.sampled_at < end)
+        .group_by(q.site, q.queue, q.broker)
+        .order_by(q.site, q.queue, q.broker)
+    )
+    return [
+        QueueSummary(
+            site, queue, broker, int(n), int(known), top, None if mean is None else float(mean)
+        )
+        for site, queue, broker, n, known, top, mean in await conn.execute(query)
+    ]
 
 
 async def alerts(

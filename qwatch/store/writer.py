@@ -31,7 +31,7 @@ from qwatch.store.dialect import Dialect
 from qwatch.store.engine import is_disk_full, is_unavailable, truncate_wal
 from qwatch.store.fence import current_token, holds
 from qwatch.store.rollups import merge_pair
-from qwatch.values import APPEARED, ClusterStat, GapKind
+from qwatch.values import APPEARED, Backlog, ClusterStat, GapKind
 
 log = logging.getLogger("qwatch.store")
 
@@ -51,6 +51,7 @@ class Batch:
     at: datetime
     seen: Sequence[ClusterStat] = ()
     samples: Sequence[tuple[ClusterStat, int | None, datetime]] = ()  # (stat, queued, at)
+    queues: Sequence[tuple[Backlog, datetime]] = ()  # every queue's backlog at a sample time
     events: Sequence[Event] = ()
     ended: Sequence[tuple[str, datetime, datetime]] = ()  # (cluster_id, tob, ended_at)
     minutes: Sequence[MinuteRow] = ()  # merged into what the minute already holds
@@ -340,6 +341,11 @@ class Writer:
                     for s, queued, at in batch.samples
                 ],
             )
+        if batch.queues:
+            await conn.execute(
+                dialect.insert(m.QueueSample.__table__).on_conflict_do_nothing(),
+                [_queue_row(batch.site, b, at) for b, at in batch.queues],
+            )
         event_rows = []
         for e in batch.events:
             pk = await resolve(e.site, e.cluster_id, e.tob)
@@ -512,6 +518,18 @@ def _merge_minutes(dialect: Dialect) -> Any:
     return stmt.on_conflict_do_update(
         index_elements=["cluster_pk", "bucket"], set_=merge_pair(dialect, t.c, stmt.excluded)
     )
+
+
+def _queue_row(site: str, backlog: Backlog, at: datetime) -> dict[str, Any]:
+    return {
+        "site": site,
+        "queue": backlog.queue,
+        "sampled_at": at,
+        "broker": backlog.broker,
+        "length": backlog.length,
+        "oldest_age_s": backlog.oldest_age_s,
+        "reason": backlog.reason,
+    }
 
 
 def _sample_row(pk: int, stat: ClusterStat, queued: int | None, at: datetime) -> dict[str, Any]:
