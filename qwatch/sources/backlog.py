@@ -23,14 +23,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
-
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from qwatch.config import Site, sqlite_path
 from qwatch.errors import ConfigError
 from qwatch.values import Backlog
+
+if TYPE_CHECKING:  # SQLAlchemy is imported on use: a Redis site's `qwatch status` needs none
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 ORM_REFRESH_S = 5.0  # read the ORM queue at most this often
 ORM_STALE_S = 15.0  # past this age a read is not shown as the backlog
@@ -39,7 +39,7 @@ WRONG_TYPE = "broker key holds something other than a list"
 
 # `key` and `lock` are quoted: both are keywords somewhere. No index covers `key`, so one
 # grouped scan answers every queue at once.
-_DUE_SQL = text(
+_DUE_SQL = (
     'SELECT "key", count(*), min("lock") FROM django_q_ormq WHERE "lock" <= :now GROUP BY "key"'
 )
 
@@ -112,8 +112,10 @@ async def orm_due(engine: AsyncEngine, now: datetime) -> dict[str, OrmCount]:
     bound: object = now.astimezone(UTC).replace(tzinfo=None).isoformat(" ") if sqlite else now
     if sqlite and now.microsecond == 0:
         bound = f"{bound}.000000"
+    from sqlalchemy import text
+
     async with engine.connect() as connection:
-        rows = (await connection.execute(_DUE_SQL, {"now": bound})).all()
+        rows = (await connection.execute(text(_DUE_SQL), {"now": bound})).all()
     return {str(key): OrmCount(int(n), _as_utc(oldest)) for key, n, oldest in rows}
 
 
