@@ -17,6 +17,7 @@ from collections import ChainMap, deque
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import literal, select, update
@@ -37,10 +38,11 @@ log = logging.getLogger("qwatch.store")
 
 ClusterKey = tuple[str, str, datetime]  # (site, cluster_id, tob)
 UNWATCHED_REASON = "no qwatch daemon was sampling this site"
-# Once the disk was full, the WAL is cut back after every this many batches from then on:
+# Once the disk was full, the WAL is cut back whenever it passes this size from then on:
 # catching up in bounded steps, and never again growing the WAL until it fills the space
-# just freed (SQLite's own checkpoint only comes about 4 MB in).
-TIGHT_CHUNK = 20
+# just freed (SQLite's own checkpoint only comes about 4 MB in). By size, not by a count of
+# batches: what one batch adds grows with the fleet and the tables it writes.
+TIGHT_WAL_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,8 @@ class Writer:
         self._refused: set[tuple[str, int]] = set()  # (site, token): one line each
         self._down_since: float | None = None
         self._tight = False  # the disk was full once: cut the WAL back as we go
-        self._since_cut = 0  # batches written since the WAL was last cut back
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        self._wal = Path(f"{database}-wal") if database and database != ":memory:" else None
         self._dropped_unreported = 0  # since the buffer last drained
         # Two flushes at once would write the head batch twice.
         self._lock = asyncio.Lock()
@@ -173,7 +176,7 @@ class Writer:
     async def _flush(self) -> int:
         written = 0
         while self._queue:
-            if self._tight and self._since_cut >= TIGHT_CHUNK:
+            if self._tight and self._wal_bytes() >= TIGHT_WAL_BYTES:
                 await self._cut_wal()
             batch = self._queue[0]
             try:
@@ -207,16 +210,20 @@ class Writer:
             for cluster_id, tob, _ in batch.ended:
                 self._ids.pop((batch.site, cluster_id, tob), None)
             written += 1
-            self._since_cut += 1
         self._note_recovered(written)
         return written
 
     async def _cut_wal(self) -> None:
         try:
             await truncate_wal(self._engine)
-            self._since_cut = 0
         except Exception as error:  # still full, or locked: the next write says so
             log.debug("could not cut the WAL back: %s", one_line(error, with_type=True))
+
+    def _wal_bytes(self) -> int:
+        try:
+            return self._wal.stat().st_size if self._wal is not None else 0
+        except OSError:  # no WAL yet, or already cut away
+            return 0
 
     def _refuse(self, batch: Batch, current: int | None) -> None:
         self._fenced += 1
