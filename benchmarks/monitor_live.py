@@ -143,8 +143,8 @@ def measure(n: int, window: float, started_at: float) -> dict[str, float]:
                 keys = []
                 for i in range(KEY_PRESSES):
                     keys.append(monitor.key_latency(b"?", b"this help"))
-                    monitor.key_latency(b"\x1b", b"? help")  # Esc closes it
-                    pause = time.monotonic() + 0.37 * (i % 5)
+                    os.write(monitor.fd, b"\x1b")  # Esc closes it (after the escape delay)
+                    pause = time.monotonic() + 0.6 + 0.37 * (i % 5)
                     while time.monotonic() < pause:
                         monitor.drain(0.05)
                 rss = peak_rss_mb(monitor.pid)

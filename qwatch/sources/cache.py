@@ -144,7 +144,7 @@ class CacheSource:
                 else:
                     names.append(name.encode())
                     values.append(value)
-            clusters, bad = self._records.decode_all(names, values, made.__getitem__)
+            clusters, bad = await self._records.decode_all(names, values, made.__getitem__)
             skipped += bad
         return Poll(
             site=self.site.name,

@@ -362,7 +362,7 @@ class RedisSource:
         found_late = discovery.read(keys, values, datetime.now(UTC))
         skipped, backlogs = await self._backlog(connection)
         prefix = len(self._key_prefix)
-        clusters, refused = self._records.decode_all(keys, values, lambda name: name[prefix:])
+        clusters, refused = await self._records.decode_all(keys, values, lambda name: name[prefix:])
         late: dict[str, datetime] = {}
         if found_late:
             cut = len(self._key_prefix)
