@@ -212,24 +212,42 @@ def test_bad_toml_cache_keys(tmp_path: Path, toml: str, message: str) -> None:
     assert message in error_of(lambda: load(tmp_path))
 
 
-def test_database_cache_on_mysql_exits_2_not_supported_yet(
-    tmp_path: Path,
-    project: Callable[..., str],
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_database_cache_on_mysql(tmp_path: Path, project: Callable[..., str]) -> None:
     module = project(
         _settings(
             f'{{"default": {{"BACKEND": "{DB_CACHE}", "LOCATION": "qcache"}}}}',
             'DATABASES = {"default": {"ENGINE": "django.db.backends.mysql", "NAME": "shop", '
-            f'"USER": "qw", "PASSWORD": "{PASSWORD}", "HOST": "db"}}}}\n',
+            f'"USER": "qw", "PASSWORD": "{PASSWORD}", "HOST": "db", "PORT": "3307"}}}}\n'
+            "USE_TZ = True\n",
         )
     )
-    monkeypatch.chdir(tmp_path)
-    code = main(["status", "--django-settings", module])
-    out, err = capsys.readouterr()
-    assert (code, out) == (2, "")
-    assert err == "qwatch: DatabaseCache on MySQL (DATABASES ENGINE mysql): not supported yet\n"
+    site = load(tmp_path, django_settings=module).sites[0]
+    assert site.cache == CacheSettings(
+        "database", f"mysql://qw:{PASSWORD}@db:3307/shop", table="qcache"
+    )
+    assert SENTINEL not in site.stats_address
+    assert site.stats_address == "database cache qcache in mysql://qw:***@db:3307/shop"
+
+
+def test_database_cache_on_a_mysql_socket(tmp_path: Path, project: Callable[..., str]) -> None:
+    # Django's MySQL HOST "/path" is the socket file; OPTIONS unix_socket wins over it.
+    for index, (database, socket) in enumerate(
+        [
+            ('"HOST": "/run/mysqld/mysqld.sock"', "/run/mysqld/mysqld.sock"),
+            ('"HOST": "/a.sock", "OPTIONS": {"unix_socket": "/b.sock"}', "/b.sock"),
+        ]
+    ):
+        module = project(
+            _settings(
+                f'{{"default": {{"BACKEND": "{DB_CACHE}", "LOCATION": "qcache"}}}}',
+                'DATABASES = {"default": {"ENGINE": "django.db.backends.mysql", '
+                f'"NAME": "shop", "USER": "qw", {database}}}}}\n',
+            ),
+            package=f"mysite{index}",
+        )
+        site = load(tmp_path, django_settings=module).sites[0]
+        assert site.cache is not None
+        assert site.cache.location == f"mysql://qw@/shop?unix_socket={socket}"
 
 
 def test_relative_paths_are_the_projects_not_qwatchs(
