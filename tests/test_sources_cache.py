@@ -458,3 +458,19 @@ async def test_the_mysql_session_cannot_write(
         await engine.dispose()
     assert read_only == 1
     assert mariadb_server.sql(f"SELECT COUNT(*) FROM `{database}`.t").strip() == "0"
+
+
+def test_mysql_without_its_driver_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from qwatch.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "aiomysql" else real(name, *a)
+    )
+    with pytest.raises(ConfigError) as raised:
+        DatabaseCacheReader(CacheSettings("database", "mysql://u:pw@h/db", table=TABLE))
+    assert str(raised.value) == (
+        "reading a MySQL database needs the aiomysql driver: install qwatch[mysql]"
+    )
