@@ -204,6 +204,12 @@ def test_toml_overrides_and_drops_the_django_cache(
             'cache_client = "python-memcached"',
             "qwatch.toml: cache_client must be pymemcache or pylibmc",
         ),
+        (
+            f'stats_from = "cache"\ncache_backend = "database"\ncache_table = "t"\n'
+            f'cache_location = "mysql://qw:{PASSWORD}@h/shop?ssl=1"',
+            "qwatch.toml: cache_location: unsupported option 'ssl' (qwatch reads unix_socket, "
+            "charset in a MySQL URL)",
+        ),
         ("cache_version = 0", "qwatch.toml: cache_version must be 1 or more"),
     ],
 )
@@ -227,6 +233,19 @@ def test_database_cache_on_mysql(tmp_path: Path, project: Callable[..., str]) ->
     )
     assert SENTINEL not in site.stats_address
     assert site.stats_address == "database cache qcache in mysql://qw:***@db:3307/shop"
+
+
+def test_toml_database_cache_on_mysql(tmp_path: Path) -> None:
+    location = f"mysql://qw:{PASSWORD}@db/shop"
+    write(
+        tmp_path / "qwatch.toml",
+        f'stats_from = "cache"\ncache_backend = "database"\ncache_location = "{location}"\n'
+        f'cache_table = "qcache"\nbroker = "orm"\nbroker_database_url = "{location}"\n',
+    )
+    site = load(tmp_path).sites[0]
+    assert site.cache == CacheSettings("database", location, table="qcache")
+    assert site.broker_database == location
+    assert SENTINEL not in site.stats_address
 
 
 def test_database_cache_on_a_mysql_socket(tmp_path: Path, project: Callable[..., str]) -> None:

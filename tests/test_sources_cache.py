@@ -20,7 +20,6 @@ from qwatch.sources.cache_database import DatabaseCacheReader, expires_at, unwra
 from qwatch.sources.cache_reader import MAX_VALUE_BYTES, Refused
 from qwatch.values import Skipped
 from tests.helpers import CAPTURE_SECRET, CAPTURE_SITE, EXPECTED
-from tests.plugins.mariadb_server import USER as MYSQL_USER
 from tests.plugins.mariadb_server import MariaDBServer
 from tests.plugins.postgres_server import PostgresServer
 from tests.plugins.qcluster import DjangoProject
@@ -341,17 +340,9 @@ async def test_a_source_held_open_never_holds_django_back(
     )
     async with CacheSource(_site(url)) as source:
         assert [c.cluster_id for c in (await source.poll()).clusters] == [first]
-        if url.startswith("mysql"):
-            mariadb: MariaDBServer = request.getfixturevalue("mariadb_server")
-            # Sleep: the session is idle, not in a transaction (InnoDB lists none for it).
-            assert (
-                mariadb.sql(
-                    "SELECT COUNT(*) FROM information_schema.innodb_trx t JOIN "
-                    "information_schema.processlist p ON p.id = t.trx_mysql_thread_id "
-                    f"WHERE p.user = '{MYSQL_USER}'"
-                ).strip()
-                == "0"
-            )
+        # MySQL/MariaDB: nothing to list (information_schema.innodb_trx keeps a row per
+        # session even between transactions); the second poll below tells instead, since
+        # under REPEATABLE READ a transaction left open would not see the row Django adds.
         if url.startswith("postgresql"):
             server: PostgresServer = request.getfixturevalue("postgres_server")
             states = server.psql(
@@ -444,19 +435,21 @@ async def test_the_mysql_session_cannot_write(
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
-    from qwatch.store.engine import create_read_only_engine
+    from qwatch.store.engine import PG_COMMAND_TIMEOUT_S, create_read_only_engine
 
     database = mysql_url.rsplit("/", 1)[1]
     mariadb_server.sql(f"CREATE TABLE `{database}`.t (a int)")
     engine = create_read_only_engine(mysql_url)
     try:
         async with engine.connect() as connection:
-            [(read_only,)] = (await connection.execute(text("SELECT @@tx_read_only"))).all()
+            [(read_only, limit)] = (
+                await connection.execute(text("SELECT @@tx_read_only, @@max_statement_time"))
+            ).all()
             with pytest.raises(OperationalError, match="READ ONLY"):
                 await connection.execute(text("INSERT INTO t VALUES (1)"))
     finally:
         await engine.dispose()
-    assert read_only == 1
+    assert (read_only, float(limit)) == (1, PG_COMMAND_TIMEOUT_S)
     assert mariadb_server.sql(f"SELECT COUNT(*) FROM `{database}`.t").strip() == "0"
 
 
@@ -474,3 +467,14 @@ def test_mysql_without_its_driver_is_one_line(monkeypatch: pytest.MonkeyPatch) -
     assert str(raised.value) == (
         "reading a MySQL database needs the aiomysql driver: install qwatch[mysql]"
     )
+
+
+async def test_mysql_through_its_socket(mysql_url: str, mariadb_server: MariaDBServer) -> None:
+    # As database_url() writes Django's HOST "/path/mysqld.sock": no host, the socket file.
+    credentials, database = mysql_url.split("@", 1)[0], mysql_url.rsplit("/", 1)[1]
+    url = f"{credentials}@/{database}?unix_socket={mariadb_server.socket}"
+    reader = DatabaseCacheReader(CacheSettings("database", url, table=TABLE))
+    try:
+        assert (await reader.version()).startswith("MariaDB 10.")
+    finally:
+        await reader.close()
