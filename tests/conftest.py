@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.plugins.redis_server",
     "tests.plugins.memcached_server",
     "tests.plugins.postgres_server",
+    "tests.plugins.mariadb_server",
     "tests.plugins.qcluster",
     "tests.plugins.qwatch_daemon",
     "tests.records",  # its `full_decodes` fixture, for the decoder's memo tests

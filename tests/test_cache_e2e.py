@@ -1,6 +1,6 @@
 """A real django-q2 cluster on the ORM broker, its Stats in a Django cache (no Redis
 anywhere), seen by `qwatch status` and `qwatch check`, recorded by the daemon (and served on
-its /metrics), and shown by the monitor: DatabaseCache on SQLite and on PostgreSQL,
+its /metrics), and shown by the monitor: DatabaseCache on SQLite, PostgreSQL and MariaDB,
 memcached (PyMemcacheCache, a real memcached) and the file cache."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from tests.plugins.memcached_server import MemcachedServerFactory
 from tests.plugins.postgres_server import PostgresServer
 from tests.plugins.qcluster import DjangoProject
 from tests.plugins.qwatch_daemon import DaemonProcess, query
+from tests.test_sources_cache import mysql_databases
 
 pytestmark = pytest.mark.slow
 
@@ -167,6 +168,24 @@ def test_orm_broker_with_database_cache_on_postgres(
     )
     project = django_project_factory(
         NO_REDIS, NAME, more_settings=CACHES + databases, own_database=True, orm="default"
+    )
+    project.manage("createcachetable")
+    _watch(project, daemon_factory, tmp_path)
+
+
+def test_orm_broker_with_database_cache_on_mysql(
+    django_project_factory: Callable[..., DjangoProject],
+    daemon_factory: Callable[..., DaemonProcess],
+    mysql_url: str,
+    tmp_path: Path,
+) -> None:
+    # The ORM broker's queue and the cache table both in MariaDB, Django through PyMySQL.
+    project = django_project_factory(
+        NO_REDIS,
+        NAME,
+        more_settings=CACHES + mysql_databases(mysql_url),
+        own_database=True,
+        orm="default",
     )
     project.manage("createcachetable")
     _watch(project, daemon_factory, tmp_path)

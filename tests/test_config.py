@@ -300,7 +300,7 @@ def test_async_database_url(url: str, converted: str) -> None:
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [
-        (f"mysql://u:{PASSWORD}@db/q", "unsupported scheme 'mysql'"),
+        (f"mysql://u:{PASSWORD}@db/q", "MySQL is read only as a Django project's own database"),
         (f"postgresql+psycopg2://u:{PASSWORD}@db/q", "unsupported scheme 'postgresql+psycopg2'"),
         (f"postgresql://u:{PASSWORD}@db:port/q", "cannot parse postgresql://u:***@db:port/q"),
         (f"{PASSWORD}", "not a URL"),
@@ -312,10 +312,25 @@ def test_bad_database_url(url: str, fragment: str) -> None:
     assert fragment in message
 
 
+def test_a_project_database_may_be_mysql() -> None:
+    """A Django project's own database (its cache table, its ORM queue) is read on MySQL
+    too, through aiomysql; only a socket file and a charset may be added to the URL."""
+    url = f"mysql://u:{PASSWORD}@db:3307/shop?unix_socket=/run/m.sock&charset=utf8mb4"
+    assert async_database_url(url, project=True) == url.replace("mysql:", "mysql+aiomysql:")
+    assert async_database_url("mariadb://db/q", project=True) == "mysql+aiomysql://db/q"
+    message = error_of(
+        lambda: async_database_url(f"mysql://db/q?ssl_key={PASSWORD}", setting="x", project=True)
+    )
+    assert (
+        message
+        == "x: unsupported option 'ssl_key' (qwatch reads unix_socket, charset in a MySQL URL)"
+    )
+
+
 def test_database_url_unparsed_checks_the_scheme_only() -> None:
     """`status` (parse=False) never opens the database: a bad scheme is still refused, what
     only SQLAlchemy would find is left to the commands that open it."""
-    assert "unsupported scheme 'mysql'" in error_of(
+    assert "MySQL is read only as a Django project's own database" in error_of(
         lambda: async_database_url("mysql://db/q", parse=False)
     )
     unparsable = f"postgresql://u:{PASSWORD}@db:port/q"
@@ -662,7 +677,8 @@ def test_settings_need_a_site() -> None:
         ),
         (
             f"database_url = 'mysql://u:{PASSWORD}@h/db'",
-            "database_url: unsupported scheme 'mysql' (use sqlite:///path or postgresql://…)",
+            "database_url: MySQL is read only as a Django project's own database; "
+            "qwatch's history is kept in SQLite or PostgreSQL",
         ),
     ],
 )
@@ -703,7 +719,7 @@ def test_flag_errors_name_the_flag(tmp_path: Path) -> None:
         "--redis: unknown scheme 'http'"
     )
     assert error_of(lambda: load(tmp_path, database_url=f"mysql://u:{PASSWORD}@h")).startswith(
-        "--db: unsupported scheme 'mysql'"
+        "--db: MySQL is read only as a Django project's own database"
     )
     assert error_of(lambda: load(tmp_path, {"QWATCH_TIME_ZONE": "Mars/Base"})) == (
         "QWATCH_TIME_ZONE: unknown time zone 'Mars/Base'"
@@ -1161,8 +1177,8 @@ def test_toml_broker_queues_and_database(tmp_path: Path) -> None:
         ("broker = 'kafka'", "broker must be one of redis, orm, sqs, mongo, iron_mq, broker_class"),
         ("alt_queues = 'long'", "alt_queues must be a list of non-empty strings"),
         (
-            f"broker_database_url = 'mysql://u:{PASSWORD}@h/db'",
-            "broker_database_url: unsupported scheme 'mysql' (use sqlite:///path or postgresql://…)",
+            f"broker_database_url = 'mssql://u:{PASSWORD}@h/db'",
+            "broker_database_url: unsupported scheme 'mssql' (use sqlite:///path or postgresql://…)",
         ),
     ],
 )

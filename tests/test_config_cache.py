@@ -204,6 +204,12 @@ def test_toml_overrides_and_drops_the_django_cache(
             'cache_client = "python-memcached"',
             "qwatch.toml: cache_client must be pymemcache or pylibmc",
         ),
+        (
+            f'stats_from = "cache"\ncache_backend = "database"\ncache_table = "t"\n'
+            f'cache_location = "mysql://qw:{PASSWORD}@h/shop?ssl=1"',
+            "qwatch.toml: cache_location: unsupported option 'ssl' (qwatch reads unix_socket, "
+            "charset in a MySQL URL)",
+        ),
         ("cache_version = 0", "qwatch.toml: cache_version must be 1 or more"),
     ],
 )
@@ -212,24 +218,55 @@ def test_bad_toml_cache_keys(tmp_path: Path, toml: str, message: str) -> None:
     assert message in error_of(lambda: load(tmp_path))
 
 
-def test_database_cache_on_mysql_exits_2_not_supported_yet(
-    tmp_path: Path,
-    project: Callable[..., str],
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_database_cache_on_mysql(tmp_path: Path, project: Callable[..., str]) -> None:
     module = project(
         _settings(
             f'{{"default": {{"BACKEND": "{DB_CACHE}", "LOCATION": "qcache"}}}}',
             'DATABASES = {"default": {"ENGINE": "django.db.backends.mysql", "NAME": "shop", '
-            f'"USER": "qw", "PASSWORD": "{PASSWORD}", "HOST": "db"}}}}\n',
+            f'"USER": "qw", "PASSWORD": "{PASSWORD}", "HOST": "db", "PORT": "3307"}}}}\n'
+            "USE_TZ = True\n",
         )
     )
-    monkeypatch.chdir(tmp_path)
-    code = main(["status", "--django-settings", module])
-    out, err = capsys.readouterr()
-    assert (code, out) == (2, "")
-    assert err == "qwatch: DatabaseCache on MySQL (DATABASES ENGINE mysql): not supported yet\n"
+    site = load(tmp_path, django_settings=module).sites[0]
+    assert site.cache == CacheSettings(
+        "database", f"mysql://qw:{PASSWORD}@db:3307/shop", table="qcache"
+    )
+    assert SENTINEL not in site.stats_address
+    assert site.stats_address == "database cache qcache in mysql://qw:***@db:3307/shop"
+
+
+def test_toml_database_cache_on_mysql(tmp_path: Path) -> None:
+    location = f"mysql://qw:{PASSWORD}@db/shop"
+    write(
+        tmp_path / "qwatch.toml",
+        f'stats_from = "cache"\ncache_backend = "database"\ncache_location = "{location}"\n'
+        f'cache_table = "qcache"\nbroker = "orm"\nbroker_database_url = "{location}"\n',
+    )
+    site = load(tmp_path).sites[0]
+    assert site.cache == CacheSettings("database", location, table="qcache")
+    assert site.broker_database == location
+    assert SENTINEL not in site.stats_address
+
+
+def test_database_cache_on_a_mysql_socket(tmp_path: Path, project: Callable[..., str]) -> None:
+    # Django's MySQL HOST "/path" is the socket file; OPTIONS unix_socket wins over it.
+    for index, (database, socket) in enumerate(
+        [
+            ('"HOST": "/run/mysqld/mysqld.sock"', "/run/mysqld/mysqld.sock"),
+            ('"HOST": "/a.sock", "OPTIONS": {"unix_socket": "/b.sock"}', "/b.sock"),
+        ]
+    ):
+        module = project(
+            _settings(
+                f'{{"default": {{"BACKEND": "{DB_CACHE}", "LOCATION": "qcache"}}}}',
+                'DATABASES = {"default": {"ENGINE": "django.db.backends.mysql", '
+                f'"NAME": "shop", "USER": "qw", {database}}}}}\n',
+            ),
+            package=f"mysite{index}",
+        )
+        site = load(tmp_path, django_settings=module).sites[0]
+        assert site.cache is not None
+        assert site.cache.location == f"mysql://qw@/shop?unix_socket={socket}"
 
 
 def test_relative_paths_are_the_projects_not_qwatchs(

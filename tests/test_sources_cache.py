@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 
 from qwatch.config.settings import CacheSettings, Site
-from qwatch.errors import ConfigError, SourceUnavailable
+from qwatch.errors import SourceUnavailable
 from qwatch.sources import open_source
 from qwatch.sources.cache import CacheSource, open_reader, record_keys
 from qwatch.sources.cache_database import DatabaseCacheReader, expires_at, unwrap
 from qwatch.sources.cache_reader import MAX_VALUE_BYTES, Refused
 from qwatch.values import Skipped
 from tests.helpers import CAPTURE_SECRET, CAPTURE_SITE, EXPECTED
+from tests.plugins.mariadb_server import MariaDBServer
 from tests.plugins.postgres_server import PostgresServer
 from tests.plugins.qcluster import DjangoProject
 from tests.records import call_ops, read_record, sign, stat_pickle, state, whole
@@ -71,13 +72,36 @@ def _caches(prefix: str = "", version: int = 1) -> str:
     )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+def mysql_databases(url: str) -> str:
+    """Settings lines for a Django project on the MariaDB database at `url`, through
+    PyMySQL (Django accepts it as MySQLdb: it reports a mysqlclient-like version)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return (
+        "import pymysql\npymysql.install_as_MySQLdb()\n"
+        "DATABASES = {'default': {'ENGINE': 'django.db.backends.mysql', "
+        f"'NAME': {parsed.database!r}, 'HOST': {parsed.host!r}, 'PORT': {parsed.port}, "
+        f"'USER': {parsed.username!r}, 'PASSWORD': {parsed.password!r}}}}}\n"
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def project(
     request: pytest.FixtureRequest, django_project_factory: Callable[..., DjangoProject]
 ) -> tuple[DjangoProject, str]:
     """A Django project whose default cache is a DatabaseCache, and its database URL."""
     more = _caches("shop", 3)
-    if request.param == "postgresql":
+    if request.param == "mysql":
+        url = request.getfixturevalue("mysql_url")
+        made = django_project_factory(
+            "redis://unused",
+            CAPTURE_SITE,
+            more_settings=more + mysql_databases(url),
+            own_database=True,
+            orm="default",
+        )
+    elif request.param == "postgresql":
         url: str = request.getfixturevalue("pg_url")
         server: PostgresServer = request.getfixturevalue("postgres_server")
         name = url.rsplit("/", 1)[1]
@@ -129,7 +153,8 @@ async def test_poll_reads_every_cluster_django_wrote(project: tuple[DjangoProjec
         await source.close()
     assert sorted(c.cluster_id for c in poll.clusters) == ids
     assert poll.skipped == ()
-    assert version.startswith("SQLite 3." if url.startswith("sqlite") else "PostgreSQL ")
+    starts = {"sqlite": "SQLite 3.", "postgresql": "PostgreSQL ", "mysql": "MariaDB 10."}
+    assert version.startswith(starts[url.split(":", 1)[0].split("+")[0]])
 
 
 async def test_missing_index_is_no_cluster(project: tuple[DjangoProject, str]) -> None:
@@ -288,9 +313,7 @@ def test_index_must_be_a_pickled_list_of_str() -> None:
     assert record_keys(b"garbage", prefix) == "bad pickle"
 
 
-def test_mysql_is_refused_and_every_backend_has_its_reader() -> None:
-    with pytest.raises(ConfigError, match=r"^DatabaseCache on MySQL .*: not supported yet$"):
-        DatabaseCacheReader(CacheSettings("database", "mysql://u:p@h/db", table=TABLE))
+def test_every_backend_has_its_reader() -> None:
     memcached = open_reader(CacheSettings("memcached", "127.0.0.1:11211"))
     file = open_reader(CacheSettings("file", "/nonexistent"))
     assert (type(memcached).__name__, type(file).__name__) == ("MemcachedReader", "FileCacheReader")
@@ -317,6 +340,9 @@ async def test_a_source_held_open_never_holds_django_back(
     )
     async with CacheSource(_site(url)) as source:
         assert [c.cluster_id for c in (await source.poll()).clusters] == [first]
+        # MySQL/MariaDB: nothing to list (information_schema.innodb_trx keeps a row per
+        # session even between transactions); the second poll below tells instead, since
+        # under REPEATABLE READ a transaction left open would not see the row Django adds.
         if url.startswith("postgresql"):
             server: PostgresServer = request.getfixturevalue("postgres_server")
             states = server.psql(
@@ -387,3 +413,68 @@ async def test_rows_django_would_never_write_are_refused(tmp_path: Path) -> None
         "k:blob": Refused("value is not text"),
         "k:good": b"hi",
     }
+
+
+async def test_unreachable_mysql_names_it_without_password() -> None:
+    from tests.helpers import free_port
+
+    url = f"mysql://qw:s3cr3t-pw@127.0.0.1:{free_port()}/shop"
+    source = CacheSource(_site(url))
+    with pytest.raises(SourceUnavailable) as raised:
+        await source.poll()
+    await source.close()
+    message = str(raised.value)
+    assert "s3cr3t-pw" not in message and "\n" not in message
+    assert message.startswith(f"database cache {TABLE} in mysql://qw:***@127.0.0.1:")
+    assert "Can't connect" in message
+
+
+async def test_the_mysql_session_cannot_write(
+    mysql_url: str, mariadb_server: MariaDBServer
+) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from qwatch.store.engine import PG_COMMAND_TIMEOUT_S, create_read_only_engine
+
+    database = mysql_url.rsplit("/", 1)[1]
+    mariadb_server.sql(f"CREATE TABLE `{database}`.t (a int)")
+    engine = create_read_only_engine(mysql_url)
+    try:
+        async with engine.connect() as connection:
+            [(read_only, limit)] = (
+                await connection.execute(text("SELECT @@tx_read_only, @@max_statement_time"))
+            ).all()
+            with pytest.raises(OperationalError, match="READ ONLY"):
+                await connection.execute(text("INSERT INTO t VALUES (1)"))
+    finally:
+        await engine.dispose()
+    assert (read_only, float(limit)) == (1, PG_COMMAND_TIMEOUT_S)
+    assert mariadb_server.sql(f"SELECT COUNT(*) FROM `{database}`.t").strip() == "0"
+
+
+def test_mysql_without_its_driver_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from qwatch.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "aiomysql" else real(name, *a)
+    )
+    with pytest.raises(ConfigError) as raised:
+        DatabaseCacheReader(CacheSettings("database", "mysql://u:pw@h/db", table=TABLE))
+    assert str(raised.value) == (
+        "reading a MySQL database needs the aiomysql driver: install qwatch[mysql]"
+    )
+
+
+async def test_mysql_through_its_socket(mysql_url: str, mariadb_server: MariaDBServer) -> None:
+    # As database_url() writes Django's HOST "/path/mysqld.sock": no host, the socket file.
+    credentials, database = mysql_url.split("@", 1)[0], mysql_url.rsplit("/", 1)[1]
+    url = f"{credentials}@/{database}?unix_socket={mariadb_server.socket}"
+    reader = DatabaseCacheReader(CacheSettings("database", url, table=TABLE))
+    try:
+        assert (await reader.version()).startswith("MariaDB 10.")
+    finally:
+        await reader.close()

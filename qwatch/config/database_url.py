@@ -26,13 +26,21 @@ def default_database_url() -> str:
 
 _SQLITE_SCHEMES = ("sqlite", "sqlite+aiosqlite")
 _POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+asyncpg")
+_MYSQL_SCHEMES = ("mysql", "mysql+aiomysql", "mariadb", "mariadb+aiomysql")
+# What a MySQL URL may say beyond user, password, host, port and database: a socket file
+# (Django's HOST "/path" or OPTIONS unix_socket) and the connection's character set.
+MYSQL_OPTIONS = ("unix_socket", "charset")
 
 
-def async_database_url(url: str, *, setting: str = "database URL", parse: bool = True) -> str:
-    """sqlite:// → sqlite+aiosqlite://, postgres(ql):// → postgresql+asyncpg://.
+def async_database_url(
+    url: str, *, setting: str = "database URL", parse: bool = True, project: bool = False
+) -> str:
+    """sqlite:// → sqlite+aiosqlite://, postgres(ql):// → postgresql+asyncpg://, and with
+    `project` (a Django project's own database, read only) mysql:// → mysql+aiomysql://.
 
-    The scheme is always checked; the rest (and a PostgreSQL URL's options) only when
-    `parse`, by SQLAlchemy."""
+    qwatch's history is never kept in MySQL: without `project` a MySQL URL is refused.
+    The scheme is always checked; the rest (and a PostgreSQL or MySQL URL's options) only
+    when `parse`, by SQLAlchemy."""
     parts = split_url(url) if isinstance(url, str) else None
     if parts is None:
         raise ConfigError(f"{setting}: not a URL (use sqlite:///path or postgresql://…)")
@@ -42,6 +50,13 @@ def async_database_url(url: str, *, setting: str = "database URL", parse: bool =
         converted = f"sqlite+aiosqlite://{rest}"
     elif scheme in _POSTGRES_SCHEMES:
         converted = f"postgresql+asyncpg://{rest}"
+    elif scheme in _MYSQL_SCHEMES and project:
+        converted = f"mysql+aiomysql://{rest}"
+    elif scheme in _MYSQL_SCHEMES:
+        raise ConfigError(
+            f"{setting}: MySQL is read only as a Django project's own database; "
+            "qwatch's history is kept in SQLite or PostgreSQL"
+        )
     else:
         raise ConfigError(
             f"{setting}: unsupported scheme {scheme!r} (use sqlite:///path or postgresql://…)"
@@ -56,6 +71,15 @@ def async_database_url(url: str, *, setting: str = "database URL", parse: bool =
         raise ConfigError(f"{setting}: cannot parse {safe_url(url)}") from None
     if parsed.get_backend_name() == "postgresql":
         postgres_options(parsed.query, setting=setting)
+    elif parsed.get_backend_name() == "mysql":
+        for key, value in parsed.query.items():
+            if key not in MYSQL_OPTIONS:
+                raise ConfigError(
+                    f"{setting}: unsupported option {key!r} (qwatch reads "
+                    f"{', '.join(MYSQL_OPTIONS)} in a MySQL URL)"
+                )
+            if not isinstance(value, str):
+                raise ConfigError(f"{setting}: option {key!r} is given more than once")
     return converted
 
 
@@ -190,7 +214,7 @@ def sqlite_path(url: str) -> Path | None:
     """The file behind a SQLite URL (so its directory can be made), else None."""
     from sqlalchemy.engine import make_url
 
-    parsed = make_url(async_database_url(url))
+    parsed = make_url(async_database_url(url, project=True))
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database)

@@ -62,7 +62,14 @@ def database_url(databases: object, alias: str, where: str, *, cwd: Path) -> str
     port = _text(entry, "PORT", setting)
     credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
     query = ""
-    if host.startswith("/"):  # a unix socket directory
+    options = entry.get("OPTIONS")
+    socket = options.get("unix_socket") if isinstance(options, Mapping) else None
+    if scheme == "mysql" and (host.startswith("/") or isinstance(socket, str)):
+        # Django's MySQL backend takes a HOST starting with "/" (or OPTIONS unix_socket)
+        # as the socket file itself; OPTIONS wins, as in Django's get_connection_params.
+        socket_file = socket if isinstance(socket, str) else host
+        query, host = f"?unix_socket={quote(socket_file, safe='/')}", ""
+    elif host.startswith("/"):  # a PostgreSQL unix socket directory
         query, host = f"?host={quote(host, safe='/')}", ""
     elif ":" in host:
         host = f"[{host}]"

@@ -17,7 +17,6 @@ from qwatch.config.settings import (
     RedisSettings,
     Site,
 )
-from qwatch.config.urls import split_url
 from qwatch.config.values import check_time_zone, is_int
 from qwatch.errors import ConfigError
 
@@ -166,7 +165,7 @@ def apply_table(site: Site, table: Mapping[str, Any], where: str, label: str) ->
     if "broker_database_url" in table:
         url = table["broker_database_url"]
         # checked now, so a bad URL is a ConfigError at load and not a backlog reason later
-        async_database_url(url, setting=f"{label}: {where}broker_database_url")
+        async_database_url(url, setting=f"{label}: {where}broker_database_url", project=True)
         changes["broker_database"] = url
     return replace(site, **changes)
 
@@ -205,9 +204,8 @@ def cache_from_table(
     if backend == "database":
         if not fields.get("table"):
             raise ConfigError(f"{label}: {where}cache_table must name the DatabaseCache table")
-        parts = split_url(fields["location"])
-        if not (parts and parts[0].startswith("mysql")):  # refused, by name, when read
-            async_database_url(fields["location"], setting=f"{label}: {where}cache_location")
+        setting = f"{label}: {where}cache_location"
+        async_database_url(fields["location"], setting=setting, project=True)
     if backend == "memcached":
         fields["client"] = fields.get("client") or "pymemcache"
         if fields["client"] not in _MEMCACHED_CLIENTS:

@@ -1,8 +1,8 @@
 """Django's DatabaseCache read from outside: its table in the project's own database.
 
 The table is Django's (`createcachetable`): cache_key, value (base64 of the pickle), expires.
-qwatch reads it through a read-only engine (SQLite opened mode=ro, PostgreSQL read-only
-sessions), one SELECT for all the keys a poll wants, and never deletes what has expired
+qwatch reads it through a read-only engine (SQLite opened mode=ro, PostgreSQL and MySQL
+read-only sessions), one SELECT for all the keys a poll wants, and never deletes what has expired
 (Django's get_many would): that is the site's to do.
 """
 
@@ -22,8 +22,7 @@ from sqlalchemy.sql.expression import Executable
 
 from qwatch.config.database_url import sqlite_path
 from qwatch.config.settings import CacheSettings
-from qwatch.config.urls import split_url
-from qwatch.errors import ConfigError, SourceUnavailable, one_line
+from qwatch.errors import SourceUnavailable, one_line
 from qwatch.sources.cache_reader import MAX_VALUE_BYTES, Refused
 from qwatch.store.engine import create_read_only_engine
 
@@ -67,14 +66,13 @@ def unwrap(value: object) -> bytes | Refused:
         return Refused("value is not base64")
 
 
+_VERSION_QUERIES = {"sqlite": "SELECT sqlite_version()", "mysql": "SELECT VERSION()"}
+
+
 class DatabaseCacheReader:
     """`CacheReader` for `CacheSettings(backend="database")`."""
 
     def __init__(self, settings: CacheSettings) -> None:
-        parts = split_url(settings.location)
-        scheme = parts[0] if parts else ""
-        if scheme.startswith("mysql"):
-            raise ConfigError("DatabaseCache on MySQL (DATABASES ENGINE mysql): not supported yet")
         self._address = settings.address
         self._naive_zone = _zone(settings.time_zone)
         self._engine: AsyncEngine = create_read_only_engine(settings.location)
@@ -144,10 +142,11 @@ class DatabaseCacheReader:
 
     async def version(self) -> str:
         dialect = self._engine.dialect.name
-        query = "SELECT sqlite_version()" if dialect == "sqlite" else "SHOW server_version"
+        query = _VERSION_QUERIES.get(dialect, "SHOW server_version")
         [(version,)] = await self._rows(text(query), [{}])
-        name = "SQLite" if dialect == "sqlite" else "PostgreSQL"
-        return f"{name} {version}"
+        if dialect == "mysql":  # MariaDB says so in its version: '10.11.6-MariaDB-0+deb12u1'
+            return f"{'MariaDB' if 'mariadb' in str(version).lower() else 'MySQL'} {version}"
+        return f"{'SQLite' if dialect == 'sqlite' else 'PostgreSQL'} {version}"
 
     async def close(self) -> None:
         await self._drop()

@@ -176,13 +176,16 @@ def is_unavailable(error: BaseException) -> bool:
 def create_read_only_engine(url: str) -> AsyncEngine:
     """An engine on a Django project's own database (its cache table, its ORM queue) that
     cannot write: SQLite opened as a read-only URI (never created, never journaled by us),
-    PostgreSQL sessions with default_transaction_read_only. qwatch reads the site's tables;
+    PostgreSQL sessions with default_transaction_read_only, MySQL/MariaDB sessions set
+    READ ONLY as they connect. qwatch reads the site's tables;
     it must never be what changes or locks them.
 
     Raises ConfigError for a scheme qwatch does not read; an SQLite file that does not exist
     surfaces when connecting, as the driver's error.
     """
-    parsed = make_url(async_database_url(url))
+    parsed = make_url(async_database_url(url, project=True))
+    if parsed.get_backend_name() == "mysql":
+        return _mysql_read_only_engine(parsed)
     if parsed.get_backend_name() == "sqlite":
         path = Path(parsed.database or "").expanduser()
         if not parsed.database or parsed.database == ":memory:":
@@ -203,3 +206,43 @@ def create_read_only_engine(url: str) -> AsyncEngine:
     return create_async_engine(
         parsed.difference_update_query(LIBPQ_OPTIONS), pool_pre_ping=True, connect_args=args
     )
+
+
+# MySQL/MariaDB: connecting is bounded by the driver; a statement by the server (MariaDB's
+# max_statement_time, MySQL's max_execution_time for SELECTs), as PG_COMMAND_TIMEOUT_S.
+MYSQL_CONNECT_TIMEOUT_S = 5
+
+
+def _mysql_read_only_engine(url: URL) -> AsyncEngine:
+    import importlib.util
+
+    if importlib.util.find_spec("aiomysql") is None:
+        raise ConfigError(
+            "reading a MySQL database needs the aiomysql driver: install qwatch[mysql]"
+        )
+    engine = create_async_engine(
+        url,
+        poolclass=NullPool,  # the cache reader holds its one connection itself
+        connect_args={
+            "connect_timeout": MYSQL_CONNECT_TIMEOUT_S,
+            # Every transaction of the session read-only: a write is refused by the server.
+            "init_command": "SET SESSION TRANSACTION READ ONLY",
+        },
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _statement_timeout(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT VERSION()")
+            [(version,)] = cursor.fetchall()
+            if "mariadb" in str(version).lower():
+                cursor.execute(f"SET SESSION max_statement_time = {PG_COMMAND_TIMEOUT_S:g}")
+            else:
+                cursor.execute(
+                    f"SET SESSION max_execution_time = {PG_COMMAND_TIMEOUT_S * 1000:.0f}"
+                )
+        finally:
+            cursor.close()
+
+    return engine
