@@ -31,58 +31,26 @@ a shared machine, in CPU time.
 from __future__ import annotations
 
 import argparse
-import base64
-import datetime
-import hashlib
-import hmac
-import io
 import os
-import pickle
 import socket
 import statistics
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import floor as floor_decode  # noqa: E402  (stdlib only: fit for the floor)
+
 TARGET_VS_GET_ALL = 8.0  # qwatch status --json at least 8x faster than a get_all process
 TARGET_VS_FLOOR = 1.5  # and within 1.5x of the floor
 
 
 # --------------------------------------------------------------------------- the floor
-
-
-class _Stand:
-    def __init__(self, *args: object) -> None:
-        self.args = args
-
-    def __setstate__(self, state: object) -> None:
-        self.state = state
-
-
-def _lazy(func: object, args: tuple[str], kwargs: object, *classes: object) -> str:
-    return args[0]
-
-
-class _FloorUnpickler(pickle.Unpickler):
-    # What a Stat pickle names: stand-ins for Stat and UUID, the lazy status's first argument.
-    GLOBALS: dict[tuple[str, str], Any] = {
-        ("django_q.status", "Stat"): _Stand,
-        ("datetime", "datetime"): datetime.datetime,
-        ("datetime", "timezone"): datetime.timezone,
-        ("datetime", "timedelta"): datetime.timedelta,
-        ("uuid", "UUID"): _Stand,
-        ("django.utils.functional", "_lazy_proxy_unpickle"): _lazy,
-        ("django.utils.translation", "gettext"): None,
-        ("builtins", "str"): str,
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        return self.GLOBALS[module, name]
 
 
 def _resp_read(stream: Any) -> Any:
@@ -122,17 +90,10 @@ def floor(redis_url: str, name: str, secret_key: str) -> int:
         keys.extend(found)
         if cursor == b"0":
             break
-    # django.core.signing: salted_hmac(salt + "signer", value, SECRET_KEY, "sha256")
-    key = hashlib.sha256((name + "signer" + secret_key).encode()).digest()
+    key = floor_decode.signing_key(name, secret_key)
     count = 0
     for raw in _resp_command(sock, stream, b"MGET", *keys) if keys else []:
-        value, _, sig = raw.rpartition(b":")
-        mac = base64.urlsafe_b64encode(hmac.digest(key, value, "sha256")).rstrip(b"=")
-        if not hmac.compare_digest(mac, sig):
-            raise ValueError("bad signature")
-        payload = value.rpartition(b":")[0][1:]
-        data = zlib.decompress(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
-        _FloorUnpickler(io.BytesIO(data)).load()
+        floor_decode.decode(raw, key)
         count += 1
     sock.close()
     return count

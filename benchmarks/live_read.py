@@ -26,24 +26,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import datetime
 import gc
-import hashlib
-import hmac
-import io
-import pickle
 import statistics
 import sys
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import seed
+from benchmarks import floor, seed
 
 SIZES = (10, 100, 1000, 10_000)
 TARGET_RATIO = 5.0  # at least 5x faster than Stat.get_all at N = 1,000 and 10,000
@@ -58,56 +51,18 @@ def median_us(samples: Sequence[float], n: int) -> float:
     return statistics.median(samples) / n * 1e6
 
 
-class _Stand:
-    """What the floor's unpickler builds instead of Stat, UUID and the lazy status."""
-
-    def __init__(self, *args: object) -> None:
-        self.args = args
-
-    def __setstate__(self, state: object) -> None:
-        self.state = state
-
-
-def _lazy(func: object, args: tuple[str], kwargs: object, *classes: object) -> str:
-    return args[0]
-
-
-_FLOOR_GLOBALS: dict[tuple[str, str], Any] = {
-    ("django_q.status", "Stat"): _Stand,
-    ("datetime", "datetime"): datetime.datetime,
-    ("datetime", "timezone"): datetime.timezone,
-    ("datetime", "timedelta"): datetime.timedelta,
-    ("uuid", "UUID"): _Stand,
-    ("django.utils.functional", "_lazy_proxy_unpickle"): _lazy,
-    ("django.utils.translation", "gettext"): None,
-    ("builtins", "str"): str,
-}
-
-
-class _FloorUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        return _FLOOR_GLOBALS[module, name]
-
-
 def floor_reader(client: Any, keys: list[bytes]) -> Callable[[], int]:
     """The least any Python reader of these records can do, inline: redis-py MGET, HMAC
     with the key derived once, base64, inflate, and an unpickle restricted to stand-ins
     (no opcode allowlist, no field checks, no result objects)."""
     from django.conf import settings
 
-    # django.core.signing: salted_hmac(salt + "signer", value, SECRET_KEY, "sha256")
-    key = hashlib.sha256((seed.SITE + "signer" + settings.SECRET_KEY).encode()).digest()
+    key = floor.signing_key(seed.SITE, settings.SECRET_KEY)
 
     def read() -> int:
         count = 0
         for raw in client.mget(keys):
-            value, _, sig = raw.rpartition(b":")
-            mac = base64.urlsafe_b64encode(hmac.digest(key, value, "sha256")).rstrip(b"=")
-            if not hmac.compare_digest(mac, sig):
-                raise ValueError("bad signature")
-            payload = value.rpartition(b":")[0][1:]
-            data = zlib.decompress(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
-            _FloorUnpickler(io.BytesIO(data)).load()
+            floor.decode(raw, key)
             count += 1
         return count
 
