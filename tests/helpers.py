@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -245,3 +246,14 @@ def down_alert(**fields: Any) -> Alert:
         details={"host": "web1", "held_s": 60.0, "for_s": 60.0, "since": ALERT_T0.isoformat()},
     )
     return replace(alert, **fields) if fields else alert
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM a server the tests started, by its pid, and wait; SIGKILL if it will not go."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)

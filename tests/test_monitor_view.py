@@ -676,11 +676,12 @@ slot_values = st.lists(
 @given(
     first=st.lists(slot_values, min_size=1, max_size=6), second=st.lists(slot_values, max_size=6)
 )
-def test_sparklines_kept_from_the_last_read_are_the_ones_a_fresh_read_draws(
+def test_the_table_draws_each_rows_sparkline_as_drawing_it_anew_would(
     first: list[list[float | None]], second: list[list[float | None]]
 ) -> None:
-    """The memo of sparklines by slot values must give what drawing each one anew gives,
-    read after read (the second read reuses some of the first's series)."""
+    """Rows keep their series and the table draws it when on screen, cached by its values:
+    what it shows must be what drawing each one anew gives, read after read (the second
+    read reuses some of the first's series)."""
     names = ids(len(first) + len(second))
     runs = tuple(run_info(pk, f"web-{pk}", names[pk], None) for pk in range(len(names)))
     state = make_state(*(stat(f"web-{pk}", names[pk], up_s=7200) for pk in range(len(names))))
@@ -688,8 +689,9 @@ def test_sparklines_kept_from_the_last_read_are_the_ones_a_fresh_read_draws(
         history_for(state, *runs, tq=dict(enumerate(series)))
         for pk, values in enumerate(series):
             row = next(r for r in state.rows if r.cluster_id == names[pk])
-            assert row.spark == sparkline(values, TABLE_SLOTS)
-        assert set(state._spark_memo) == {tuple(v) for v in series}  # only this read's
+            assert row.trend == tuple(values)
+            drawn = render._cell(row, "trend", NOW)
+            assert drawn == (sparkline(values, TABLE_SLOTS), "class:spark")
 
 
 def test_the_live_count_follows_polls_filters_and_gone_runs() -> None:

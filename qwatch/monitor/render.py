@@ -19,7 +19,8 @@ from qwatch.alerts.rules import Alert
 from qwatch.fmt import ago, hms, when
 from qwatch.monitor.columns import SEPARATOR, Column, cell, fit_columns
 from qwatch.monitor.pane import HostHistory, alerts_of
-from qwatch.monitor.records import StoreKind
+from qwatch.monitor.records import TABLE_SLOTS, StoreKind
+from qwatch.monitor.spark import table_sparkline
 from qwatch.monitor.state import Focus, MonitorState, Row, Source
 
 Line = StyleAndTextTuples
@@ -215,7 +216,8 @@ def _cell(row: Row, key: str, now: datetime) -> tuple[str, str]:
     if key == "rc1h":
         return _num(row.rc_hour), ""
     if key == "trend":
-        return row.spark, "class:spark"
+        spark = "" if row.trend is None else table_sparkline(row.trend, TABLE_SLOTS)
+        return spark, "class:spark"
     return "", ""
 
 

@@ -18,13 +18,11 @@ from qwatch.fmt import UTC_ZONE, Zone, short_id
 from qwatch.monitor.pane import HostHistory
 from qwatch.monitor.records import (
     RANGES,
-    TABLE_SLOTS,
     Range,
     RunKey,
     StoreInfo,
     TableHistory,
 )
-from qwatch.monitor.spark import sparkline
 from qwatch.values import STATES, Poll
 
 SORT_KEYS = ("host", "id", "state", "pool", "tq", "rq", "rc", "up", "rc1h")
@@ -46,7 +44,10 @@ class Focus(StrEnum):
     PANE = "pane"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__,
+# 3x the cost, and a poll of 10,000 clusters builds 10,000 rows. Rows are built whole and
+# never changed afterwards (a change is a new row).
+@dataclass(slots=True)
 class Row:
     site: str
     host: str
@@ -64,7 +65,7 @@ class Row:
     workers: int | None = None  # the site's configured pool size, where known
     queue_limit: int | None = None
     rc_hour: int | None = None
-    spark: str = ""
+    trend: tuple[float | None, ...] | None = None  # TQ sparkline slots; drawn when on screen
 
     @property
     def key(self) -> RunKey:
@@ -161,11 +162,8 @@ class MonitorState:
     # Wakes the history task when the range or the selected host changes (set by refresh).
     wake: Callable[[], None] = field(default=lambda: None)
     _all: list[Row] = field(default_factory=list)
-    _sparks: dict[RunKey, str] = field(default_factory=dict)
+    _trends: dict[RunKey, tuple[float | None, ...]] = field(default_factory=dict)
     _rc_hour: dict[RunKey, int] = field(default_factory=dict)
-    # Sparkline by its slot values: most rows' last hour is the same from one read to the
-    # next, so a read draws only the new series (10,000 rows: most of a read's work).
-    _spark_memo: dict[tuple[float | None, ...], str] = field(default_factory=dict)
 
     @classmethod
     def for_sites(cls, sites: Sequence[Site], **kwargs: object) -> MonitorState:
@@ -198,24 +196,12 @@ class MonitorState:
         self.alerts = tuple(alerts)
 
     def set_table_history(self, history: TableHistory) -> None:
-        """Sparklines are drawn here, once per read, not once per frame."""
+        """The rows' history columns; sparklines are drawn for the rows on screen only."""
         self.table_history = history
         keys = {run.pk: run.key for run in history.runs}
-        old = self._spark_memo
-        memo: dict[tuple[float | None, ...], str] = {}
-        sparks: dict[RunKey, str] = {}
-        for pk, values in history.tq_slots.items():
-            if pk not in keys:
-                continue
-            slots = tuple(values)
-            line = memo.get(slots)
-            if line is None:
-                line = old.get(slots)
-                if line is None:
-                    line = sparkline(slots, TABLE_SLOTS)
-                memo[slots] = line
-            sparks[keys[pk]] = line
-        self._sparks, self._spark_memo = sparks, memo  # only this read's: it never grows
+        self._trends = {
+            keys[pk]: tuple(values) for pk, values in history.tq_slots.items() if pk in keys
+        }
         self._rc_hour = {keys[pk]: n for pk, n in history.rc_hour.items() if pk in keys}
         self._rebuild()
 
@@ -385,7 +371,7 @@ class MonitorState:
                         workers=site.workers,
                         queue_limit=site.queue_limit,
                         rc_hour=self._rc_hour.get(key),
-                        spark=self._sparks.get(key, ""),
+                        trend=self._trends.get(key),
                     )
                 )
         rows += self._stored_rows(live_keys)
@@ -428,7 +414,7 @@ class MonitorState:
                     workers=live.site.workers,
                     queue_limit=live.site.queue_limit,
                     rc_hour=self._rc_hour.get(run.key),
-                    spark=self._sparks.get(run.key, ""),
+                    trend=self._trends.get(run.key),
                 )
             )
         return rows

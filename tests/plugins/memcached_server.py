@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, stop_process, wait_for
 
 MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
 START_TIMEOUT_S = 10.0
@@ -89,13 +89,7 @@ class MemcachedServer:
         """SIGTERM by pid, and wait (SIGKILL if it will not go)."""
         if self._process is None:
             return
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        stop_process(self._process, STOP_TIMEOUT_S)
         self._process = None
 
     def raw_command(self, command: bytes, until: bytes = b"\r\n") -> bytes:

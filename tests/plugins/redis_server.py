@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from qwatch.config import RedisSettings
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, stop_process, wait_for
 from tests.plugins.tls import TLSFiles
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -105,13 +105,7 @@ class RedisServer:
         """SIGTERM, and wait for the process to exit (SIGKILL if it will not)."""
         if self._process is None:
             return
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        stop_process(self._process, STOP_TIMEOUT_S)
         self._process = None
 
     def kill(self) -> None:
