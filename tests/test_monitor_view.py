@@ -23,8 +23,9 @@ from qwatch.monitor.records import (
     TableHistory,
 )
 from qwatch.monitor.spark import BLOCKS, level, slots, sparkline
-from qwatch.monitor.state import Focus, MonitorState, Source
+from qwatch.monitor.state import SORT_KEYS, Focus, MonitorState, Row, Source
 from qwatch.values import (
+    STATES,
     Backlog,
     ClusterStat,
     EventRow,
@@ -709,3 +710,46 @@ def test_the_live_count_follows_polls_filters_and_gone_runs() -> None:
     state.set_poll(poll(stat("web-0", names[0])))
     assert state.live_count == counted() == 1
     assert "1 cluster " in text_of(render.status(state, NOW))
+
+
+def _reference_order(row: Row, key: str) -> tuple[object, ...]:
+    """The sort written out column by column, as the table documents it."""
+    tie = (row.host, row.site, row.cluster_id)
+    if key == "host":
+        return tie
+    if key == "id":
+        return (row.short_id, *tie)
+    if key == "state":
+        return (STATES.index(row.status) if row.status in STATES else len(STATES), *tie)
+    fields = {"pool": "pool", "tq": "tq", "rq": "rq", "rc": "rc", "up": "uptime_s"}
+    value = getattr(row, fields.get(key, "rc_hour"))
+    return (-1 if value is None else value, *tie)
+
+
+@given(
+    specs=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),
+            st.sampled_from(["Idle", "Working", "Stopped", "Starting"]),
+            st.integers(0, 3),
+            st.integers(0, 3),
+            st.floats(0, 100),
+        ),
+        max_size=12,
+    ),
+    key=st.sampled_from(SORT_KEYS),
+)
+def test_every_sort_key_orders_like_the_written_out_sort(
+    specs: list[tuple[str, str, int, int, float]], key: str
+) -> None:
+    names = ids(len(specs))
+    state = make_state(
+        *(
+            stat(host, names[i], status, pool=n % 3 + 1, tq=n, rq=m, rc=m, up_s=up)
+            for i, (host, status, n, m, up) in enumerate(specs)
+        )
+    )
+    while state.sort_key != key:
+        state.cycle_sort()
+    expected = sorted(state.rows, key=lambda r: _reference_order(r, key))
+    assert [r.cluster_id for r in state.rows] == [r.cluster_id for r in expected]

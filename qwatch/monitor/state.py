@@ -7,6 +7,7 @@ the sort or filter changes, never while drawing a frame.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -96,24 +97,26 @@ class SiteLive:
     every_s: float | None = None  # the poll cadence, when slowed to keep the monitor's CPU low
 
 
-def sort_value(row: Row, key: str) -> tuple[object, ...]:
-    """Sort key for one column; unknown numbers sort as lowest, ties by host then id."""
-    tie = (row.host, row.site, row.cluster_id)
+_TIE = operator.attrgetter("host", "site", "cluster_id")
+_NUMBERS = {"pool": "pool", "tq": "tq", "rq": "rq", "rc": "rc", "up": "uptime_s", "rc1h": "rc_hour"}
+
+
+def sort_value(key: str) -> Callable[[Row], tuple[object, ...]]:
+    """The sort key of one column; unknown numbers sort as lowest, ties by host then id.
+    A function per column, chosen once per sort: 10,000 rows are sorted every poll."""
     if key == "host":
-        return tie
+        return _TIE
     if key == "id":
-        return (row.short_id, *tie)
+        return lambda row: (row.short_id, *_TIE(row))
     if key == "state":
-        return (_STATE_RANK.get(row.status, len(_STATE_RANK)), *tie)
-    value = {
-        "pool": row.pool,
-        "tq": row.tq,
-        "rq": row.rq,
-        "rc": row.rc,
-        "up": row.uptime_s,
-        "rc1h": row.rc_hour,
-    }[key]
-    return (-1 if value is None else value, *tie)
+        return lambda row: (_STATE_RANK.get(row.status, len(_STATE_RANK)), *_TIE(row))
+    number = operator.attrgetter(_NUMBERS[key])
+
+    def by_number(row: Row) -> tuple[object, ...]:
+        value = number(row)
+        return (-1 if value is None else value, *_TIE(row))
+
+    return by_number
 
 
 def matches(row: Row, text: str) -> bool:
@@ -123,11 +126,10 @@ def matches(row: Row, text: str) -> bool:
 
 def arrange(rows: Sequence[Row], key: str, reverse: bool, text: str) -> list[Row]:
     """Filter, then sort: live clusters first, then the ones from history, each sorted."""
-    kept = [r for r in rows if matches(r, text)]
-    live = sorted((r for r in kept if r.source is Source.LIVE), key=lambda r: sort_value(r, key))
-    other = sorted(
-        (r for r in kept if r.source is not Source.LIVE), key=lambda r: sort_value(r, key)
-    )
+    kept = [r for r in rows if matches(r, text)] if text.strip() else list(rows)
+    by = sort_value(key)
+    live = sorted((r for r in kept if r.source is Source.LIVE), key=by)
+    other = sorted((r for r in kept if r.source is not Source.LIVE), key=by)
     if reverse:
         live.reverse()
         other.reverse()
