@@ -349,31 +349,38 @@ class MonitorState:
         before = self.selected
         rows: list[Row] = []
         live_keys: set[RunKey] = set()
+        rc_hour, trends, live_source = self._rc_hour.get, self._trends.get, Source.LIVE
         for live in self.sites.values():
-            if live.poll is None:
+            poll = live.poll
+            if poll is None:
                 continue
-            site = live.site
-            for stat in live.poll.clusters:
-                key = (stat.name, stat.cluster_id, stat.tob)
+            # Names bound once and Row built positionally (its field order): 10,000 rows
+            # are rebuilt every poll, and each lookup in the loop costs.
+            name, at = poll.site, poll.at
+            workers, limit = live.site.workers, live.site.queue_limit
+            for stat in poll.clusters:
+                cluster_id, tob = stat.cluster_id, stat.tob
+                key = (stat.name, cluster_id, tob)
                 live_keys.add(key)
                 rows.append(
                     Row(
-                        site=live.poll.site,
-                        host=stat.host,
-                        cluster_id=stat.cluster_id,
-                        tob=stat.tob,
-                        status=stat.status,
-                        source=Source.LIVE,
-                        pool=stat.pool,
-                        tq=stat.task_q_size,
-                        rq=stat.done_q_size,
-                        rc=stat.reincarnations,
-                        uptime_s=stat.uptime_s,
-                        as_of=live.poll.at,
-                        workers=site.workers,
-                        queue_limit=site.queue_limit,
-                        rc_hour=self._rc_hour.get(key),
-                        trend=self._trends.get(key),
+                        name,
+                        stat.host,
+                        cluster_id,
+                        tob,
+                        stat.status,
+                        live_source,
+                        len(stat.workers),  # stat.pool
+                        stat.task_q_size,
+                        stat.done_q_size,
+                        stat.reincarnations,
+                        (stat.timestamp - tob).total_seconds(),  # stat.uptime_s
+                        at,
+                        None,  # gone_at
+                        workers,
+                        limit,
+                        rc_hour(key),
+                        trends(key),
                     )
                 )
         rows += self._stored_rows(live_keys)
