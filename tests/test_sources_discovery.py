@@ -208,6 +208,26 @@ async def test_a_new_record_is_found_within_one_pass_and_dated_from_the_sweep(
         assert key_of(LIVE[0]).encode() not in source._discovery.known
 
 
+async def test_a_standby_that_takes_the_site_over_sweeps_first(shared: RedisServer) -> None:
+    # No SCAN budget to speak of: only a sweep can find a record written meanwhile.
+    put(shared, *LIVE[:2])
+    lock = "qwatch:test:lock"
+    async with (
+        RedisSource(make_site(shared), scan_share=1e-9) as sampler,
+        RedisSource(make_site(shared), scan_share=1e-9) as standby,
+    ):
+        assert await sampler.acquire_lock(lock, "sampler", 30)
+        assert not await standby.acquire_lock(lock, "standby", 30)
+        await sampler.poll()
+        await standby.poll()  # its sweep, before it stood by
+        put(shared, LIVE[2])
+        assert await sampler.acquire_lock(lock, "sampler", 30)  # extending: no new sweep
+        assert cluster_id(LIVE[2]) not in ids((await sampler.poll()).clusters)
+        await sampler.release_lock(lock, "sampler")
+        assert await standby.acquire_lock(lock, "standby", 30)  # the takeover
+        assert cluster_id(LIVE[2]) in ids((await standby.poll()).clusters)
+
+
 async def test_polls_after_the_sweep_stay_within_the_scan_budget(shared: RedisServer) -> None:
     put(shared, *LIVE)
     share = 0.01

@@ -320,6 +320,7 @@ class RedisSource:
         self._watch_retry_at = 0.0
         self.notifications: str | None = None  # the channel subscribed to, once it is
         self._backlogs = BacklogReader(site)
+        self._holding = False  # the daemon's sampler lock, as the last acquire_lock found it
 
     async def __aenter__(self) -> RedisSource:
         return self
@@ -490,12 +491,20 @@ class RedisSource:
             raise ValueError(f"lock ttl must be positive, not {ttl_s}")
         connection = await self._connect()
         ttl_ms = max(1, round(ttl_s * 1000))
-        held: int = await connection.call("EVAL", _ACQUIRE_LUA, 1, key, token, ttl_ms)
-        return held == 1
+        reply: int = await connection.call("EVAL", _ACQUIRE_LUA, 1, key, token, ttl_ms)
+        held = reply == 1
+        if held and not self._holding:
+            # Taking the site over: while standing by this source did not poll, so what it
+            # knows of the record keys is old, and a cluster started meanwhile would wait
+            # for the budgeted SCAN to come by. Sweep once, as after a reconnect.
+            self._discovery.reset()
+        self._holding = held
+        return held
 
     async def release_lock(self, key: str, token: str) -> None:
         connection = await self._connect()
         await connection.call("EVAL", _RELEASE_LUA, 1, key, token)
+        self._holding = False
 
     async def close(self) -> None:
         await self._backlogs.close()
