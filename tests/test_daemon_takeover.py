@@ -121,6 +121,10 @@ def test_a_frozen_sampler_writes_nothing_after_the_takeover(redis_server, daemon
     db = f"sqlite:///{tmp_path / 'history.sqlite3'}"
     config = sites_config(tmp_path / "qwatch.toml", (CAPTURE_SITE, redis_server.url))
     with redis_client(redis_server) as client:
+        # Each round's new cluster must be found at once, whoever samples: with 40,000 keys
+        # under the prefix the budgeted SCAN takes up to tens of seconds to come by a new
+        # one (docs/performance.md, section 10), so the server sends keyspace events.
+        client.config_set("notify-keyspace-events", "K$")
         pipe = client.pipeline(transaction=False)
         for i in range(JUNK_KEYS):
             pipe.set(f"{PREFIX}junk{i}", b"not a record")
