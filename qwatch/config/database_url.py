@@ -72,15 +72,33 @@ def async_database_url(
     if parsed.get_backend_name() == "postgresql":
         postgres_options(parsed.query, setting=setting)
     elif parsed.get_backend_name() == "mysql":
-        for key, value in parsed.query.items():
-            if key not in MYSQL_OPTIONS:
-                raise ConfigError(
-                    f"{setting}: unsupported option {key!r} (qwatch reads "
-                    f"{', '.join(MYSQL_OPTIONS)} in a MySQL URL)"
-                )
-            if not isinstance(value, str):
-                raise ConfigError(f"{setting}: option {key!r} is given more than once")
+        url_options(parsed.query, MYSQL_OPTIONS, setting=setting, where=" in a MySQL URL")
     return converted
+
+
+def url_options(
+    query: Mapping[str, str | Sequence[str]],
+    known: Sequence[str],
+    *,
+    setting: str,
+    passed: Sequence[str] = (),
+    where: str = "",
+) -> dict[str, str]:
+    """The `known` options of a URL's query, each given once; `passed` ones are left to the
+    driver. Anything else is one ConfigError naming the option, never echoing its value."""
+    values: dict[str, str] = {}
+    for key, value in query.items():
+        if key in passed:
+            continue
+        if key not in known:
+            raise ConfigError(
+                f"{setting}: unsupported option {key!r} "
+                f"(qwatch reads {', '.join((*known, *passed))}{where})"
+            )
+        if not isinstance(value, str):
+            raise ConfigError(f"{setting}: option {key!r} is given more than once")
+        values[key] = value
+    return values
 
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -117,18 +135,7 @@ def postgres_options(
 
     Values are checked, never echoed: a URL may carry a secret where an option should be.
     """
-    values: dict[str, str] = {}
-    for key, value in query.items():
-        if key in _PASSED_THROUGH:
-            continue
-        if key not in LIBPQ_OPTIONS:
-            raise ConfigError(
-                f"{setting}: unsupported option {key!r} "
-                f"(qwatch reads {', '.join((*LIBPQ_OPTIONS, *_PASSED_THROUGH))})"
-            )
-        if not isinstance(value, str):
-            raise ConfigError(f"{setting}: option {key!r} is given more than once")
-        values[key] = value
+    values = url_options(query, LIBPQ_OPTIONS, setting=setting, passed=_PASSED_THROUGH)
     sslmode = values.get("sslmode")
     if sslmode is not None and sslmode not in SSL_MODES:
         raise ConfigError(f"{setting}: sslmode must be one of {', '.join(SSL_MODES)}")
