@@ -17,7 +17,11 @@ from qwatch.fmt import short_id
 STATES = ("Starting", "Idle", "Working", "Stopping", "Stopped")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, but never assigned after it is made: a frozen dataclass's __init__ costs 3 us
+# (an object.__setattr__ per field), as much as the rest of rebuilding a record from its
+# changed bytes (qwatch.decode.memo), for every record of every poll. So not hashable
+# either; nothing keys by one.
+@dataclass(slots=True)
 class ClusterStat:
     name: str  # the site: Q_CLUSTER['name'], the signing salt
     cluster_id: str  # uuid4 text, or the pid as text for django-q < 1.2

@@ -368,19 +368,34 @@ def test_queue_sizes_and_reincarnations_take_the_fast_path(full_decodes: list[by
         assert stat.timestamp == datetime(2026, 11, 27, 16, 0, step, tzinfo=UTC)
 
 
-def test_other_changes_are_decoded_in_full(full_decodes: list[bytes]) -> None:
-    """A worker's pid (a list item), the host, the status text (same length), the cluster
-    id (LONG1), a pid's width: not slots, so the full decode runs."""
+def test_worker_host_and_cluster_id_changes_take_the_fast_path(full_decodes: list[bytes]) -> None:
+    """A worker's pid (a list item), the host (same length), the cluster id (the UUID's
+    LONG1): slots, rebuilt from their bytes."""
     data = capture_pickle("q2_url_tz_working.txt")
     worker = data.index(b"]\x94(M") + 4
     host = data.index(b"\x8c\x02vm") + 2
     uuid_int = data.index(b"\x8a\x10") + 2
-    pusher = data.index(b"pusher\x94M") + 7
     changes = {
         "worker": data[:worker] + b"\x01\x02" + data[worker + 2 :],
         "host": data[:host] + b"VM" + data[host + 2 :],
-        "status": data.replace(b"\x8c\x07Working", b"\x8c\x07Stopped"),
         "cluster id": data[:uuid_int] + b"\xab" + data[uuid_int + 1 :],
+    }
+    for kind, changed in changes.items():
+        memo: DecodeMemo = {}
+        warm(memo, data)
+        before = len(full_decodes)
+        stat = DECODER.decode(sign(changed), memo, KEY)
+        assert len(full_decodes) == before, kind
+        assert stat == DECODER.decode(sign(changed)), kind
+        assert stat != DECODER.decode(sign(data)), kind
+
+
+def test_other_changes_are_decoded_in_full(full_decodes: list[bytes]) -> None:
+    """The status text (same length), a pid's width: not slots, so the full decode runs."""
+    data = capture_pickle("q2_url_tz_working.txt")
+    pusher = data.index(b"pusher\x94M") + 7
+    changes = {
+        "status": data.replace(b"\x8c\x07Working", b"\x8c\x07Stopped"),
         "pusher's width": reframed(data[:pusher] + b"K\x07" + data[pusher + 3 :]),
     }
     for kind, changed in changes.items():
@@ -467,7 +482,8 @@ def test_hostile_records_on_a_warm_key(tmp_path: Path, full_decodes: list[bytes]
     for kind, pickled in hostile_pickles(marker):
         memo: DecodeMemo = {}
         warm(memo, data)
-        if any(layout.admits(pickled) for layout in record_memo._LAYOUTS.get(len(pickled), [])):
+        known = record_memo._LAYOUTS.get(len(pickled), [])
+        if any(entry.layout.admits(pickled) for entry in known):
             same_layout.append(kind)
         raw = sign(pickled)
         verdict = outcome(raw, memo)
@@ -572,8 +588,9 @@ def test_memo_never_changes_a_verdict(case: tuple[bytes, list[bytes]]) -> None:
             assert with_memo == outcome(raw)
 
 
-def test_memo_is_per_key(full_decodes: list[bytes]) -> None:
-    """Two keys, each warm with its own cluster: neither's base serves the other."""
+def test_a_new_key_takes_another_keys_base_of_its_shape(full_decodes: list[bytes]) -> None:
+    """Two keys, each warm with its own cluster (another host, other pids and ids): a
+    record of the second read under the first is rebuilt from a base, not unpickled."""
     idle, other = capture_pickle("q2_url_tz_idle.txt"), capture_pickle("q2_die_idle.txt")
     memo: DecodeMemo = {}
     warm(memo, idle, key="a")
@@ -581,7 +598,10 @@ def test_memo_is_per_key(full_decodes: list[bytes]) -> None:
     raw = sign(retimed(other, packed(datetime(2026, 11, 27, 16, 0))))
     before = len(full_decodes)
     assert outcome(raw, memo, "a") == outcome(raw, memo, "b") == outcome(raw)
-    assert len(full_decodes) == before + 2  # "b" took the fast path, "a" could not
+    assert len(full_decodes) == before + 1  # the memo-less decode only
+    # A decoder of another site (another name) has no base of it: decoded in full.
+    elsewhere = Decoder("elsewhere", SECRET)
+    assert isinstance(outcome(sign(other), {}, "c", elsewhere), str)  # signed for NAME
 
 
 # --- a one-shot decoder: remembers nothing -----------------------------------------------------

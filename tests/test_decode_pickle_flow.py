@@ -26,8 +26,8 @@ import qwatch.decode.memo
 import qwatch.decode.safe_pickle
 from qwatch.decode import DecodeError, DecodeMemo
 from qwatch.decode import memo as record_memo
-from qwatch.decode.memo import KeyMemo, _read
-from qwatch.decode.pickle_flow import DATETIME_KEYS, INT_KEYS, Flow, Slot, analyse
+from qwatch.decode.memo import Base, layout_of
+from qwatch.decode.pickle_flow import DATETIME_KEYS, INT_KEYS, TEXT_KEYS, Flow, Slot, analyse
 from qwatch.decode.safe_pickle import OpcodeLayout, stat_state
 from qwatch.values import ClusterStat
 from tests.records import (
@@ -88,13 +88,23 @@ def slot_keys(flow: Flow | None) -> set[str]:
     return {slot.key for slot in flow.slots}
 
 
+def slotted(fields: dict[str, Any]) -> set[str]:
+    """The keys of a plain Stat state that get slots: numbers, datetimes, the host, a
+    non-empty workers list, the cluster id (a pid before django-q 1.2, a UUID after)."""
+    numbers = {key for key in INT_KEYS & fields.keys() if type(fields[key]) in (int, uuid.UUID)}
+    workers = {"workers"} if fields["workers"] else set()
+    return numbers | DATETIME_KEYS | TEXT_KEYS | workers
+
+
 @pytest.mark.parametrize("data", REAL, ids=[*TEXT_CAPTURES, "built", "python 2"])
-def test_a_slot_for_every_number_and_datetime_field(data: bytes) -> None:
+def test_a_slot_for_every_field_a_value_makes(data: bytes) -> None:
+    """Every field of a real record but its status; a slot per worker."""
     fields = stat_state(data)
-    numbers = {key for key in INT_KEYS & fields.keys() if type(fields[key]) is int}
-    assert slot_keys(analyse(data)) == numbers | DATETIME_KEYS
-    # cluster_id is an int (the pid) before django-q 1.2, a UUID after.
-    assert ("cluster_id" in numbers) == (type(fields["cluster_id"]) is int)
+    assert slot_keys(analyse(data)) == slotted(fields)
+    assert "cluster_id" in slotted(fields)
+    flow = analyse(data)
+    assert flow is not None
+    assert sum(slot.key == "workers" for slot in flow.slots) == len(fields["workers"])
 
 
 @pytest.mark.parametrize("name", CRAFTED)
@@ -107,9 +117,7 @@ def test_no_slot_for_a_value_that_is_not_the_keys_alone(name: str) -> None:
     else:
         keys = slot_keys(flow)
         assert not keys & without
-        fields = stat_state(data)
-        numbers = {key for key in INT_KEYS & fields.keys() if type(fields[key]) is int}
-        assert keys == (numbers | DATETIME_KEYS) - without  # the others still are
+        assert keys == slotted(stat_state(data)) - without  # the others still are
 
 
 def test_analysis_gives_up_on_what_it_does_not_follow() -> None:
@@ -151,26 +159,35 @@ def with_bytes(data: bytes, slot: Slot, new: bytes) -> bytes:
 )
 def test_a_slot_changes_its_key_and_nothing_else(case: tuple[bytes, Slot | None, Any]) -> None:
     """The claim itself, under the real unpickler: new bytes in a slot give the state with
-    that key's value replaced by what record_memo._read makes of them, all else equal."""
+    that key's value replaced by what Base.changes makes of them, all else equal."""
     data, slot, rng = case
     if slot is None:
         return
     before = stat_state(data)
+    stat = outcome(sign(data))
+    if not isinstance(stat, ClusterStat):
+        return
+    bits = int.from_bytes(data, "little")
+    base = Base.of(data, bits, layout_of(data, bits), before, stat)
+    assert base is not None
     new = bytes(rng.randrange(256) for _ in range(slot.width))
     if rng.random() < 0.5 and slot.width == 10:  # mostly a valid datetime's state
         new = datetime(rng.randrange(1, 10000), 12, 31, 23, 59).__reduce__()[1][0]
     changed = with_bytes(data, slot, new)
-    tz = getattr(before[slot.key], "tzinfo", None)
+    found = base.changes(changed, int.from_bytes(changed, "little"))
     try:
         after = stat_state(changed)
     except DecodeError:
-        with pytest.raises(Exception):  # noqa: B017 - what datetime() raises
-            _read(new, slot.kind, tz)
+        assert found is None  # what the unpickler refuses, the memo cannot make
         event("refused")
         return
     event(f"{slot.key} changed")
-    assert after[slot.key] == _read(new, slot.kind, tz)
-    assert type(after[slot.key]) is type(_read(new, slot.kind, tz))
+    assert found is not None
+    made = dict(found[1])
+    assert made.keys() <= {slot.key}
+    value = made.get(slot.key, before[slot.key])
+    assert value == after[slot.key]
+    assert type(value) is type(after[slot.key])
     assert {k: v for k, v in after.items() if k != slot.key} == {
         k: v for k, v in before.items() if k != slot.key
     }
@@ -279,8 +296,8 @@ def test_a_slot_that_fails_its_check_falls_back_to_the_full_decode(
 
 
 def test_analysis_is_reused_for_the_same_flow(full_decodes: list[bytes]) -> None:
-    """A worker replaced (its pid is a value, not a slot): decoded in full, but the key's
-    analysis is reused; then rewrites of the slots are fast again."""
+    """The status text changed for one of the same length (a value, not a slot): decoded in
+    full, but the key's analysis is reused; then rewrites of the slots are fast again."""
     data = capture_pickle("q2_url_tz_working.txt")
     memo: DecodeMemo = {}
     with mock.patch.object(
@@ -289,10 +306,9 @@ def test_analysis_is_reused_for_the_same_flow(full_decodes: list[bytes]) -> None
         agrees(memo, data)
         agrees(memo, data)
         assert analysed.call_count == 1
-        worker = data.index(b"]\x94(M") + 4  # the first worker's BININT2 payload
-        replaced = data[:worker] + b"\x99\x99" + data[worker + 2 :]
+        replaced = data.replace(b"\x8c\x07Working", b"\x8c\x07Stopped")
         before = len(full_decodes)
-        assert agrees(memo, replaced).workers[0] == 0x9999
+        assert agrees(memo, replaced).status == "Stopped"
         assert len(full_decodes) == before + 2
         assert analysed.call_count == 1
         assert len(memo[KEY].bases) == 1  # it replaced the base of the same flow
@@ -323,11 +339,11 @@ def test_a_key_keeps_a_base_per_flow(full_decodes: list[bytes]) -> None:
 
 
 def test_key_memo_keeps_nothing_it_cannot_analyse() -> None:
-    memo = KeyMemo()
     data = duplicate_key()
-    memo.remember(data, OpcodeLayout.of(data), stat_state(data), outcome(sign(data)))
-    assert memo.bases == ()
-    assert memo.changes(data) is None
+    bits = int.from_bytes(data, "little")
+    stat = outcome(sign(data))
+    assert isinstance(stat, ClusterStat)
+    assert Base.of(data, bits, layout_of(data, bits), stat_state(data), stat) is None
 
 
 def test_an_analysis_serves_every_key_of_the_same_flow(full_decodes: list[bytes]) -> None:
@@ -363,7 +379,4 @@ def test_shared_tables_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for n in range(1, 12):  # hosts of 11 lengths: 11 pickle lengths
         assert isinstance(outcome(sign(stat_pickle(state(host="h" * n))), memo, key=n), ClusterStat)
     assert len(record_memo._LAYOUTS) == 3
-    table: dict[int, list[int]] = {}
-    for item in range(5):
-        record_memo._remember(table, "key", item, 2, 3)
-    assert table == {"key": [4, 3]}
+    assert all(len(layouts) <= 2 for layouts in record_memo._LAYOUTS.values())

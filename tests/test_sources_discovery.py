@@ -189,6 +189,7 @@ async def test_a_new_record_is_found_within_one_pass_and_dated_from_the_sweep(
         put(shared, LIVE[3])
         wraps, polls = 0, 0
         # A pass over 100 k keys is at most 100 calls of MIN_COUNT+: bounded, not luck.
+        assert not source._discovery.needs_sweep  # so what finds it is the incremental SCAN
         while cluster_id(LIVE[3]) not in ids((poll := await source.poll()).clusters):
             polls += 1
             wraps += source._discovery.cursor == b"0"
@@ -198,7 +199,8 @@ async def test_a_new_record_is_found_within_one_pass_and_dated_from_the_sweep(
             await asyncio.sleep(0.01)  # lets the budget earn: a real wait, not for an event
         assert set(poll.late) == {cluster_id(LIVE[3])}
         assert poll.late[cluster_id(LIVE[3])] <= swept_at
-        assert polls > 0  # it was found by the incremental SCAN, not the sweep
+        # (The very first poll after the put may find it: on a slow machine the budget
+        # earned during the sweep can pay for the rest of the pass at once.)
 
         # Gone from Redis: gone from the very next poll, and no longer read.
         with redis_client(shared) as client:

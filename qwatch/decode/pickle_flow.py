@@ -4,9 +4,12 @@ A live cluster rewrites its record every 0.5 s, and what moves between rewrites 
 values: the timestamp, the queue sizes, now and then the reincarnations. `analyse` says, for
 a pickle that decoded in full, which of its bytes are such values ("slots"): the payload of
 an int opcode (BININT1, BININT2, BININT) that is the value of one key of the Stat's state
-dict, or the 10 state bytes of a `datetime(<bytes>, <tzinfo>)` call that is. A pickle equal
-to it outside its slots unpickles to the same state but for those keys' values, which are
-what the new bytes make (record_memo.KeyMemo rebuilds them; the decoder checks them).
+dict, the 10 state bytes of a `datetime(<bytes>, <tzinfo>)` call that is, the text of a
+string that is (the host), the payload of each int of a list that is (the workers), or the
+number of a `UUID` that is (the cluster id: `UUID.__new__(UUID)` and one BUILD with
+`{"int": <LONG>}`). A pickle equal to it outside its slots unpickles to the same state but
+for those keys' values, which are what the new bytes make (memo.KeyMemo rebuilds them; the
+decoder checks them).
 
 Why that holds: the unpickler is a straight-line machine. Outside the slots the two pickles
 are the same bytes, so they parse into the same opcodes, lengths and memo indices (a slot is
@@ -19,8 +22,11 @@ BUILD receives, itself pushed once, whose keys are all distinct str literals. A 
 pickle could set "task_q_size" twice, feed one int to two keys or to a call, or fill the
 dict through the memo; none of those gives a slot. A datetime slot's bytes go into a
 one-use tuple, the arguments of a one-use call of the datetime global (as RecordUnpickler
-resolves it), whose result is the value. Then no other opcode ever sees a slot's object:
-new bytes there change that one value, and nothing else.
+resolves it), whose result is the value; a UUID slot's number goes into a one-use dict
+whose one key is the text "int", the one BUILD of a one-use NEWOBJ of the UUID global with
+no arguments; a list's items are one-use ints in a one-use list. Then no other opcode ever
+sees a slot's object: new bytes there change that one value, and nothing else. A slot's
+width is structure (an opcode's, or a length prefix), so it is the same wherever it applies.
 
 Anything the model does not follow exactly (an opcode reaching below a MARK, a BINGET of an
 unset index, odd item counts, a key that is not literal text) gives no analysis at all: the
@@ -28,10 +34,10 @@ memo then decodes in full. The model is stricter than the unpickler, never loose
 
 `Flow.unread` lists the bytes the analysis never read: the payloads of numbers and bytes
 literals, and the text of any string that is neither a key nor a global's name (a host, a
-status). Their content changes no opcode, length, memo index, key or global: a pickle that
-differs from an analysed one only there and in the slots has the same flow and the same
-slots, so the analysis is reused rather than run again (it costs some 40 us), by this key
-and any other.
+status) nor the key of a UUID's state. Their content changes no opcode, length, memo
+index, key or global: a pickle that differs from an analysed one only there and in the
+slots has the same flow and the same slots, so the analysis is reused rather than run again
+(it costs some 40 us), by this key and any other.
 """
 
 from __future__ import annotations
@@ -39,10 +45,12 @@ from __future__ import annotations
 import pickle
 from datetime import datetime
 from typing import Any, Final, NamedTuple
+from uuid import UUID
 
 from qwatch.decode.safe_pickle import ALLOWED_GLOBALS, PY2_STR_ENCODING
 
-# The state keys a slot may be found for: the ClusterStat fields an int or a datetime makes.
+# The state keys a slot may be found for: the ClusterStat fields an int, a datetime, a text,
+# a list of ints or a UUID makes.
 INT_KEYS: Final = frozenset(
     {
         *("cluster_id", "pid", "sentinel", "monitor", "pusher"),
@@ -50,12 +58,18 @@ INT_KEYS: Final = frozenset(
     }
 )
 DATETIME_KEYS: Final = frozenset(("tob", "timestamp"))
+TEXT_KEYS: Final = frozenset(("host",))
+LIST_KEYS: Final = frozenset(("workers",))  # a slot per item, in the list's order
+UUID_KEYS: Final = frozenset(("cluster_id",))  # django-q >= 1.2; before, the pid (an int)
 
 # How a slot's bytes are read back: as the unpickler reads them.
 UINT: Final = 0  # BININT1, BININT2: unsigned little-endian
 SINT: Final = 1  # BININT: signed little-endian
 DATETIME_BYTES: Final = 2  # datetime(<SHORT_BINBYTES>, ...), protocol 3 and later
 DATETIME_LATIN1: Final = 3  # datetime(<SHORT_BINSTRING>, ...), Python 2, a str (latin1)
+TEXT_UTF8: Final = 4  # BINUNICODE*: UTF-8, surrogates passed, as the unpickler decodes it
+TEXT_LATIN1: Final = 5  # a Python 2 str (SHORT_BINSTRING, BINSTRING), decoded as latin1
+UUID_INT: Final = 6  # the LONG1/LONG4 payload a UUID's BUILD sets as its `int`: signed
 
 DATETIME_STATE_LEN: Final = 10  # y y m d H M S us us us
 
@@ -86,7 +100,8 @@ class _GiveUp(Exception):
 # BUILD gave the object, or None.
 _KIND, _PUSHES, _VALUE, _START, _WIDTH, _ITEMS, _BUILDS = range(7)
 # _STR8 is a Python 2 str, which our unpickler decodes as latin1.
-_STR, _STR8, _INT, _BYTES, _TUPLE, _LIST, _DICT, _GLOBAL, _CALL, _OTHER = range(10)
+# _LONG is a LONG1/LONG4 literal, _NEW a NEWOBJ's object.
+_STR, _STR8, _INT, _BYTES, _LONG, _TUPLE, _LIST, _DICT, _GLOBAL, _CALL, _NEW, _OTHER = range(12)
 _TEXT = (_STR, _STR8)
 
 _Node = list[Any]
@@ -108,8 +123,8 @@ _LITERALS = {
     _op("SHORT_BINBYTES"): (1, _BYTES),
     _op("BINBYTES"): (4, _BYTES),
     _op("BINBYTES8"): (8, _BYTES),
-    _op("LONG1"): (1, _OTHER),
-    _op("LONG4"): (4, _OTHER),
+    _op("LONG1"): (1, _LONG),
+    _op("LONG4"): (4, _LONG),
 }
 _OTHERS = {_op("NONE"): 0, _op("NEWTRUE"): 0, _op("NEWFALSE"): 0, _op("BINFLOAT"): 8}
 _COUNTED_TUPLES = {_op("TUPLE1"): 1, _op("TUPLE2"): 2, _op("TUPLE3"): 3}
@@ -130,7 +145,7 @@ _INTO_BELOW_MARK = frozenset((_APPENDS, _SETITEMS))  # into the object below the
 _INTO = frozenset((_APPEND, _SETITEM))  # into the object below their argument(s)
 _CALLS = frozenset((_REDUCE, _NEWOBJ))
 _EMPTIES = frozenset((_EMPTY_DICT, _EMPTY_LIST, _EMPTY_TUPLE))
-_VALUE_LITERALS = frozenset((_BYTES, _OTHER))  # literals whose bytes the analysis never reads
+_VALUE_LITERALS = frozenset((_BYTES, _LONG))  # literals whose bytes the analysis never reads
 
 
 def _text(data: bytes, node: _Node) -> str:
@@ -216,7 +231,7 @@ def _run(data: bytes, values: list[tuple[int, int]], texts: list[_Node]) -> _Nod
                 raise _GiveUp
             args = stack.pop()
             func = stack.pop()
-            kind = _CALL if op == _REDUCE else _OTHER
+            kind = _CALL if op == _REDUCE else _NEW
             stack.append([kind, 1, (func, args), 0, 0, None, None])
         elif op in _EMPTIES:
             kind = _DICT if op == _EMPTY_DICT else _LIST if op == _EMPTY_LIST else _TUPLE
@@ -341,6 +356,52 @@ def _datetime_slot(key: str, value: _Node) -> Slot | None:
     return None
 
 
+def _text_slot(key: str, value: _Node) -> Slot | None:
+    if value[_KIND] not in _TEXT or not _used_once(value):
+        return None
+    kind = TEXT_UTF8 if value[_KIND] == _STR else TEXT_LATIN1
+    return Slot(key, value[_START], value[_WIDTH], kind)
+
+
+def _list_slots(key: str, value: _Node) -> list[Slot] | None:
+    """A list of ints, the list and each item used only there: a slot per item. The list's
+    length is structure (its items' opcodes), so it is the same in every pickle of the flow."""
+    if value[_KIND] != _LIST or not _used_once(value):
+        return None
+    slots = [_int_slot(key, item) for item in value[_ITEMS]]
+    if not all(slots):
+        return None
+    return [slot for slot in slots if slot is not None]
+
+
+def _uuid_slot(data: bytes, key: str, value: _Node) -> Slot | None:
+    """`UUID.__new__(UUID)` then one BUILD with `{"int": <LONG>}` (UUID.__getstate__ of a
+    uuid4, as Django Q pickles its cluster id): the object, the empty arguments, the state
+    and its number each used only there. UUID.__setstate__ sets `int` from that number and
+    nothing else of the record's, so the slot is the LONG's payload."""
+    if value[_KIND] != _NEW or value[_PUSHES] != 1:
+        return None
+    builds = value[_BUILDS]
+    if builds is None or len(builds) != 1:
+        return None
+    func, args = value[_VALUE]
+    if func[_KIND] != _GLOBAL or func[_VALUE] is None:
+        return None
+    if ALLOWED_GLOBALS.get(func[_VALUE]) is not UUID:
+        return None
+    if args[_KIND] != _TUPLE or not _used_once(args) or args[_ITEMS]:
+        return None
+    state = builds[0]
+    if state[_KIND] != _DICT or not _used_once(state) or len(state[_ITEMS]) != 2:
+        return None
+    name, number = state[_ITEMS]
+    if name[_KIND] not in _TEXT or _text(data, name) != "int":
+        return None
+    if number[_KIND] != _LONG or not _used_once(number):
+        return None
+    return Slot(key, number[_START], number[_WIDTH], UUID_INT)
+
+
 def analyse(data: bytes) -> Flow | None:
     """The slots of `data`, a pickle that passed the opcode walk and decoded to a Stat, and
     the bytes the analysis ignored; None where anything about it is not plain (see above)."""
@@ -365,12 +426,19 @@ def analyse(data: bytes) -> Flow | None:
         return None
     if len(set(names)) < len(names):
         return None  # a key set twice: its first value is not what the state holds
-    slots = []
+    slots: list[Slot] = []
     for name, value in zip(names, items, strict=True):
+        if name in LIST_KEYS:
+            slots.extend(_list_slots(name, value) or ())
+            continue
         if name in INT_KEYS:
             slot = _int_slot(name, value)
+            if slot is None and name in UUID_KEYS:
+                slot = _uuid_slot(data, name, value)
         elif name in DATETIME_KEYS:
             slot = _datetime_slot(name, value)
+        elif name in TEXT_KEYS:
+            slot = _text_slot(name, value)
         else:
             continue
         if slot is not None:

@@ -24,8 +24,8 @@ from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from qwatch.decode.memo import DecodeMemo, KeyMemo, layout_of
-from qwatch.decode.pickle_flow import DATETIME_KEYS, INT_KEYS
+from qwatch.decode.memo import Base, Changes, DecodeMemo, KeyMemo, fleet_base, layout_of, share
+from qwatch.decode.pickle_flow import DATETIME_KEYS, INT_KEYS, LIST_KEYS, TEXT_KEYS
 from qwatch.decode.safe_pickle import CacheUnpickler, check_opcodes, load, stat_state
 from qwatch.decode.signature import Verifier, b64decode
 from qwatch.errors import DecodeError
@@ -128,7 +128,10 @@ def _cluster_id_value(value: object, key: str = "cluster_id") -> str:
 
 
 def _host(state: dict[Any, Any]) -> str:
-    value = _field(state, "host")
+    return _host_value(_field(state, "host"))
+
+
+def _host_value(value: Any, key: str = "host") -> str:
     # Printable: the host is shown in terminals, where an escape sequence would be obeyed.
     if type(value) is not str or len(value) > 255 or not value.isprintable():
         raise DecodeError("bad field host")
@@ -136,7 +139,10 @@ def _host(state: dict[Any, Any]) -> str:
 
 
 def _workers(state: dict[Any, Any]) -> tuple[int, ...]:
-    value = _field(state, "workers")
+    return _workers_value(_field(state, "workers"))
+
+
+def _workers_value(value: Any, key: str = "workers") -> tuple[int, ...]:
     if type(value) not in (list, tuple) or not {*map(type, value)} <= {int}:
         raise DecodeError("bad field workers")
     if value and min(value) < 0:
@@ -144,9 +150,9 @@ def _workers(state: dict[Any, Any]) -> tuple[int, ...]:
     return tuple(value)
 
 
-# The check `Decoder._stat` makes of each field an int makes (the memo's int slots).
-_INT_FIELD_CHECKS: dict[str, Callable[[object, str], object]] = {
-    "cluster_id": _cluster_id_value,
+# The check `Decoder._stat` makes of each field a slot makes, but the datetimes.
+_SLOT_FIELD_CHECKS: dict[str, Callable[[Any, str], object]] = {
+    "cluster_id": _cluster_id_value,  # an int (the pid) or a UUID
     "pid": _pid,
     "sentinel": _pid,
     "monitor": _pid,
@@ -154,8 +160,10 @@ _INT_FIELD_CHECKS: dict[str, Callable[[object, str], object]] = {
     "task_q_size": _int,
     "done_q_size": _int,
     "reincarnations": _int,
+    "host": _host_value,
+    "workers": _workers_value,
 }
-assert _INT_FIELD_CHECKS.keys() == INT_KEYS
+assert _SLOT_FIELD_CHECKS.keys() == INT_KEYS | TEXT_KEYS | LIST_KEYS
 assert _FIELD_INDEX.keys() >= DATETIME_KEYS
 
 
@@ -169,7 +177,7 @@ def _status(state: dict[Any, Any]) -> str:
 class Decoder:
     """Verifies and decodes one site's records. Build once per site, reuse for every record."""
 
-    __slots__ = ("_local_tz", "_name", "_remember", "_verifier")
+    __slots__ = ("_local_tz", "_name", "_remember", "_site", "_verifier")
 
     def __init__(
         self,
@@ -181,9 +189,9 @@ class Decoder:
         remember: bool = True,
     ) -> None:
         """`remember=False` for a one-shot read (`qwatch status`): a memo passed to `decode`
-        is left empty, since no later poll would use what it keeps (a third of the cost of
-        a record); pickles still skip the opcode walk when a layout of the same run admits
-        them. Same verdicts."""
+        is left empty, since no later poll would use what it keeps; pickles still skip the
+        opcode walk when a layout of the same run admits them, and the unpickling when a
+        base of the same shape does. Same verdicts."""
         # Empty values would make Django's Signer read (unconfigured) settings instead.
         if not name or not secret_key:
             raise ValueError("Decoder needs a site name and a secret key")
@@ -192,6 +200,9 @@ class Decoder:
         self._verifier = Verifier(name, secret_key, [key for key in fallback_keys if key])
         # Naive datetimes are local time in the site's TIME_ZONE (USE_TZ=False).
         self._local_tz: tzinfo = UTC if time_zone == "UTC" else ZoneInfo(time_zone)
+        # What a ClusterStat owes to its decoder rather than its bytes: bases of other keys
+        # (memo.fleet_base) are shared under it.
+        self._site = (name, time_zone)
 
     def decode(
         self, raw: bytes | str, memo: DecodeMemo | None = None, key: Hashable = None
@@ -201,9 +212,11 @@ class Decoder:
         A caller that reads the same keys again and again (a poll loop) passes a `memo` it
         keeps, and the `key` the record was read from: a pickle that differs from one of
         that key's previous ones only in bytes that alone make a field (its timestamp, queue
-        sizes, reincarnations: qwatch.decode.pickle_flow) is then decoded from those bytes alone,
-        and one laid out like an earlier one (of any key) skips the opcode walk. Same
-        verdicts either way; the signature is verified every time.
+        sizes, reincarnations, pids, host: qwatch.decode.pickle_flow) is then decoded from
+        those bytes alone. So is one that differs so from another key's pickle of the same
+        shape (memo.fleet_base: a fleet's clusters mostly do), and one laid out like an
+        earlier one (of any key) skips the opcode walk. With no memo, every record is
+        decoded in full. Same verdicts either way; the signature is verified every time.
         """
         try:
             return self._decode(raw, memo, key)
@@ -222,28 +235,37 @@ class Decoder:
         if memo is None:
             check_opcodes(data)
             return self._stat(stat_state(data))
-        if not self._remember:
-            layout_of(data)  # the walk, or a layout that admits `data` (as for a memo)
-            return self._stat(stat_state(data))
-        seen = memo.get(key)
-        if seen is None:
-            seen = memo[key] = KeyMemo()
-        else:
-            stat = self._patched(seen, data)
+        bits = int.from_bytes(data, "little")  # for the memo's comparisons
+        seen = memo.get(key) if self._remember else None
+        if seen is not None:
+            stat = self._patched(seen.changes(data, bits))
             if stat is not None:
                 return stat
-        layout = layout_of(data)
-        state = stat_state(data)
-        stat = self._stat(state)
-        seen.remember(data, layout, state, stat)
+        layout = layout_of(data, bits)  # the walk, or a layout that admits `data`
+        # A key seen for the first time (or with a new shape): another cluster's base of the
+        # same shape, if the site has one, spares the unpickling.
+        shared = fleet_base(self._site, bits, layout)
+        stat = None if shared is None else self._patched(shared.changes(data, bits))
+        base: Base | None = None
+        if shared is not None and stat is not None:
+            if self._remember:
+                base = shared.rebased(data, bits, stat)
+        else:
+            state = stat_state(data)
+            stat = self._stat(state)
+            base = Base.of(data, bits, layout, state, stat)
+            if base is not None:
+                share(self._site, base)
+        if self._remember and base is not None:
+            if seen is None:
+                seen = memo[key] = KeyMemo()
+            seen.keep(base)
         return stat
 
-    def _patched(self, seen: KeyMemo, data: bytes) -> ClusterStat | None:
-        """The record, when `data` differs from one of the key's pickles decoded in full only in
-        bytes that alone make a field (KeyMemo.changes): those fields made and checked as
-        `_stat` checks them, the others as they were. None otherwise, and on any doubt or
-        failed check: the full decode then says what is wrong."""
-        found = seen.changes(data)
+    def _patched(self, found: Changes | None) -> ClusterStat | None:
+        """What Base.changes `found`: its base's ClusterStat with the changed fields made and
+        checked as `_stat` checks them, the others as they were. None if nothing was found, or
+        on any failed check: the full decode then says what is wrong."""
         if found is None:
             return None
         stat, changed = found
@@ -252,7 +274,7 @@ class Decoder:
         values = list(_ALL_FIELDS(stat))
         try:
             for key, value in changed:
-                check = _INT_FIELD_CHECKS.get(key)
+                check = _SLOT_FIELD_CHECKS.get(key)
                 checked = self._utc_value(value, key) if check is None else check(value, key)
                 values[_FIELD_INDEX[key]] = checked
             return ClusterStat(*values)
