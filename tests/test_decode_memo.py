@@ -489,6 +489,8 @@ def test_hostile_records_on_a_warm_key(tmp_path: Path, full_decodes: list[bytes]
         verdict = outcome(raw, memo)
         assert isinstance(verdict, str), kind
         assert verdict == outcome(raw), kind
+        # Under a key never seen, where the site's base of the warm key's shape is tried.
+        assert outcome(raw, memo, key="never seen") == verdict, kind
         # The key's base survived it: a genuine rewrite still takes the fast path.
         before = len(full_decodes)
         assert isinstance(outcome(genuine, memo), ClusterStat)
