@@ -16,10 +16,13 @@ live clusters; a 12-cell task-queue sparkline per row, a history pane with 4 spa
   frame, or a resize): layout, screen, every cell written out
 - move: ↓ then a frame: the selection moves (scrolling past the page), the pane shows the
   newly selected host's history, and the renderer writes what changed
-- poll: a Redis poll arrives and the rows are rebuilt (filter, sort, selection kept)
+- poll: a Redis poll arrives and the rows are rebuilt (filter, sort, selection kept), in
+  slices as the refresh runs it (`MonitorState.poll_steps`): all the slices, and the
+  longest one (what a key pressed meanwhile may wait for)
 - poll + frame: the same and the frame after it, with the clock a second on (every
   uptime cell changes): what the monitor does every second
-- history: a history read arrives (sparklines drawn for every row, rows rebuilt)
+- history: a history read arrives (rows rebuilt with its columns), all slices and the
+  longest
 
 Every repetition times each measure once for every (size, fleet) in turn, so load on the
 machine hits them alike. The baseline, measured in the same run, is the same frame for 0
@@ -42,7 +45,7 @@ import pstats
 import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,14 +73,25 @@ from qwatch.values import Backlog, ClusterStat, EventRow, Latest, Poll, Run
 TARGET_MS = 30.0
 MAIN_N = 200
 SITE = "shop"
-MEASURES = ("render", "full frame", "move", "poll", "poll + frame", "history")
+MEASURES = (
+    "render",
+    "full frame",
+    "move",
+    "poll",
+    "poll slice",
+    "poll + frame",
+    "history",
+    "history slice",
+)
 ABOUT = {
     "render": "(a) pure render, state -> text",
     "full frame": "(b) full frame, prompt-toolkit",
     "move": "(c) ↓ + incremental frame",
     "poll": "(d) poll arrives: rows rebuilt",
+    "poll slice": "(d) its longest slice",
     "poll + frame": "(d) poll + incremental frame",
     "history": "history read arrives",
+    "history slice": "its longest slice",
 }
 POLLS = 8  # distinct polls, handed in in turn
 EVENTS = 300  # per host, in the pane
@@ -240,6 +254,20 @@ def pure_render(s: Scenario) -> None:
     render.status(state, now, s.columns)
 
 
+def stepped(steps: Iterator[None]) -> tuple[float, float]:
+    """(all, longest) ms of a rebuild run slice by slice as `refresh.sliced` runs it, the
+    event loop's turns between the slices left out."""
+    total = longest = 0.0
+    done = False
+    while not done:
+        started = time.perf_counter()
+        done = next(steps, StopIteration) is StopIteration
+        took = (time.perf_counter() - started) * 1000
+        total += took
+        longest = max(longest, took)
+    return total, longest
+
+
 def one_round(s: Scenario) -> None:
     """Each measure once, timed; the state moves on as in use."""
     state, app = s.monitor.state, s.monitor.app
@@ -279,16 +307,17 @@ def one_round(s: Scenario) -> None:
     clusters = tuple(replace(c, timestamp=at) for c in poll)
 
     def poll_and_frame() -> None:
-        started = time.perf_counter()
-        state.set_poll(
-            Poll(SITE, at, clusters, backlogs=(Backlog(SITE, "redis", 42 + s.round % 5),))
-        )
-        times["poll"].append((time.perf_counter() - started) * 1000)
+        polled = Poll(SITE, at, clusters, backlogs=(Backlog(SITE, "redis", 42 + s.round % 5),))
+        total, longest = stepped(state.poll_steps(polled))
+        times["poll"].append(total)
+        times["poll slice"].append(longest)
         frame(s)
 
     timed("poll + frame", poll_and_frame)
     history = s.fleet.histories[s.round % 2]
-    timed("history", lambda: state.set_table_history(replace(history, at=at)))
+    total, longest = stepped(state.table_history_steps(replace(history, at=at)))
+    times["history"].append(total)
+    times["history slice"].append(longest)
     frame(s)  # untimed: draw what the history changed before the next round
 
 

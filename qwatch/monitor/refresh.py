@@ -28,7 +28,7 @@ from qwatch.monitor.records import (
     StoreKind,
     TableHistory,
 )
-from qwatch.monitor.state import MonitorState
+from qwatch.monitor.state import MonitorState, Steps
 from qwatch.retry import backoff
 from qwatch.sources import StatSource
 from qwatch.sources.redis import RedisReplyError
@@ -82,7 +82,7 @@ async def watch_redis(
                 if not version_known:
                     state.set_version(site.name, await _version(source))
                     version_known = True
-            state.set_poll(poll)
+            await sliced(state.poll_steps(poll))
             failures = 0
             # Only this thread's CPU: waiting on the server costs nothing. What other tasks
             # ran while the poll awaited is counted too, which errs on the side of less.
@@ -106,6 +106,14 @@ async def watch_redis(
         invalidate()
         delay = backoff(failures, pace_s, max(REDIS_RETRY_MAX_S, pace_s))
         await asyncio.sleep(max(0.0, delay - (loop.time() - started)))
+
+
+async def sliced(steps: Steps) -> None:
+    """A rebuild of the rows, with the event loop run between its slices: a key pressed
+    meanwhile is answered, and a frame drawn, before the rebuild is done (it swaps the new
+    rows in at its last step, so no frame shows them half-built)."""
+    for _ in steps:
+        await asyncio.sleep(0)
 
 
 def paced(every_s: float, cost_s: float, budget: float | None = None) -> float:
@@ -220,7 +228,7 @@ class StoreWatcher:
         every = HISTORY_EVERY_S.get(rng.label, 10.0)
         if _due(self._table_read, (rng.label,), clock, every):
             history = await table_history(conn, list(state.sites), rng, now)
-            state.set_table_history(history)
+            await sliced(state.table_history_steps(history))
             self._table_read = (rng.label, clock)
         target = state.pane_target
         if target is not None and _due(self._pane_read, (*target, rng.label), clock, every):

@@ -8,10 +8,11 @@ the sort or filter changes, never while drawing a frame.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import TypeVar
 
 from qwatch.alerts.rules import Alert
 from qwatch.config import Site
@@ -32,6 +33,22 @@ DEFAULT_RANGE = "1h"
 # poll may well still be in Redis, so it is not called gone yet.
 RECORD_TTL = timedelta(seconds=3)
 _STATE_RANK = {name: rank for rank, name in enumerate(STATES)}
+# Rows built, or sort keys made, between two turns of the event loop when a rebuild runs in
+# slices (`MonitorState.poll_steps`): at 10,000 clusters a rebuild in one piece took
+# ~30 ms, and a key pressed meanwhile waited for all of it.
+REBUILD_SLICE = 1000
+
+Steps = Iterator[None]  # a rebuild in slices: the event loop may run at each yield
+T = TypeVar("T")
+
+
+def run_through(steps: Generator[None, None, T]) -> T:
+    """Work written in slices (it yields between them), done in one piece."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
 
 class Source(StrEnum):
@@ -98,6 +115,7 @@ class SiteLive:
 
 
 _TIE = operator.attrgetter("host", "site", "cluster_id")
+_FIRST = operator.itemgetter(0)
 _NUMBERS = {"pool": "pool", "tq": "tq", "rq": "rq", "rc": "rc", "up": "uptime_s", "rc1h": "rc_hour"}
 
 
@@ -126,14 +144,34 @@ def matches(row: Row, text: str) -> bool:
 
 def arrange(rows: Sequence[Row], key: str, reverse: bool, text: str) -> list[Row]:
     """Filter, then sort: live clusters first, then the ones from history, each sorted."""
-    kept = [r for r in rows if matches(r, text)] if text.strip() else list(rows)
+    return run_through(arrange_steps(rows, key, reverse, text))[0]
+
+
+def arrange_steps(
+    rows: Sequence[Row], key: str, reverse: bool, text: str
+) -> Generator[None, None, tuple[list[Row], int]]:
+    """`arrange` in slices; returns the rows and how many of them are live.
+
+    The sort keys are made a slice at a time; the sort itself, of ready-made keys, is one
+    piece (~3 ms for 10,000 rows)."""
     by = sort_value(key)
-    live = sorted((r for r in kept if r.source is Source.LIVE), key=by)
-    other = sorted((r for r in kept if r.source is not Source.LIVE), key=by)
-    if reverse:
+    needle = text.strip()
+    live: list[tuple[tuple[object, ...], Row]] = []
+    other: list[tuple[tuple[object, ...], Row]] = []
+    for start in range(0, len(rows), REBUILD_SLICE):
+        for row in rows[start : start + REBUILD_SLICE]:
+            if needle and not matches(row, text):
+                continue
+            (live if row.source is Source.LIVE else other).append((by(row), row))
+        yield
+    # The keys end in (host, site, cluster_id), unique per run: rows never compare.
+    live.sort(key=_FIRST)
+    other.sort(key=_FIRST)
+    if reverse:  # after the sort, as the table always did: ties reversed too
         live.reverse()
         other.reverse()
-    return live + other
+    yield
+    return [row for _, row in live] + [row for _, row in other], len(live)
 
 
 @dataclass
@@ -166,6 +204,10 @@ class MonitorState:
     _all: list[Row] = field(default_factory=list)
     _trends: dict[RunKey, tuple[float | None, ...]] = field(default_factory=dict)
     _rc_hour: dict[RunKey, int] = field(default_factory=dict)
+    # Handed in, and not in the rows yet: a rebuild in slices is under way.
+    _pending_polls: dict[str, Poll] = field(default_factory=dict)
+    _pending_history: TableHistory | None = None
+    _generation: int = 0  # of the rebuilds begun: only the newest may swap its rows in
 
     @classmethod
     def for_sites(cls, sites: Sequence[Site], **kwargs: object) -> MonitorState:
@@ -174,9 +216,18 @@ class MonitorState:
     # --- what the background tasks hand in --------------------------------------------
 
     def set_poll(self, poll: Poll) -> None:
-        live = self.sites[poll.site]
-        live.poll, live.error, live.down_since = poll, None, None
-        self._rebuild()
+        """`poll_steps` in one piece."""
+        for _ in self.poll_steps(poll):
+            pass
+
+    def poll_steps(self, poll: Poll) -> Steps:
+        """Hand in a poll and rebuild the rows from it, in slices: the refresh runs the event
+        loop at each step, so a key is answered between two slices. Until the last step the
+        rows, and the site's poll, are the previous ones: a frame never shows a half-built
+        table. A rebuild overtaken by a newer one (another poll, a history read) stops
+        without swapping anything in; the newer one carries this poll too."""
+        self._pending_polls[poll.site] = poll
+        return self._rebuild_steps()
 
     def set_redis_error(self, site: str, message: str, at: datetime) -> None:
         live = self.sites[site]
@@ -198,14 +249,15 @@ class MonitorState:
         self.alerts = tuple(alerts)
 
     def set_table_history(self, history: TableHistory) -> None:
-        """The rows' history columns; sparklines are drawn for the rows on screen only."""
-        self.table_history = history
-        keys = {run.pk: run.key for run in history.runs}
-        self._trends = {
-            keys[pk]: tuple(values) for pk, values in history.tq_slots.items() if pk in keys
-        }
-        self._rc_hour = {keys[pk]: n for pk, n in history.rc_hour.items() if pk in keys}
-        self._rebuild()
+        """`table_history_steps` in one piece."""
+        for _ in self.table_history_steps(history):
+            pass
+
+    def table_history_steps(self, history: TableHistory) -> Steps:
+        """The rows' history columns, rebuilt in slices as `poll_steps` does; sparklines are
+        drawn for the rows on screen only."""
+        self._pending_history = history
+        return self._rebuild_steps()
 
     def set_pane(self, pane: HostHistory) -> None:
         if self.pane is None or (pane.site, pane.host) != (self.pane.site, self.pane.host):
@@ -323,12 +375,16 @@ class MonitorState:
 
     def _rearrange(self) -> None:
         before = self.selected
-        self._set_rows(arrange(self._all, self.sort_key, self.sort_reverse, self.filter_text))
+        self._set_rows(
+            *run_through(
+                arrange_steps(self._all, self.sort_key, self.sort_reverse, self.filter_text)
+            )
+        )
         self._reselect(before)
 
-    def _set_rows(self, rows: list[Row]) -> None:
+    def _set_rows(self, rows: list[Row], live_count: int) -> None:
         self.rows = rows
-        self.live_count = sum(1 for r in rows if r.source is Source.LIVE)
+        self.live_count = live_count
 
     def _reselect(self, before: Row | None) -> None:
         """Keep the same cluster selected, or the same host, or the same place."""
@@ -345,59 +401,115 @@ class MonitorState:
         if self.pane_target != target:
             self.wake()
 
-    def _rebuild(self) -> None:
-        before = self.selected
+    def _rebuild_steps(self) -> Steps:
+        """Begins a rebuild from what was handed in so far (a newer one begun before this
+        one swaps makes it stop); the generator does the work."""
+        self._generation += 1
+        polls = {
+            name: self._pending_polls.get(name, live.poll) for name, live in self.sites.items()
+        }
+        return self._rebuilding(self._generation, polls, self._pending_history)
+
+    def _rebuilding(
+        self, generation: int, polls: dict[str, Poll | None], history: TableHistory | None
+    ) -> Steps:
+        if history is not None:
+            keys = {run.pk: run.key for run in history.runs}
+            rc_hours = {keys[pk]: n for pk, n in history.rc_hour.items() if pk in keys}
+            yield
+            trends: dict[RunKey, tuple[float | None, ...]] = {}
+            slots = list(history.tq_slots.items())
+            for start in range(0, len(slots), REBUILD_SLICE):
+                trends.update(
+                    (keys[pk], tuple(values))
+                    for pk, values in slots[start : start + REBUILD_SLICE]
+                    if pk in keys
+                )
+                yield
+        else:
+            history, trends, rc_hours = self.table_history, self._trends, self._rc_hour
         rows: list[Row] = []
         live_keys: set[RunKey] = set()
-        rc_hour, trends, live_source = self._rc_hour.get, self._trends.get, Source.LIVE
+        rc_hour, trend, live_source = rc_hours.get, trends.get, Source.LIVE
         for live in self.sites.values():
-            poll = live.poll
+            poll = polls[live.site.name]
             if poll is None:
                 continue
             # Names bound once and Row built positionally (its field order): 10,000 rows
             # are rebuilt every poll, and each lookup in the loop costs.
             name, at = poll.site, poll.at
             workers, limit = live.site.workers, live.site.queue_limit
-            for stat in poll.clusters:
-                cluster_id, tob = stat.cluster_id, stat.tob
-                key = (stat.name, cluster_id, tob)
-                live_keys.add(key)
-                rows.append(
-                    Row(
-                        name,
-                        stat.host,
-                        cluster_id,
-                        tob,
-                        stat.status,
-                        live_source,
-                        len(stat.workers),  # stat.pool
-                        stat.task_q_size,
-                        stat.done_q_size,
-                        stat.reincarnations,
-                        (stat.timestamp - tob).total_seconds(),  # stat.uptime_s
-                        at,
-                        None,  # gone_at
-                        workers,
-                        limit,
-                        rc_hour(key),
-                        trends(key),
+            clusters = poll.clusters
+            for start in range(0, len(clusters), REBUILD_SLICE):
+                for stat in clusters[start : start + REBUILD_SLICE]:
+                    cluster_id, tob = stat.cluster_id, stat.tob
+                    key = (stat.name, cluster_id, tob)
+                    live_keys.add(key)
+                    rows.append(
+                        Row(
+                            name,
+                            stat.host,
+                            cluster_id,
+                            tob,
+                            stat.status,
+                            live_source,
+                            len(stat.workers),  # stat.pool
+                            stat.task_q_size,
+                            stat.done_q_size,
+                            stat.reincarnations,
+                            (stat.timestamp - tob).total_seconds(),  # stat.uptime_s
+                            at,
+                            None,  # gone_at
+                            workers,
+                            limit,
+                            rc_hour(key),
+                            trend(key),
+                        )
                     )
-                )
-        rows += self._stored_rows(live_keys)
+                yield
+        yield from self._stored_rows(history, polls, live_keys, rc_hours, trends, rows)
+        # A key may change the sort or the filter while this runs: arrange again until the
+        # order made is the one asked for now.
+        arranged: tuple[list[Row], int] = ([], 0)
+        asked: tuple[str, bool, str] | None = None
+        while asked != (self.sort_key, self.sort_reverse, self.filter_text):
+            asked = (self.sort_key, self.sort_reverse, self.filter_text)
+            arranged = yield from arrange_steps(rows, *asked)
+        if generation != self._generation:
+            return  # overtaken: the newer rebuild has everything this one had, and more
+        # The swap, in one piece: what a frame draws changes all at once.
+        before = self.selected
+        for name, poll in polls.items():
+            live = self.sites[name]
+            if poll is not live.poll:
+                live.poll, live.error, live.down_since = poll, None, None
+        self._pending_polls.clear()
+        self.table_history, self._trends, self._rc_hour = history, trends, rc_hours
+        self._pending_history = None
         self._all = rows
-        self._set_rows(arrange(rows, self.sort_key, self.sort_reverse, self.filter_text))
+        self._set_rows(*arranged)
         self._reselect(before)
 
-    def _stored_rows(self, live_keys: set[RunKey]) -> list[Row]:
-        """Runs from the history that are not in Redis now: gone, or not yet read."""
-        if self.table_history is None:
-            return []
-        rows = []
-        for run in self.table_history.runs:
+    def _stored_rows(
+        self,
+        history: TableHistory | None,
+        polls: dict[str, Poll | None],
+        live_keys: set[RunKey],
+        rc_hour: dict[RunKey, int],
+        trends: dict[RunKey, tuple[float | None, ...]],
+        rows: list[Row],
+    ) -> Steps:
+        """Appends to `rows` the runs from the history that are not in Redis now: gone, or
+        not yet read."""
+        if history is None:
+            return
+        for index, run in enumerate(history.runs):
+            if index % REBUILD_SLICE == REBUILD_SLICE - 1:
+                yield
             live = self.sites.get(run.site)
             if live is None or run.key in live_keys:
                 continue
-            poll = live.poll
+            poll = polls[run.site]
             polled = poll is not None
             if poll is None and run.ended_at is not None:
                 continue  # before the first poll, show only what was running
@@ -422,8 +534,7 @@ class MonitorState:
                     gone_at=gone_at,
                     workers=live.site.workers,
                     queue_limit=live.site.queue_limit,
-                    rc_hour=self._rc_hour.get(run.key),
-                    trend=self._trends.get(run.key),
+                    rc_hour=rc_hour.get(run.key),
+                    trend=trends.get(run.key),
                 )
             )
-        return rows
