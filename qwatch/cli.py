@@ -125,7 +125,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             max_backlog=args.max_backlog,
             max_sample_age_s=max_age,
         )
-        settings = settings_from(args)
+        # Only --max-sample-age reads the history; without it, check opens no database.
+        settings = settings_from(args, database=max_age is not None)
         settings.require_secret()
         verdict = asyncio.run(probe.run(settings, limits))
     except QwatchError as exc:

@@ -31,8 +31,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from qwatch.alerts import rules
 from qwatch.alerts.dispatch import Dispatcher, SiteAlerts
-from qwatch.alerts.rules import Alert, Evaluator, Threshold
+from qwatch.alerts.rules import Alert, Evaluator
 from qwatch.alerts.silences import Silence
+from qwatch.alerts.thresholds import DEFAULTS, REINCARNATION_STORM, RESTART_LOOP, Threshold
 from qwatch.config import Settings, Site, safe_url
 from qwatch.errors import SourceUnavailable, Unavailable, one_line
 from qwatch.events import SampleClock, Tracker, key_of
@@ -124,7 +125,7 @@ class SiteLoop:
     retry_at: float = 0.0  # loop time before which a failed Redis is not tried again
     # What the last tick read, for the listener: the poll, or why Redis was not read.
     last_poll: Poll | None = None
-    alert_rules: Mapping[str, Threshold] = field(default_factory=lambda: rules.DEFAULTS)
+    alert_rules: Mapping[str, Threshold] = field(default_factory=lambda: DEFAULTS)
     alerts: SiteAlerts | None = None  # while sampling: resumed from the alerts table
 
     def __post_init__(self) -> None:
@@ -399,9 +400,7 @@ class SeedFn:
         """A site's alert rules resumed: the alerts the table holds as firing (and what was
         sent for them), the hosts that had a cluster, the events of the counting windows."""
         now = utcnow()
-        window = max(
-            thresholds[rule].window_s for rule in (rules.RESTART_LOOP, rules.REINCARNATION_STORM)
-        )
+        window = max(thresholds[rule].window_s for rule in (RESTART_LOOP, REINCARNATION_STORM))
         try:
             async with self.engine.connect() as conn:
                 stored = await reads.alerts(conn, sites=[site])

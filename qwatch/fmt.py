@@ -131,4 +131,6 @@ def iso(moment: datetime | None) -> str | None:
     """ISO 8601 in UTC with an explicit offset, or None: the form of CSV and JSON."""
     if moment is None:
         return None
-    return moment.astimezone(UTC).isoformat()
+    if moment.tzinfo is not UTC:  # the decoder's times are UTC already: no conversion
+        moment = moment.astimezone(UTC)
+    return moment.isoformat()

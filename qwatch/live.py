@@ -47,13 +47,14 @@ UNKNOWN_QUEUE = "unknown"
 
 
 def cluster_json(stat: ClusterStat) -> dict[str, object]:
+    """One cluster of `status --json` and /api/clusters, built for each on every read."""
     return {
         "name": stat.name,
         "cluster_id": stat.cluster_id,
         "host": stat.host,
         "pid": stat.pid,
         "sentinel": stat.sentinel,
-        "workers": list(stat.workers),
+        "workers": stat.workers,  # json writes a tuple as an array: no copy to a list
         "pool": stat.pool,
         "status": stat.status,
         "task_q_size": stat.task_q_size,

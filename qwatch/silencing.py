@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from qwatch import output
-from qwatch.alerts.rules import RULES
 from qwatch.alerts.silences import ALL, Silence
+from qwatch.alerts.thresholds import RULES
 from qwatch.config import Settings
 from qwatch.durations import parse_duration
 from qwatch.errors import UserError

@@ -12,8 +12,9 @@ import pytest
 from aiohttp import web
 
 from qwatch.alerts.dispatch import RETRY_FAILED_S, Dispatcher, SiteAlerts
-from qwatch.alerts.rules import Alert, Evaluator, Poll, Threshold
+from qwatch.alerts.rules import Alert, Evaluator, Poll
 from qwatch.alerts.silences import Silence
+from qwatch.alerts.thresholds import Threshold
 from qwatch.config import AlertSettings, WebhookTarget
 from tests.helpers import cluster_stat, free_port, wait_for_async
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from qwatch.alerts.rules import (
+from qwatch.alerts.rules import Alert, Evaluator, Poll
+from qwatch.alerts.thresholds import (
     CLUSTER_DOWN,
     DEFAULTS,
     QUEUE_FULL,
@@ -24,9 +25,6 @@ from qwatch.alerts.rules import (
     RULES,
     STUCK,
     TAKES,
-    Alert,
-    Evaluator,
-    Poll,
     Threshold,
 )
 from qwatch.values import REINCARNATED, RESTARTED, ClusterStat

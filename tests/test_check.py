@@ -139,3 +139,19 @@ def test_backlog_limit_applies_per_queue_and_unknown_is_not_ok():
     # a down cluster stays CRITICAL whatever the backlog
     got = evaluate([poll(backlogs=unknown)], Thresholds(min_clusters=1, max_backlog=2), T0, None)
     assert got.status is Status.CRITICAL
+
+
+def test_the_database_url_is_parsed_only_when_the_history_is_read(redis_server):
+    """Like `status`, a check without --max-sample-age opens no database: the URL's scheme
+    is checked, the rest (by SQLAlchemy, 0.1 s to import) only when the history is read."""
+    unparsable = "postgresql://qwatch@db:port/q"  # a port that is not a number
+    env = qwatch_env("qwatchcheck", redis_server.url, unparsable)
+    code, line = check("--max-sample-age", "60s", env=env)
+    assert code == 3 and "QWATCH_DATABASE_URL: cannot parse" in line
+    assert check(env=env)[0] == 0
+    code, line = check(env={**env, "QWATCH_DATABASE_URL": "oracle://db/q"})
+    assert code == 3 and "unsupported scheme 'oracle'" in line
+    script = "import sys\nfrom qwatch.cli import main\nmain(['check'])\n"
+    script += "print('sqlalchemy' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.stdout.splitlines()[-1] == "False", done.stderr

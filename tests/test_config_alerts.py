@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qwatch.alerts.rules import CLUSTER_DOWN, DEFAULTS, RESTART_LOOP, STUCK, Threshold
+from qwatch.alerts.thresholds import CLUSTER_DOWN, DEFAULTS, RESTART_LOOP, STUCK, Threshold
 from qwatch.config import (
     AlertSettings,
     CommandTarget,

@@ -62,3 +62,12 @@ def test_the_shared_values_import_nothing_heavy(module: str) -> None:
     loaded = loaded_by(module)
     for heavy in ("django", "sqlalchemy", "prompt_toolkit", "asyncio_redis", "qwatch.decode"):
         assert not _under(loaded, heavy), heavy
+
+
+def test_the_settings_load_neither_the_rule_engine_nor_unused_parsers() -> None:
+    """Every command loads the settings, so `qwatch status` pays for what they import: the
+    [alerts] table is checked against the rules' names alone, TOML is parsed only when a
+    file is there, a database URL by SQLAlchemy only for a command that opens it."""
+    loaded = loaded_by("qwatch.config")
+    for unused in ("qwatch.alerts.rules", "qwatch.events", "tomllib", "sqlalchemy"):
+        assert not _under(loaded, unused), unused

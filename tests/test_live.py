@@ -8,13 +8,18 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from qwatch import live
+from qwatch.values import Backlog, Poll, Skipped
 from tests.helpers import wait_for
 from tests.plugins.qcluster import SECRET_KEY
 from tests.plugins.qwatch_daemon import qwatch_env, run_qwatch
 from tests.plugins.redis_server import redis_client
+from tests.records import DECODER, TEXT_CAPTURES, read_record
 
 NAME = "qwatchtest"
 
@@ -178,3 +183,51 @@ def test_bad_settings_are_one_line_and_exit_2(args, needle, tmp_path):
 
 def _without_qwatch(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if not k.startswith("QWATCH_")}
+
+
+def test_status_json_is_the_document_it_always_was():
+    """`as_json` on real decoded captures (and a time not in UTC) gives the very text
+    the first construction gave: a list per cluster's workers, every time converted to UTC,
+    json's default circular check. Only its cost changed."""
+    stats = [DECODER.decode(read_record(name)) for name in TEXT_CAPTURES]
+    paris = timezone(timedelta(hours=1))
+    stats.append(replace(stats[0], tob=stats[0].tob.astimezone(paris)))
+    polls = [
+        Poll(
+            "researchq",
+            datetime.now(UTC),
+            tuple(stats),
+            (Skipped("k", "bad"),),
+            (
+                Backlog("researchq", "redis", 3, 1.23456),
+                Backlog("other", "redis", None, None, "unreadable"),
+            ),
+        )
+    ]
+
+    def first(stat):
+        return {
+            "name": stat.name,
+            "cluster_id": stat.cluster_id,
+            "host": stat.host,
+            "pid": stat.pid,
+            "sentinel": stat.sentinel,
+            "workers": list(stat.workers),
+            "pool": stat.pool,
+            "status": stat.status,
+            "task_q_size": stat.task_q_size,
+            "done_q_size": stat.done_q_size,
+            "reincarnations": stat.reincarnations,
+            "tob": stat.tob.astimezone(UTC).isoformat(),
+            "timestamp": stat.timestamp.astimezone(UTC).isoformat(),
+            "uptime_s": round(stat.uptime_s, 3),
+            "queue": "unknown",
+        }
+
+    document = {
+        "clusters": [first(s) for s in stats],
+        "backlogs": [live.backlog_json(b) for b in polls[0].backlogs],
+        "skipped": [{"key": "k", "reason": "bad"}],
+    }
+    assert live.as_json(polls) == json.dumps(document, separators=(",", ":"))
+    assert live.as_json(polls, pretty=True) == json.dumps(document, indent=2)

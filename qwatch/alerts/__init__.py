@@ -1,6 +1,7 @@
 """Alerts: rules over each poll, the messages they become, and the targets they go to.
 
 Modules, each with one job:
+    thresholds the rules' names and knobs (the settings read them; light to import)
     rules      pure: one site's polls and events in, alerts firing and resolved out
     payloads   pure: the bodies sent (Alertmanager webhook, Slack text, command env, email)
     notify     I/O: delivery to webhook, command and email targets, with timeouts and retries

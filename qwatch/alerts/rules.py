@@ -1,7 +1,7 @@
 """The alert rules over one site's polls (pure: the poll's time is the only clock).
 
 Six rules, each on by default, each with a threshold the configuration can change or switch
-off (`Threshold`, `DEFAULTS`):
+off (qwatch.alerts.thresholds: `Threshold`, `DEFAULTS`):
 
     cluster_down         per host     a host that had a live cluster has none for `for` (60 s)
     restart_loop         per host     `count` restarts within `window` (3 in 15 min)
@@ -32,17 +32,21 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from qwatch.alerts.thresholds import (
+    CLUSTER_DOWN,
+    DEFAULTS,
+    QUEUE_FULL,
+    REDIS_UNREACHABLE,
+    REINCARNATION_STORM,
+    RESTART_LOOP,
+    RULES,
+    STUCK,
+    TAKES,
+    Threshold,
+)
 from qwatch.events import DEFAULT_GAP_GRACE_S
 from qwatch.fmt import duration
 from qwatch.values import REINCARNATED, RESTARTED, ClusterStat
-
-CLUSTER_DOWN = "cluster_down"
-RESTART_LOOP = "restart_loop"
-REINCARNATION_STORM = "reincarnation_storm"
-STUCK = "stuck"
-QUEUE_FULL = "queue_full"
-REDIS_UNREACHABLE = "redis_unreachable"
-RULES = (CLUSTER_DOWN, RESTART_LOOP, REINCARNATION_STORM, STUCK, QUEUE_FULL, REDIS_UNREACHABLE)
 
 CRITICAL = "critical"
 WARNING = "warning"
@@ -50,35 +54,6 @@ WARNING = "warning"
 # A cluster in these states takes tasks; Stopping and Stopped ones are on their way out.
 LIVE_STATES = frozenset({"Starting", "Idle", "Working"})
 
-
-@dataclass(frozen=True, slots=True)
-class Threshold:
-    """One rule's knobs. `for_s` applies to the duration rules, `count`/`window_s` to the
-    counting ones (`TAKES` says which); a rule ignores the others."""
-
-    enabled: bool = True
-    for_s: float = 0.0
-    count: int = 1
-    window_s: float = 0.0
-
-
-DEFAULTS: Mapping[str, Threshold] = MappingProxyType(
-    {
-        CLUSTER_DOWN: Threshold(for_s=60),
-        RESTART_LOOP: Threshold(count=3, window_s=15 * 60),
-        REINCARNATION_STORM: Threshold(count=10, window_s=10 * 60),
-        STUCK: Threshold(for_s=10 * 60),
-        QUEUE_FULL: Threshold(for_s=5 * 60),
-        REDIS_UNREACHABLE: Threshold(for_s=30),
-    }
-)
-# The settings each rule takes, as written in [alerts.rules.NAME].
-TAKES: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {
-        rule: ("count", "window") if rule in (RESTART_LOOP, REINCARNATION_STORM) else ("for",)
-        for rule in RULES
-    }
-)
 SEVERITY: Mapping[str, str] = MappingProxyType(
     {
         CLUSTER_DOWN: CRITICAL,

@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote
 
-from qwatch.alerts.rules import DEFAULTS, RULES, TAKES, Threshold
+from qwatch.alerts.thresholds import DEFAULTS, RULES, TAKES, Threshold
 from qwatch.config.urls import split_url
 from qwatch.config.values import ConfigError, is_int
 from qwatch.durations import DurationError, parse_duration

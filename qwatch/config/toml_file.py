@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -98,6 +97,9 @@ def find_config(config_path: str | None, cwd: Path) -> tuple[Path | None, str]:
 
 
 def read_toml(path: Path, label: str) -> dict[str, Any]:
+    # Imported here: most runs of `qwatch status` read no file, and need not load the parser.
+    import tomllib
+
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:

@@ -21,7 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from qwatch.alerts.rules import RULES
+from qwatch.alerts.thresholds import RULES
 from qwatch.serve.state import DURATION_BUCKETS, Lingering, View
 from qwatch.values import STATES
 
