@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import UTC, datetime
 
 from qwatch import output
 
@@ -21,10 +22,16 @@ def test_csv_round_trips_and_leaves_none_empty() -> None:
 
 
 def test_json() -> None:
-    document = {"a": [1, None], "b": {"c": "é"}}
+    moment = datetime(2025, 3, 1, 10, 0, 5, tzinfo=UTC)
+    document = {"a": [1, None], "b": {"c": "é\x1b[2J"}, 3: moment}
     compact = output.json(document)
-    assert compact == '{"a":[1,null],"b":{"c":"\\u00e9"}}'  # one line, C encoder's output
+    # One line, text beyond ASCII as itself, a control character escaped (never obeyed by a
+    # terminal that shows the output), a datetime as isoformat() writes it.
+    assert compact == '{"a":[1,null],"b":{"c":"é\\u001b[2J"},"3":"2025-03-01T10:00:05+00:00"}'
     pretty = output.json(document, pretty=True)
     assert pretty.splitlines()[:3] == ["{", '  "a": [', "    1,"]
-    assert json.loads(compact) == json.loads(pretty) == document
+    expected = json.loads(json.dumps(document, default=datetime.isoformat))
+    assert json.loads(compact) == json.loads(pretty) == expected
+    # Indented as json.dumps(indent=2) indents, but for the text beyond ASCII.
+    assert pretty == json.dumps(document, indent=2, ensure_ascii=False, default=datetime.isoformat)
     assert output.json_cell({"b": 1, "a": 2}) == '{"a": 2, "b": 1}'
