@@ -8,9 +8,11 @@ cell's style resolved through the monitor's style sheet to the colour it is draw
 from __future__ import annotations
 
 import asyncio
+import importlib
 import io
 import re
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output.vt100 import Vt100_Output
 from prompt_toolkit.styles import Attrs
 
+import qwatch.monitor.app as app_module
 from qwatch.config import DaemonSettings, Settings, Site
 from qwatch.daemon import run_daemon
 from qwatch.monitor import refresh
@@ -401,3 +404,30 @@ async def test_without_history_a_hint_skipped_records_and_ctrl_c(
     assert screen.attrs("skipped 1").bgcolor == "ansiyellow"
     screen.keys("\x03")
     await screen.until(lambda: not screen.monitor.app.is_running, "Ctrl-C to quit")
+
+
+async def test_history_imports_run_off_the_loop_then_what_lives_is_frozen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The history's imports (SQLAlchemy) run in a worker thread, so a key pressed meanwhile
+    is answered; then gc.freeze(), before the history's first read."""
+    calls: list[tuple[str, object]] = []
+    real_import = importlib.import_module
+
+    def import_module(name: str) -> object:
+        calls.append(("import " + name, threading.current_thread()))
+        return real_import(name)
+
+    class Store:
+        async def run(self) -> None:
+            calls.append(("store.run", threading.current_thread()))
+
+    monkeypatch.setattr(app_module.importlib, "import_module", import_module)
+    monkeypatch.setattr(app_module.gc, "freeze", lambda: calls.append(("freeze", None)))
+    monitor = Monitor(settings=None, state=None, app=None, sources=[], store=Store())  # type: ignore[arg-type]
+    polled = asyncio.Event()
+    polled.set()
+    await monitor._history_after(polled)
+    loop_thread = threading.current_thread()
+    assert [name for name, _ in calls] == ["import qwatch.store.reads", "freeze", "store.run"]
+    assert calls[0][1] is not loop_thread and calls[2][1] is loop_thread

@@ -8,6 +8,8 @@ closes what it opened. Full screen: leaving restores the terminal.
 from __future__ import annotations
 
 import asyncio
+import gc
+import importlib
 import logging
 import signal
 from collections import deque
@@ -63,6 +65,15 @@ class Monitor:
                 await polled.wait()
         except TimeoutError:
             pass
+        # The history's imports (SQLAlchemy: ~0.1 s here) in a thread: on the loop they held
+        # a key pressed then for all of it; in a thread the loop gets the GIL back within
+        # Python's switch interval (5 ms).
+        await asyncio.to_thread(importlib.import_module, "qwatch.store.reads")
+        # Everything alive now (modules, classes, prompt-toolkit's and SQLAlchemy's tables)
+        # lives as long as the monitor: frozen, no collection walks it again. Each poll at
+        # 10,000 clusters ends in a full collection, which stopped the loop 50-60 ms and now
+        # 11-19 ms, what a key pressed then waits (docs/performance.md, section 12).
+        gc.freeze()
         await self.store.run()
 
     async def run(self, *, handle_signals: bool = True) -> int:
