@@ -25,7 +25,10 @@ time (user + sys) its rusage, its peak RSS /usr/bin/time's. The table gives medi
 the rounds and each row's ratios to get_all and to the floor, in wall time and, steadier on
 a shared machine, in CPU time.
 
-    .venv/bin/python benchmarks/cold_status.py [-n 10000] [--rounds 5]
+Then the decode path alone, in-process: qwatch's one-shot decoder (as `status` runs it)
+and the floor's decode on the same records, best of --decode-rounds rounds each.
+
+    .venv/bin/python benchmarks/cold_status.py [-n 10000] [--rounds 5] [--decode-rounds 7]
 """
 
 from __future__ import annotations
@@ -223,10 +226,43 @@ def table(results: dict[str, list[tuple[float, float, int]]]) -> str:
     return "\n".join(lines)
 
 
+def decode_path(n: int, rounds: int) -> tuple[float, float]:
+    """The decode path alone, in this process: µs a record for qwatch's one-shot decoder
+    (as `status` runs it: `remember=False`, the layouts and fleet bases shared by all keys,
+    cleared before each round so each round pays for its first records of each shape) and
+    for the floor's decode, on the same N records; the best of `rounds` rounds each."""
+    from django.conf import settings
+
+    from benchmarks import seed
+    from qwatch.decode import Decoder
+    from qwatch.decode.memo import DecodeMemo, forget_shared
+
+    if not settings.configured:  # the site's SECRET_KEY, to sign; no Redis is used here
+        seed.configure_django("redis://127.0.0.1:1/0")
+    records = [variants[0] for variants in seed.make_values(seed.make_specs(n), variants=1)]
+    raw = [r if isinstance(r, bytes) else r.encode() for r in records]
+    decoder = Decoder(seed.SITE, seed.SECRET_KEY, remember=False)
+    key = floor_decode.signing_key(seed.SITE, seed.SECRET_KEY)
+    best_qwatch = best_floor = float("inf")
+    for _ in range(rounds):
+        forget_shared()
+        memo: DecodeMemo = {}
+        start = time.perf_counter()
+        for index, record in enumerate(records):
+            decoder.decode(record, memo, index)
+        best_qwatch = min(best_qwatch, time.perf_counter() - start)
+        start = time.perf_counter()
+        for record in raw:
+            floor_decode.decode(record, key)
+        best_floor = min(best_floor, time.perf_counter() - start)
+    return best_qwatch / n * 1e6, best_floor / n * 1e6
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="qwatch status --json, cold, as a process")
     parser.add_argument("-n", type=int, default=10_000, help="records (default 10,000)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--decode-rounds", type=int, default=7, help="in-process rounds")
     parser.add_argument("--floor", metavar="REDIS_URL", help=argparse.SUPPRESS)
     parser.add_argument("--site", default="bench", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -245,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"target missed: {get_all / status:.1f}x get_all (wanted {TARGET_VS_GET_ALL}x)")
     if status / floor_wall > TARGET_VS_FLOOR:
         print(f"target missed: {status / floor_wall:.2f}x the floor (wanted {TARGET_VS_FLOOR}x)")
+    qwatch_us, floor_us = decode_path(args.n, args.decode_rounds)
+    print(f"\ndecode path in-process, best of {args.decode_rounds} rounds of {args.n:,} records:")
+    print("| decoder | µs a record | this ÷ floor |\n|---|---|---|")
+    print(f"| floor | {floor_us:.2f} | 1.00x |")
+    print(f"| qwatch (one-shot, as status) | {qwatch_us:.2f} | {qwatch_us / floor_us:.2f}x |")
+    verdict = "met" if qwatch_us / floor_us <= TARGET_VS_FLOOR else "missed"
+    print(f"decode path within {TARGET_VS_FLOOR}x of the floor: {verdict}")
     return 0
 
 

@@ -13,8 +13,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils.translation import gettext_lazy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qwatch.decode import DecodeError, Decoder, decode
+from qwatch.decode.signature import KeyedHash, b64_signature
 from qwatch.values import ClusterStat
 from tests.helpers import CAPTURE_ROTATED_SECRET as ROTATED
 from tests.helpers import CAPTURE_SECRET as SECRET
@@ -336,3 +339,15 @@ def test_decode_error_is_a_value_error() -> None:
 def test_bytes_and_str_inputs_agree(decoder: Decoder) -> None:
     raw = sign(stat_pickle(state()))
     assert decoder.decode(raw) == decoder.decode(raw.encode())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.binary(max_size=200),  # longer than a block too: hashed first, as hmac does
+    value=st.binary(max_size=2000),
+    algorithm=st.sampled_from(["sha256", "sha1"]),
+)
+def test_keyed_hash_signs_as_hmac_does(key: bytes, value: bytes, algorithm: str) -> None:
+    keyed = KeyedHash(key, algorithm)
+    assert keyed.b64_signature(value) == b64_signature(key, value, algorithm)
+    assert keyed.b64_signature(value) == b64_signature(key, value, algorithm)  # pads unspent

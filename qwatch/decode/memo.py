@@ -28,7 +28,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 from qwatch.decode.pickle_flow import (
     DATETIME_BYTES,
@@ -48,6 +48,8 @@ from qwatch.values import ClusterStat
 # datetime's pickle form, datetime(state[, tz]) with the 10 state bytes: the unpickler's
 # call, which typeshed does not describe.
 _from_state: Callable[..., datetime] = datetime
+_set = object.__setattr__  # as UUID.__setstate__ sets its (frozen) attributes
+_UNKNOWN_SAFETY = SafeUUID.unknown
 # Two bases: a cluster flipping between Idle and Working has a pickle of each length.
 _BASES_PER_KEY = 2
 
@@ -229,10 +231,12 @@ def _make(slot: bytes, kind: int, tz: tzinfo | None) -> object:
     if kind == TEXT_LATIN1:
         return slot.decode(PY2_STR_ENCODING)
     if kind == UUID_INT:
-        # NEWOBJ, then BUILD calling UUID.__setstate__ with the state dict.
+        # NEWOBJ, then BUILD calling UUID.__setstate__ with {"int": number}: what that
+        # sets (an `is_safe` absent from the state is SafeUUID.unknown), without its dict
+        # and its enum lookup, a third of the cost.
         uuid = UUID.__new__(UUID)
-        number = int.from_bytes(slot, "little", signed=True)
-        uuid.__setstate__({"int": number})  # type: ignore[attr-defined]  # typeshed lacks it
+        _set(uuid, "int", int.from_bytes(slot, "little", signed=True))
+        _set(uuid, "is_safe", _UNKNOWN_SAFETY)
         return uuid
     state: bytes | str = slot if kind == DATETIME_BYTES else slot.decode(PY2_STR_ENCODING)
     return _from_state(state) if tz is None else _from_state(state, tz)
