@@ -469,6 +469,11 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("task_q_size", None),
     ("task_q_size", "3"),
     ("task_q_size", -1),
+    # Beyond what the history's INTEGER columns and the JSON encoder hold.
+    ("task_q_size", 2**31),
+    ("reincarnations", 2**70),
+    ("pid", 2**64),
+    ("workers", [4102, 2**31]),
     ("done_q_size", 0.0),
     ("reincarnations", True),
     ("tob", None),

@@ -34,6 +34,9 @@ from qwatch.values import STATES, ClusterStat
 # A real record is under 2 KB; anything near these is hostile or broken.
 MAX_RECORD_BYTES = 64 * 1024
 MAX_PICKLE_BYTES = 64 * 1024
+# The largest count or pid a record may carry: what the history's INTEGER columns (int4 on
+# PostgreSQL) and the JSON encoder (64 bits) can hold; no real pid or queue comes near it.
+MAX_INT = 2**31 - 1
 
 # A ClusterStat's fields in order, to make one with a few changed: dataclasses.replace()
 # costs twice as much.
@@ -97,7 +100,8 @@ def _field(state: dict[Any, Any], key: str) -> Any:
 
 
 def _int(value: object, key: str) -> int:
-    if type(value) is not int or value < 0:  # `type is`: refuses bools, which are ints
+    # `type is`: refuses bools, which are ints
+    if type(value) is not int or not 0 <= value <= MAX_INT:
         raise DecodeError(f"bad field {key}")
     return value
 
@@ -145,7 +149,7 @@ def _workers(state: dict[Any, Any]) -> tuple[int, ...]:
 def _workers_value(value: Any, key: str = "workers") -> tuple[int, ...]:
     if type(value) not in (list, tuple) or not {*map(type, value)} <= {int}:
         raise DecodeError("bad field workers")
-    if value and min(value) < 0:
+    if value and (min(value) < 0 or max(value) > MAX_INT):
         raise DecodeError("bad field workers")
     return tuple(value)
 
